@@ -1,0 +1,143 @@
+"""Correctness: float64 references, poisoned outputs, relative + elementwise tolerances, NaN never passes.
+
+A check fails (and the variant is never timed) when any of these holds for any output tensor:
+shape or dtype differ from the expected output; an element is NaN/Inf where the reference is finite (so a NaN-poisoned
+element the kernel never wrote fails); ``||out-ref|| / ||ref|| > tol.rel``; or some element has
+``|out-ref| > tol.atol + tol.rtol*|ref|``. Integer outputs must match exactly. The message names the first mismatching
+indices with both values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.registry import Tolerance
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    rel_err: float | None = None
+    max_abs_err: float | None = None
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. recall for kNN
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def f64(t: torch.Tensor) -> torch.Tensor:
+    """Upcast floating tensors to float64 (the reference precision); integer tensors pass through."""
+    return t.to(torch.float64) if (t.is_floating_point() or t.is_complex()) else t
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """NaN for floating outputs, the most negative value for integer ones: an unwritten element cannot pass."""
+    if t.is_floating_point():
+        t.fill_(float("nan"))
+    elif t.dtype == torch.bool:
+        t.fill_(True)
+    else:
+        t.fill_(torch.iinfo(t.dtype).min)
+    return t
+
+
+def _idx(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for s in reversed(shape):
+        out.append(flat % s)
+        flat //= s
+    return tuple(reversed(out))
+
+
+def compare(name: str, out: Any, ref: torch.Tensor, tol: Tolerance, expected_dtype: torch.dtype | None = None,
+            show: int = 3) -> CheckResult:
+    if not isinstance(out, torch.Tensor):
+        return CheckResult(False, message=f"{name}: variant returned {type(out).__name__}, expected a tensor")
+    if tuple(out.shape) != tuple(ref.shape):
+        return CheckResult(False, message=f"{name}: shape {tuple(out.shape)} != expected {tuple(ref.shape)}")
+    if expected_dtype is not None and out.dtype != expected_dtype:
+        return CheckResult(False, message=f"{name}: dtype {out.dtype} != expected {expected_dtype}")
+    o = out.detach().to("cpu")
+    r = ref.detach().to("cpu")
+    if not (r.is_floating_point() or o.is_floating_point()):
+        bad = (o != r).reshape(-1)
+        n = int(bad.sum())
+        if n:
+            first = bad.nonzero()[:show, 0].tolist()
+            where = "; ".join(f"{_idx(i, tuple(r.shape))}: got {o.reshape(-1)[i].item()} want {r.reshape(-1)[i].item()}"
+                              for i in first)
+            return CheckResult(False, 1.0, None, f"{name}: {n} of {r.numel()} elements differ; first at {where}")
+        return CheckResult(True, 0.0, 0.0)
+    o, r = o.to(torch.float64), r.to(torch.float64)
+    fin_r = torch.isfinite(r)
+    fin_o = torch.isfinite(o)
+    # non-finite reference positions must be matched exactly (same inf sign, or NaN for NaN)
+    nf = ~fin_r
+    nonfinite_bad = nf & ~((o == r) | (torch.isnan(o) & torch.isnan(r)))
+    nan_bad = fin_r & ~fin_o
+    diff = torch.where(fin_r & fin_o, (o - r).abs(), torch.zeros_like(r))
+    rr = torch.where(fin_r, r, torch.zeros_like(r))
+    ref_norm = float(torch.linalg.vector_norm(rr))
+    err_norm = float(torch.linalg.vector_norm(diff))
+    rel = err_norm / ref_norm if ref_norm > 0 else err_norm
+    elem_bad = diff > (tol.atol + tol.rtol * rr.abs())
+    bad = (nan_bad | nonfinite_bad | elem_bad).reshape(-1)
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    nbad = int(bad.sum())
+    if int(nan_bad.sum()):
+        rel = float("nan")
+    if nbad or not rel <= tol.rel:
+        parts = []
+        if int(nan_bad.sum()):
+            parts.append(f"{int(nan_bad.sum())} NaN/Inf where the reference is finite (unwritten or overflowed)")
+        if nbad:
+            first = bad.nonzero()[:show, 0].tolist()
+            where = "; ".join(
+                f"{_idx(i, tuple(r.shape))}: got {o.reshape(-1)[i].item():.6g} want {r.reshape(-1)[i].item():.6g}"
+                for i in first)
+            parts.append(f"{nbad} of {r.numel()} elements outside atol={tol.atol:g}+rtol={tol.rtol:g}*|ref|; "
+                         f"first at {where}")
+        if not rel <= tol.rel:
+            parts.append(f"rel. error {rel:.3g} > {tol.rel:g}")
+        return CheckResult(False, rel, max_abs, f"{name}: " + "; ".join(parts))
+    return CheckResult(True, rel, max_abs)
+
+
+def check_outputs(outs: dict[str, Any], refs: dict[str, torch.Tensor], tol: Tolerance,
+                  expected: dict[str, torch.Tensor] | None = None) -> CheckResult:
+    """Compare every reference output; the result's rel_err is the worst over outputs."""
+    if not isinstance(outs, dict):
+        return CheckResult(False, message=f"variant returned {type(outs).__name__}, expected dict of outputs "
+                                           f"{sorted(refs)}")
+    missing = [k for k in refs if k not in outs]
+    if missing:
+        return CheckResult(False, message=f"missing outputs {missing}")
+    worst = CheckResult(True, 0.0, 0.0)
+    for k, ref in refs.items():
+        exp_dtype = expected[k].dtype if expected and k in expected else None
+        res = compare(k, outs[k], ref, tol, exp_dtype)
+        if not res.ok:
+            return res
+        if res.rel_err is not None and (worst.rel_err is None or res.rel_err > worst.rel_err):
+            worst.rel_err = res.rel_err
+        if res.max_abs_err is not None:
+            worst.max_abs_err = max(worst.max_abs_err or 0.0, res.max_abs_err)
+    return worst
+
+
+def inputs_unchanged(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> str | None:
+    """None when every input tensor is bit-identical to its snapshot, else which one changed."""
+    for k, t in before.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        a = after[k]
+        same = torch.equal(t.view(torch.uint8) if t.dtype.itemsize == 1 and t.is_floating_point() else t,
+                           a.view(torch.uint8) if a.dtype.itemsize == 1 and a.is_floating_point() else a)
+        if not same and not (t.is_floating_point() and torch.equal(torch.isnan(t), torch.isnan(a))
+                             and torch.equal(torch.nan_to_num(t), torch.nan_to_num(a))):
+            return f"input {k!r} was modified by the variant"
+    return None

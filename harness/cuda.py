@@ -1,0 +1,576 @@
+"""Raw CUDA: compile ``cuda_src/*.cu`` with nvcc, cache the cubin, parse ptxas' resource report, load and launch.
+
+Two ways to run a ``.cu`` file, both as users write CUDA:
+
+* **Kernel mode** — ``CudaSource("softmax.cu").kernel("softmax_v3_block<float, 256>")`` returns a launchable kernel.
+  The name is the kernel as written in the source, template arguments included; the harness instantiates templates
+  itself (it compiles a small generated unit that includes the file and takes the address of each requested
+  specialisation), so a templated kernel needs no ``extern "C"`` wrapper. Launch with
+  ``k(grid, block, *args, shared=bytes)``: tensors pass as device pointers, Python ints as ``int32`` and floats as
+  ``float32`` (use ``i64(x)``, ``u32(x)``, ``f64(x)`` for other scalar types). ``k.set_max_dynamic_shared(bytes)``
+  raises the opt-in shared-memory limit above 48 KB.
+* **Host mode** — ``CudaSource("assignment.cu").library()`` compiles the file into a shared library (nvcc -shared)
+  and returns a ``ctypes.CDLL``: the file's own host code does its setup (``cudaFuncSetAttribute``, TMA tensor maps
+  with ``cuTensorMapEncodeTiled``, a ``launch_kernel(kernel_num, ...)`` switch as course assignments ship it) and is
+  called with device pointers (``ptr(tensor)``). It runs on the runtime API's primary context, which torch shares.
+
+Loading prefers pycuda (sharing torch's primary context via ``pycuda.autoprimaryctx``) and falls back to
+cuda-python's ``cuda.core`` where pycuda is not installed. ``WB_CUDA_LOADER=pycuda|cuda.core`` forces one.
+Compiled artefacts are cached under ``$WB_CACHE`` (default ``~/.cache/gpu-workbench``), keyed by a hash of the
+source, every header it includes from ``cuda_src/``, the flags, the instantiations, nvcc's version and the arch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CUDA_SRC = Path(__file__).resolve().parent.parent / "cuda_src"
+DEFAULT_ARCHS = ("sm_80", "sm_90")  # compiled when no GPU is visible
+
+
+class CompileError(RuntimeError):
+    """nvcc failed. ``str(e)`` starts with the first ``file(line): error`` message."""
+
+
+class CudaUnavailable(RuntimeError):
+    """No GPU, or neither pycuda nor cuda.core is importable: the kernel can be compiled, not run."""
+
+
+# ----------------------------------------------------------------------------------------------- toolchain facts
+def cache_dir() -> Path:
+    d = Path(os.environ.get("WB_CACHE", Path.home() / ".cache" / "gpu-workbench")) / "cuda"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@functools.lru_cache(None)
+def nvcc_path() -> str | None:
+    p = shutil.which("nvcc")
+    if p is None:
+        for cand in ("/usr/local/cuda/bin/nvcc", os.path.join(os.environ.get("CUDA_HOME", "/nonexistent"), "bin/nvcc")):
+            if os.path.exists(cand):
+                return cand
+    return p
+
+
+@functools.lru_cache(None)
+def nvcc_version() -> str | None:
+    nv = nvcc_path()
+    if nv is None:
+        return None
+    out = subprocess.run([nv, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release ([\d.]+), V([\d.]+)", out)
+    return m.group(2) if m else out.strip().splitlines()[-1]
+
+
+@functools.lru_cache(None)
+def device_arch() -> str | None:
+    """The visible GPU's target (``sm_90a`` on Hopper so wgmma/setmaxnreg are available), or None without a GPU."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability()
+    except Exception:
+        return None
+    arch = f"sm_{major}{minor}"
+    return arch + "a" if (major, minor) in ((9, 0), (10, 0)) else arch
+
+
+def target_archs() -> tuple[str, ...]:
+    a = device_arch()
+    return (a,) if a else DEFAULT_ARCHS
+
+
+def arch_flags(arch: str) -> list[str]:
+    num = arch[3:]
+    # sm_90a must be spelled with -gencode: the -arch shorthand also runs a plain sm_90 pass that rejects wgmma.
+    return [f"-gencode=arch=compute_{num},code={arch}"]
+
+
+# ----------------------------------------------------------------------------------------------- resource report
+@dataclass
+class Resources:
+    """ptxas' report for one kernel (per arch)."""
+
+    registers: int = 0
+    shared_bytes: int = 0  # static shared memory
+    stack_bytes: int = 0
+    spill_store_bytes: int = 0
+    spill_load_bytes: int = 0
+    barriers: int = 0
+    cmem_bytes: int = 0
+
+    @property
+    def spills(self) -> int:
+        return self.spill_store_bytes + self.spill_load_bytes
+
+
+_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(\w+)'")
+_PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+
+
+def parse_ptxas(log: str) -> dict[str, Resources]:
+    """Mangled kernel name -> Resources, from ``-Xptxas -v`` output."""
+    out: dict[str, Resources] = {}
+    cur: Resources | None = None
+    for line in log.splitlines():
+        m = _ENTRY.search(line)
+        if m:
+            cur = out.setdefault(m.group(1), Resources())
+            continue
+        if cur is None:
+            continue
+        m = _PROPS.search(line)
+        if m:
+            cur.stack_bytes, cur.spill_store_bytes, cur.spill_load_bytes = map(int, m.groups())
+            continue
+        m = _USED.search(line)
+        if m:
+            cur.registers = int(m.group(1))
+            if (b := re.search(r"used (\d+) barriers", line)) is not None:
+                cur.barriers = int(b.group(1))
+            if (s := re.search(r"(\d+) bytes smem", line)) is not None:
+                cur.shared_bytes = int(s.group(1))
+            if (c := re.search(r"(\d+) bytes cmem\[0\]", line)) is not None:
+                cur.cmem_bytes = int(c.group(1))
+    return out
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    """Mangled -> demangled (``void foo<float, 256>(float const*, ...)``); extern "C" names map to themselves."""
+    tool = shutil.which("cu++filt") or shutil.which("c++filt")
+    if not names:
+        return {}
+    if tool is None:
+        return {n: n for n in names}
+    res = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True)
+    lines = res.stdout.splitlines()
+    return dict(zip(names, lines)) if len(lines) == len(names) else {n: n for n in names}
+
+
+def normalize_kernel_name(name: str) -> str:
+    """'void foo<float, 256>(float const*, int)' and 'foo<float,256>' -> 'foo<float,256>'."""
+    s = name.strip()
+    s = re.sub(r"^(void|__global__|static)\s+", "", s)
+    depth = 0
+    for i, ch in enumerate(s):  # cut the parameter list: the first '(' outside template brackets
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0:
+            s = s[:i]
+            break
+    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"\(\w+\)(-?\d+)", r"\1", s)  # (int)256 -> 256
+    s = re.sub(r"(?<=[<,])(-?\d+)[uUlL]+(?=[,>])", r"\1", s)  # 256u -> 256
+    return s
+
+
+# ----------------------------------------------------------------------------------------------- compile
+@dataclass
+class Build:
+    arch: str
+    cubin: Path
+    log: str
+    resources: dict[str, Resources]  # normalised name -> resources
+    mangled: dict[str, str]  # normalised name -> mangled symbol
+
+
+def _includes(path: Path, seen: set[Path] | None = None) -> list[Path]:
+    """The file and every local header it includes (recursively): all of them key the cache."""
+    seen = seen if seen is not None else set()
+    if path in seen or not path.exists():
+        return []
+    seen.add(path)
+    files = [path]
+    for inc in re.findall(r'^\s*#\s*include\s+"([^"]+)"', path.read_text(errors="replace"), re.M):
+        for base in (path.parent, CUDA_SRC):
+            if (base / inc).exists():
+                files += _includes((base / inc).resolve(), seen)
+                break
+    return files
+
+
+def first_error(log: str) -> str:
+    for line in log.splitlines():
+        if re.search(r"\(\d+\): (catastrophic )?error", line) or "error:" in line.lower():
+            return line.strip()
+    lines = [ln for ln in log.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "nvcc failed"
+
+
+@dataclass
+class CudaSource:
+    """One ``.cu`` file under ``cuda_src/`` (or an absolute path: a user's own file) and how to compile it."""
+
+    path: str | Path
+    flags: tuple[str, ...] = ("-O3", "-std=c++17", "-lineinfo")
+    defines: dict[str, Any] = field(default_factory=dict)
+    # template specialisations to instantiate, e.g. "softmax_block<float, 256>"; kernel() adds to it
+    instantiate: list[str] = field(default_factory=list)
+    archs: tuple[str, ...] | None = None  # restrict (e.g. ("sm_90a",) for wgmma); None = every target arch
+
+    def __post_init__(self) -> None:
+        p = Path(self.path)
+        self.path = p if p.is_absolute() else CUDA_SRC / p
+        self._builds: dict[str, Build] = {}
+        self._modules: dict[str, Any] = {}
+        self._libs: dict[str, ctypes.CDLL] = {}
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def __hash__(self) -> int:
+        return hash(str(self.path))
+
+    def _key(self, arch: str, kind: str) -> str:
+        h = hashlib.sha256()
+        for f in _includes(Path(self.path)):
+            h.update(f.read_bytes())
+        h.update(json.dumps([kind, arch, list(self.flags), sorted(self.defines.items(), key=str),
+                             sorted(self.instantiate), nvcc_version()], default=str).encode())
+        return h.hexdigest()[:24]
+
+    def _cmd(self, arch: str) -> list[str]:
+        nv = nvcc_path()
+        if nv is None:
+            raise CompileError("nvcc not found: install the CUDA toolkit or put nvcc on PATH")
+        if not Path(self.path).exists():
+            raise CompileError(f"{self.path}: no such .cu file")
+        d = [f"-D{k}={v}" for k, v in self.defines.items()]
+        return [nv, *arch_flags(arch), *self.flags, *d, f"-I{CUDA_SRC}", f"-I{Path(self.path).parent}",
+                "-diag-suppress=177"]
+
+    def _unit(self, tmp: Path) -> Path:
+        """Generated unit: include the file, take each requested specialisation's address (forces instantiation)."""
+        unit = tmp / "wb_unit.cu"
+        refs = ", ".join(f"(void*)&{t}" for t in self.instantiate)
+        body = f'#include "{Path(self.path).resolve()}"\n'
+        if refs:
+            body += f"__attribute__((used)) static void* __wb_instantiations[] = {{ {refs} }};\n"
+        unit.write_text(body)
+        return unit
+
+    def compile(self, arch: str | None = None) -> Build:
+        """nvcc -> cubin for one arch (default: the GPU's, else the first default). Cached on disk."""
+        arch = arch or target_archs()[0]
+        if arch in self._builds:
+            return self._builds[arch]
+        key = self._key(arch, "cubin")
+        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{key}"
+        cubin, logf = cdir / "k.cubin", cdir / "ptxas.log"
+        if not cubin.exists():
+            with tempfile.TemporaryDirectory() as td:
+                unit = self._unit(Path(td))
+                cmd = [*self._cmd(arch), "-cubin", "-Xptxas", "-v", "-o", str(Path(td) / "k.cubin"), str(unit)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                log = res.stdout + res.stderr
+                if res.returncode != 0:
+                    raise CompileError(f"{first_error(log)}\n{log}")
+                cdir.mkdir(parents=True, exist_ok=True)
+                logf.write_text(log)
+                shutil.copy(Path(td) / "k.cubin", cubin)  # copied last: a cubin present means a complete entry
+        log = logf.read_text()
+        raw = parse_ptxas(log)
+        names = demangle(list(raw))
+        res_by, mangled = {}, {}
+        for m, r in raw.items():
+            n = normalize_kernel_name(names.get(m, m))
+            res_by[n], mangled[n] = r, m
+        b = Build(arch=arch, cubin=cubin, log=log, resources=res_by, mangled=mangled)
+        self._builds[arch] = b
+        return b
+
+    def compile_all(self) -> dict[str, Build]:
+        archs = [a for a in target_archs() if self.archs is None or a in self.archs] or list(self.archs or [])
+        return {a: self.compile(a) for a in archs}
+
+    def resources(self, kernel: str, arch: str | None = None) -> dict[str, Any]:
+        """The ptxas report of one kernel as a plain dict (attached to every record of the kernel)."""
+        self._ensure_instantiated(kernel)
+        b = self.compile(arch or self.default_arch())
+        r = b.resources.get(normalize_kernel_name(kernel))
+        if r is None:
+            raise CompileError(f"{self.name}: no kernel {kernel!r} in the build; kernels: {sorted(b.resources)}")
+        d = dict(r.__dict__)
+        d["arch"] = b.arch
+        return d
+
+    def default_arch(self) -> str:
+        archs = target_archs()
+        if self.archs:
+            ok = [a for a in archs if a in self.archs]
+            return ok[0] if ok else self.archs[0]
+        return archs[-1]  # without a GPU: the newest default arch (sm_90) is the one reported
+
+    def _ensure_instantiated(self, kernel: str) -> None:
+        if "<" in kernel and kernel not in self.instantiate:
+            self.instantiate.append(kernel)
+            self._builds.clear()
+            self._modules.clear()
+
+    # ------------------------------------------------------------------------------------------- kernel mode
+    def kernel(self, name: str) -> Kernel:
+        self._ensure_instantiated(name)
+        return Kernel(self, name)
+
+    # ------------------------------------------------------------------------------------------- host mode
+    def library(self, arch: str | None = None) -> ctypes.CDLL:
+        """Compile the file as a shared library (its host code included) and load it with ctypes."""
+        arch = arch or self.default_arch()
+        if arch in self._libs:
+            return self._libs[arch]
+        key = self._key(arch, "so")
+        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{key}"
+        so, logf = cdir / "lib.so", cdir / "ptxas.log"
+        if not so.exists():
+            with tempfile.TemporaryDirectory() as td:
+                unit = self._unit(Path(td))
+                cmd = [*self._cmd(arch), "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v", "-lcuda",
+                       "-o", str(Path(td) / "lib.so"), str(unit)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                log = res.stdout + res.stderr
+                if res.returncode != 0:
+                    raise CompileError(f"{first_error(log)}\n{log}")
+                cdir.mkdir(parents=True, exist_ok=True)
+                logf.write_text(log)
+                shutil.copy(Path(td) / "lib.so", so)
+        if device_arch() is None:
+            raise CudaUnavailable(f"{self.name}: built {so.name} for {arch}; no GPU here to load it on")
+        lib = ctypes.CDLL(str(so))
+        self._libs[arch] = lib
+        return lib
+
+    def library_resources(self, arch: str | None = None) -> dict[str, Resources]:
+        """Resource report of a host-mode build (builds it if needed, without loading it)."""
+        try:
+            self.library(arch)
+        except CudaUnavailable:
+            pass
+        arch = arch or self.default_arch()
+        logf = cache_dir() / f"{Path(self.path).stem}-{arch}-{self._key(arch, 'so')}" / "ptxas.log"
+        raw = parse_ptxas(logf.read_text())
+        names = demangle(list(raw))
+        return {normalize_kernel_name(names.get(m, m)): r for m, r in raw.items()}
+
+
+# ----------------------------------------------------------------------------------------------- scalar types
+@dataclass(frozen=True)
+class _Scalar:
+    value: Any
+    np_type: Any
+
+
+def i32(x: int) -> _Scalar:
+    return _Scalar(x, np.int32)
+
+
+def i64(x: int) -> _Scalar:
+    return _Scalar(x, np.int64)
+
+
+def u32(x: int) -> _Scalar:
+    return _Scalar(x, np.uint32)
+
+
+def f32(x: float) -> _Scalar:
+    return _Scalar(x, np.float32)
+
+
+def f64(x: float) -> _Scalar:
+    return _Scalar(x, np.float64)
+
+
+def ptr(t: Any) -> int:
+    """Device address of a torch tensor (for host-mode libraries and kernel arguments)."""
+    return int(t.data_ptr()) if t is not None else 0
+
+
+def _convert(a: Any) -> tuple[str, Any]:
+    """-> ("ptr", int) or ("scalar", numpy scalar)."""
+    if hasattr(a, "data_ptr"):
+        if not a.is_cuda:
+            raise CudaUnavailable("CUDA kernel argument is a CPU tensor")
+        return "ptr", int(a.data_ptr())
+    if isinstance(a, _Scalar):
+        return "scalar", a.np_type(a.value)
+    if isinstance(a, bool):
+        return "scalar", np.int32(int(a))
+    if isinstance(a, int):
+        if not -(2**31) <= a < 2**31:
+            raise OverflowError(f"int argument {a} does not fit int32: wrap it in harness.cuda.i64()")
+        return "scalar", np.int32(a)
+    if isinstance(a, float):
+        return "scalar", np.float32(a)
+    if isinstance(a, np.generic):
+        return "scalar", a
+    raise TypeError(f"unsupported kernel argument {type(a).__name__}: pass tensors, ints, floats or i64()/f64()...")
+
+
+# ----------------------------------------------------------------------------------------------- loaders
+@functools.lru_cache(None)
+def loader_name() -> str:
+    """'pycuda' or 'cuda.core' (the first importable, unless WB_CUDA_LOADER forces one)."""
+    forced = os.environ.get("WB_CUDA_LOADER")
+    order = [forced] if forced else ["pycuda", "cuda.core"]
+    errors = []
+    for name in order:
+        try:
+            if name == "pycuda":
+                import pycuda.driver  # noqa: F401
+            elif name == "cuda.core":
+                _cuda_core()
+            else:
+                raise ImportError(f"unknown loader {name!r} (pycuda | cuda.core)")
+            return name
+        except Exception as e:  # ImportError, or a broken install
+            errors.append(f"{name}: {e}")
+    raise CudaUnavailable("no CUDA loader importable (" + "; ".join(errors) + ")")
+
+
+def _cuda_core():
+    try:
+        import cuda.core as cc
+
+        cc.Device  # noqa: B018  (1.x exports at top level)
+        return cc
+    except (ImportError, AttributeError):
+        import cuda.core.experimental as cc
+
+        return cc
+
+
+class Kernel:
+    """A launchable kernel from a CudaSource (kernel mode)."""
+
+    def __init__(self, src: CudaSource, name: str):
+        self.src, self.name = src, name
+        self._fn = None
+        self._max_dyn = 0
+
+    def resources(self) -> dict[str, Any]:
+        return self.src.resources(self.name)
+
+    def set_max_dynamic_shared(self, nbytes: int) -> None:
+        """Opt in to more than 48 KB of dynamic shared memory (cudaFuncSetAttribute on the host side)."""
+        self._max_dyn = nbytes
+        if self._fn is not None:
+            self._apply_max_dyn()
+
+    def _load(self):
+        if self._fn is not None:
+            return self._fn
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CudaUnavailable("no GPU: CUDA kernels are compiled here, not run")
+        torch.cuda.init()
+        torch.empty(1, device="cuda")  # make torch create (and retain) the primary context first
+        build = self.src.compile()
+        key = normalize_kernel_name(self.name)
+        sym = build.mangled.get(key)
+        if sym is None:
+            raise CompileError(f"{self.src.name}: no kernel {self.name!r}; kernels: {sorted(build.mangled)}")
+        loader = loader_name()
+        if loader == "pycuda":
+            import pycuda.autoprimaryctx  # noqa: F401  (retains the primary context torch uses)
+            import pycuda.driver as drv
+
+            mod = self.src._modules.get(build.arch)
+            if mod is None:
+                mod = self.src._modules[build.arch] = drv.module_from_buffer(build.cubin.read_bytes())
+            self._fn = ("pycuda", mod.get_function(sym))
+        else:
+            cc = _cuda_core()
+            dev = cc.Device(torch.cuda.current_device())
+            dev.set_current()
+            mod = self.src._modules.get(build.arch)
+            if mod is None:
+                mod = self.src._modules[build.arch] = cc.ObjectCode.from_cubin(build.cubin.read_bytes())
+            self._fn = ("cuda.core", mod.get_kernel(sym))
+        if self._max_dyn:
+            self._apply_max_dyn()
+        return self._fn
+
+    def _apply_max_dyn(self) -> None:
+        kind, fn = self._fn
+        if kind == "pycuda":
+            import pycuda.driver as drv
+
+            fn.set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, int(self._max_dyn))
+            return
+        from cuda.bindings import driver
+
+        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        import torch
+
+        dev = torch.cuda.current_device()
+        handle = fn.handle
+        err = None
+        try:
+            (err,) = driver.cuKernelSetAttribute(attr, int(self._max_dyn), handle, dev)
+        except Exception:
+            (err,) = driver.cuFuncSetAttribute(handle, attr, int(self._max_dyn))
+        if int(err) != 0:
+            raise RuntimeError(f"setting max dynamic shared memory to {self._max_dyn} failed: {err}")
+
+    def __call__(self, grid, block, *args, shared: int = 0) -> None:
+        grid = tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),)
+        block = tuple(block) if isinstance(block, (tuple, list)) else (int(block),)
+        grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+        block = tuple(int(b) for b in block) + (1,) * (3 - len(block))
+        if min(grid) < 1 or min(block) < 1:
+            raise ValueError(f"{self.name}: empty launch grid={grid} block={block}")
+        if shared > 48 * 1024 and self._max_dyn < shared:
+            self.set_max_dynamic_shared(shared)
+        kind, fn = self._load()
+        conv = [_convert(a) for a in args]
+        import torch
+
+        stream = torch.cuda.current_stream().cuda_stream
+        if kind == "pycuda":
+            import pycuda.driver as drv
+
+            vals = [np.uintp(v) if k == "ptr" else v for k, v in conv]
+            fn(*vals, grid=grid, block=block, shared=int(shared), stream=_pycuda_stream(drv, stream))
+        else:
+            cc = _cuda_core()
+            vals = [v if k == "ptr" else v for k, v in conv]  # Python int -> intptr_t in cuda.core
+            cfg = cc.LaunchConfig(grid=grid, block=block, shmem_size=int(shared))
+            cc.launch(_core_stream(cc, stream), cfg, fn, *vals)
+
+
+_STREAMS: dict[Any, Any] = {}
+
+
+def _pycuda_stream(drv, handle: int):
+    """pycuda has no public 'wrap a foreign stream'; the legacy default stream (0) is torch's default too."""
+    if handle == 0:
+        return None
+    # torch is on a non-default stream: pycuda launches on stream 0 would not be ordered with it
+    raise CudaUnavailable("pycuda launches only on the default stream; run under torch's default stream")
+
+
+def _core_stream(cc, handle: int):
+    s = _STREAMS.get(("core", handle))
+    if s is None:
+        s = _STREAMS[("core", handle)] = cc.Stream.from_handle(handle)
+    return s
