@@ -39,6 +39,9 @@ import numpy as np
 
 CUDA_SRC = Path(__file__).resolve().parent.parent / "cuda_src"
 DEFAULT_ARCHS = ("sm_80", "sm_90")  # compiled when no GPU is visible
+# the CUDA C++ storage type of each workbench dtype: Variant.kernel may say "softmax_v1<{T}>"
+CUDA_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "fp64": "double", "int8": "int8_t",
+              "fp8": "__nv_fp8_e4m3"}
 
 
 class CompileError(RuntimeError):
@@ -209,9 +212,13 @@ def _includes(path: Path, seen: set[Path] | None = None) -> list[Path]:
 
 
 def first_error(log: str) -> str:
-    for line in log.splitlines():
-        if re.search(r"\(\d+\): (catastrophic )?error", line) or "error:" in line.lower():
-            return line.strip()
+    """The most useful line: nvcc's 'file(line): error', else a linker complaint, else any error line."""
+    lines = log.splitlines()
+    for pat in (r"\(\d+\): (catastrophic )?error", r"undefined reference|cannot find|multiple definition",
+                r"error"):
+        for line in lines:
+            if re.search(pat, line, re.I):
+                return line.strip()
     lines = [ln for ln in log.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "nvcc failed"
 
@@ -226,6 +233,8 @@ class CudaSource:
     # template specialisations to instantiate, e.g. "softmax_block<float, 256>"; kernel() adds to it
     instantiate: list[str] = field(default_factory=list)
     archs: tuple[str, ...] | None = None  # restrict (e.g. ("sm_90a",) for wgmma); None = every target arch
+    # host mode: extra libraries to link (e.g. ("cuda",) for driver-API calls; cudaGetDriverEntryPoint avoids it)
+    libs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         p = Path(self.path)
@@ -344,8 +353,8 @@ class CudaSource:
         if not so.exists():
             with tempfile.TemporaryDirectory() as td:
                 unit = self._unit(Path(td))
-                cmd = [*self._cmd(arch), "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v", "-lcuda",
-                       "-o", str(Path(td) / "lib.so"), str(unit)]
+                cmd = [*self._cmd(arch), "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
+                       *[f"-l{lib}" for lib in self.libs], "-o", str(Path(td) / "lib.so"), str(unit)]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 log = res.stdout + res.stderr
                 if res.returncode != 0:

@@ -113,12 +113,20 @@ class Variant:
     description: str = ""  # the idea, one line: shown in tables and reports
     # CUDA variants: the source and kernel name (for the compile step and the ptxas resource report)
     source: Any = None  # harness.cuda.CudaSource
-    kernel: str | None = None  # kernel name as written in the .cu, template arguments included
+    # kernel name(s) as written in the .cu, template arguments included; "{T}" becomes the dtype's CUDA type
+    # (harness.cuda.CUDA_TYPES), so "softmax_v2<{T}>" serves every dtype. A tuple for multi-kernel variants.
+    kernel: str | tuple[str, ...] | None = None
     # Returns None when the variant can run this shape/dtype here, else a one-line reason (status "skipped").
     supports: Callable[[Shape, str], str | None] | None = None
     tolerance: dict[str, Tolerance] = field(default_factory=dict)  # per-dtype override (e.g. a tf32 mode)
     ladder: int | None = None  # rung number for numbered CUDA variants (variant-ladder figure)
     family: str = ""
+
+    def kernel_names(self, dtype: str) -> tuple[str, ...]:
+        from harness.cuda import CUDA_TYPES
+
+        names = (self.kernel,) if isinstance(self.kernel, str) else tuple(self.kernel or ())
+        return tuple(n.replace("{T}", CUDA_TYPES.get(dtype, dtype)) for n in names)
 
     def skip_reason(self, shape: Shape, dtype: str) -> str | None:
         if dtype not in self.dtypes:
@@ -211,7 +219,7 @@ class Problem:
             if len(nums) != len(self.dims):
                 raise RegistryError(f"{self.name}: shape {text!r} has {len(nums)} dims; expected {form}")
             for d, n in zip(self.dims, nums):
-                kw[d] = _parse_value(n, 0)
+                kw[d] = self._value(n, 0, text, form)
         for p in parts:
             if "=" not in p:
                 raise RegistryError(f"{self.name}: cannot parse {p!r} in shape {text!r}; expected {form}")
@@ -220,8 +228,25 @@ class Problem:
             like = self.options.get(k, 0)
             if k not in self.dims and k not in self.options:
                 raise RegistryError(f"{self.name}: unknown shape field {k!r}; expected {form}")
-            kw[k] = _parse_value(v.strip(), like)
+            kw[k] = self._value(v.strip(), like, text, form)
         return self.shape(**kw)
+
+    def _value(self, v: str, like: Any, text: str, form: str) -> Any:
+        try:
+            return _parse_value(v, like)
+        except RegistryError as e:
+            raise RegistryError(f"{self.name}: shape {text!r}: {e}; expected {form}") from None
+
+
+def interpreter() -> bool:
+    """True when Triton runs under TRITON_INTERPRET=1 (the CPU machine): slow, and bf16 tl.dot is wrong there."""
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
 
 
 REGISTRY: dict[str, Problem] = {}

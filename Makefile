@@ -1,0 +1,30 @@
+# Two commands on a fresh machine (README): `make bench` runs the main job, `make test` runs the lint + tests.
+# The venv sees the machine's own packages (a GPU box's CUDA torch/triton stay in use, nothing is downloaded
+# there); on a machine with no torch, the CPU build is installed first (plain `torch` would pull a multi-GB CUDA one).
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL ?= softmax
+ARGS  ?=
+
+.PHONY: bench test lint gpu-check clean
+bench: $(STAMP)
+	$(PY) bench/run.py --kernel $(KERNEL) $(ARGS)
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+gpu-check: $(STAMP)
+	bash bench/gpu_check.sh runs/gpu-check
+
+$(STAMP): setup.py
+	python3 -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .cache runs

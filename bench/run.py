@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The workbench's main entry point: is my kernel right, how fast is it, how far from the roof, vs the library.
+
+    python bench/run.py --kernel attention            # every variant vs every SDPA backend, tables, JSON/CSV, figures
+    python bench/run.py --kernel all --quick          # every family at its small shapes
+    python bench/run.py --kernel softmax --shape 4096x8192 --dtype bf16 --variants triton_fused,torch_softmax
+
+On a machine without a GPU it does what is meaningful there: Triton variants run under TRITON_INTERPRET=1 and are
+checked, torch baselines run on the CPU, .cu variants are compiled (status ``compiled``, with their ptxas report),
+and the timings are labelled CPU timings. The exit status is 1 when any variant is incorrect (records are still
+written), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402  (before triton: decides the interpreter)
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from harness import provenance, registry  # noqa: E402
+from harness.records import TABLE_COLS, ResultWriter, table_row  # noqa: E402
+from harness.runner import RunOptions, Task, execute, isolate_default, plan  # noqa: E402
+
+console = Console(stderr=False, highlight=False)
+
+
+class CliError(Exception):
+    """A one-line, user-facing error: printed without a traceback, exit status 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", default="softmax",
+                    help="family: softmax, matmul, attention, quant_gemm, knn, or all (default softmax)")
+    ap.add_argument("--dtype", help="comma-separated dtypes (default: every dtype the family supports)")
+    ap.add_argument("--shape", action="append", help="shape, e.g. 4096x1024 or M=4096,N=1024 (repeatable)")
+    ap.add_argument("--variants", help="comma-separated variant names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="the family's small shape set")
+    ap.add_argument("--out", help="output folder (default runs/<device>-<time>/, git-ignored)")
+    ap.add_argument("--resume", metavar="DIR", help="continue an interrupted output folder, skipping finished records")
+    ap.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
+    ap.add_argument("--strict", action="store_true",
+                    help="fresh inputs per timed call from a pool, and every timed output checked")
+    ap.add_argument("--max-time", type=float, default=1.0, help="timing cap per record in seconds (default 1)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per-record worker timeout in seconds")
+    ap.add_argument("--ab-rounds", type=int, help="interleaved rounds vs the baseline (default 30 on a GPU)")
+    ap.add_argument("--gpm", action="store_true", help="NVML GPM DRAM bandwidth per record (Hopper+)")
+    ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
+    ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
+    return ap.parse_args(argv)
+
+
+def resolve_families(kernel: str) -> list[str]:
+    registry.all_problems()
+    names = list(registry.REGISTRY)
+    if kernel == "all":
+        return names
+    group = [n for n in names if n == kernel or n.startswith(kernel + "_")]
+    if group:
+        return group
+    if kernel in registry.FAMILIES:
+        raise CliError(f"family {kernel!r} is planned but not implemented yet; available: {', '.join(names)}")
+    raise CliError(f"unknown kernel family {kernel!r}; choose from {', '.join(names + ['all'])}")
+
+
+def device_line(info: dict) -> str:
+    if not torch.cuda.is_available():
+        return ("No GPU here: Triton variants run under TRITON_INTERPRET=1, torch baselines on the CPU, .cu variants "
+                "are compiled only. Timings are CPU timings, not GPU figures.")
+    return (f"GPU: {info.get('name')} · {info.get('sm_count')} SMs · L2 {info.get('l2_bytes', 0) / 2**20:.0f} MiB · "
+            f"SM clock {info.get('cur_sm_clock_mhz')}/{info.get('max_sm_clock_mhz')} MHz · "
+            f"driver {info.get('driver')}")
+
+
+def get_device_info() -> dict:
+    try:
+        from harness.device import device_info
+
+        return device_info()
+    except Exception as e:  # roofline/NVML layer missing or broken: say so, keep running
+        info = {"available": False, "note": f"device info unavailable ({type(e).__name__}: {e})"}
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            info.update(name=p.name, sm_count=p.multi_processor_count)
+        else:
+            info["name"] = "cpu"
+        return info
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
+
+
+def load_profile(info: dict, outdir: Path):
+    """Roof ceilings for % of roofline: measured once per GPU and cached; None on the CPU."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from roofline.ceilings import get_profile
+
+        return get_profile(measure=True)
+    except Exception as e:
+        console.print(f"[yellow]roofline profile unavailable: {type(e).__name__}: {e}[/]")
+        return None
+
+
+def annotate(rec: dict, profile) -> None:
+    if profile is None or rec.get("status") != "ok":
+        return
+    try:
+        from roofline.model import annotate as roof
+
+        rec["roofline"] = roof(rec, profile)
+        if rec["roofline"].get("suspect"):
+            rec["suspect"] = True
+            rec.setdefault("suspect_reasons", []).append(rec["roofline"].get("suspect_reason") or "above roofline")
+    except Exception as e:
+        rec["roofline"] = {"note": f"{type(e).__name__}: {e}"}
+
+
+def fill_median_speedups(records: list[dict]) -> list[dict]:
+    """Where no interleaved A/B ran (CPU), speed-up = baseline median / variant median, labelled as such."""
+    changed = []
+    base = {(r["family"], r["dtype"], r["shape"]): r for r in records
+            if r.get("baseline") and r.get("status") == "ok"}
+    for r in records:
+        if r.get("status") != "ok" or r.get("baseline") or r.get("speedup_vs_baseline") is not None:
+            continue
+        b = base.get((r["family"], r["dtype"], r["shape"]))
+        if b and b.get("median_ms") and r.get("median_ms"):
+            r.update(speedup_vs_baseline=b["median_ms"] / r["median_ms"], baseline_name=b["variant"],
+                     speedup_method="median-ratio", speedup_text=f"{b['median_ms'] / r['median_ms']:.2f}x")
+            changed.append(r)
+    return changed
+
+
+def print_tables(records: list[dict]) -> None:
+    fams = sorted({r["family"] for r in records})
+    for fam in fams:
+        recs = [r for r in records if r["family"] == fam]
+        t = Table(title=f"{fam}", title_justify="left", show_lines=False, header_style="bold")
+        for _, h in TABLE_COLS:
+            t.add_column(h, overflow="fold")
+        for r in recs:
+            style = {"incorrect": "red", "runtime_error": "red", "timeout": "red", "compile_error": "red",
+                     "skipped": "dim", "compiled": "cyan"}.get(r["status"], None)
+            t.add_row(*table_row(r), style=style)
+        console.print(t)
+        for r in recs:
+            if r["status"] in ("incorrect", "runtime_error", "timeout", "compile_error"):
+                console.print(f"  [red]{r['variant']} {r['dtype']} {r['shape']}[/]: {r.get('message', '')}")
+
+
+def split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    families = resolve_families(args.kernel)
+    from harness.families import LOAD_ERRORS
+
+    for fam, err in LOAD_ERRORS.items():
+        console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")
+    try:
+        seeds = tuple(int(s) for s in split(args.seeds))
+    except ValueError:
+        raise CliError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise CliError("--seeds needs at least one seed")
+    dtypes = split(args.dtype) if args.dtype else None
+    if dtypes:
+        unknown = [d for d in dtypes if d not in registry.DTYPES]
+        if unknown:
+            raise CliError(f"unknown dtype(s) {unknown}; choose from {', '.join(registry.DTYPES)}")
+    variants = split(args.variants) if args.variants else None
+    if variants:
+        known = {n for f in families for n in registry.REGISTRY[f].variants}
+        unknown = [v for v in variants if v not in known]
+        if unknown:
+            raise CliError(f"unknown variant(s) {unknown}; {args.kernel} has: {', '.join(sorted(known))}")
+    try:
+        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick)
+    except registry.RegistryError as e:
+        raise CliError(str(e)) from None
+    if dtypes and not tasks:
+        raise CliError(f"no {args.kernel} variant supports dtype(s) {dtypes}")
+
+    info = get_device_info()
+    console.print(device_line(info))
+    if args.resume:
+        outdir = Path(args.resume)
+        if not (outdir / "records.jsonl").exists():
+            raise CliError(f"--resume {outdir}: no records.jsonl there to resume")
+    else:
+        outdir = Path(args.out) if args.out else ROOT / "runs" / \
+            f"{slug(info.get('name', 'cpu'))}-{time.strftime('%Y%m%d-%H%M%S')}"
+    writer = ResultWriter(outdir, resume=bool(args.resume))
+    todo = [t for t in tasks if not writer.done(t.key)]
+    if args.resume:
+        console.print(f"resuming {outdir}: {len(tasks) - len(todo)} records done, {len(todo)} to go")
+    profile = load_profile(info, outdir)
+    if profile is not None:
+        try:
+            import json
+
+            (outdir / "profile.json").write_text(json.dumps(profile if isinstance(profile, dict)
+                                                            else profile.to_dict(), indent=1, default=str))
+        except Exception:
+            pass
+    opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=args.max_time, timeout_s=args.timeout,
+                      ab_rounds=args.ab_rounds, gpm=args.gpm, isolate=isolate_default() and not args.no_isolate,
+                      time_on_cpu=not args.no_cpu_timing)
+    stamp = {"device": info, "git_sha": provenance.git_sha(), "versions": provenance.versions()}
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as prog:
+        bar = prog.add_task("starting", total=len(todo))
+
+        def on_start(t: Task) -> None:
+            prog.update(bar, description=t.label()[:70])
+
+        def on_record(rec: dict) -> None:
+            rec.update(stamp, timestamp=provenance.now())
+            annotate(rec, profile)
+            writer.add(rec)
+            prog.advance(bar)
+
+        execute(todo, opts, on_record, on_start)
+        prog.update(bar, description="done")
+
+    records = [r for r in writer.records.values() if r["family"] in families]
+    for r in fill_median_speedups(records):
+        writer.update(r)
+    print_tables(records)
+    if not args.no_figures:
+        try:
+            from roofline.plot import draw_all
+
+            paths = draw_all(records, profile, outdir / "figures")
+            if paths:
+                console.print(f"figures: {outdir / 'figures'} ({len(paths)} files)")
+        except Exception as e:
+            console.print(f"[yellow]figures skipped: {type(e).__name__}: {e}[/]")
+    n_bad = sum(r["status"] == "incorrect" for r in records)
+    counts = {s: sum(r["status"] == s for r in records) for s in sorted({r["status"] for r in records})}
+    console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    if not torch.cuda.is_available():
+        console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
+    return 1 if n_bad else 0
+
+
+def cli() -> None:
+    try:
+        sys.exit(main())
+    except CliError as e:
+        console.print(f"error: {e}", style="red")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished records are in the output folder; continue with --resume DIR")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

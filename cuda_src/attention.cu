@@ -1,0 +1,517 @@
+// attention.cu — fused attention forward (prefill) and split-K decode, raw CUDA (llm.c dev/cuda style).
+//
+// O = softmax(Q K^T * scale) V per (batch, head), plus LSE = log(sum_j exp(s_ij)) (natural log, fp32).
+//   q [B, H, Nq, D], k/v [B, Hkv, Nkv, D], o [B, H, Nq, D]   contiguous, T = __half or __nv_bfloat16
+//   lse [B, H, Nq] float32.  GQA: head h reads kv head h / (H / Hkv).
+//   causal: bottom-right aligned, query i sees keys j <= i + (Nkv - Nq); a row that sees nothing gets O = 0,
+//   LSE = -inf.
+// Every kernel keeps scores in the log2 domain: s2 = (q.k) * scale * log2(e), so exp is exp2f (MUFU.EX2) and
+// LSE = (m2 + log2(l)) * ln(2).  Masked scores are -inf; the running max of a row that has seen only -inf is
+// replaced by 0 before exponentiating (exp2(-inf - 0) = 0 instead of exp2(-inf + inf) = NaN).
+//
+// Napkin math (H100, bf16, B=4, H=32, N=4096, D=128, non-causal): 4*B*H*N^2*D = 1.1 TFLOP against
+// (Q+K+V+O) = 4*B*H*N*D*2 = 537 MB: ~2000 FLOP/B, far above the ridge (295 FLOP/B): prefill is compute-bound and
+// only tensor cores (989 TF) can get near the FlashAttention figures (FA2 ~350 TF, FA3 ~600 TF).
+// Decode (Nq = 1) does 4*Nkv*D FLOPs per head against 2*Nkv*D*2 bytes of cache per kv head: 1 FLOP/B (x H/Hkv),
+// memory-bound, so the only number that matters is GB/s while reading the cache once.
+#include "common.cuh"
+
+#define ATTN_LN2 0.6931471805599453f
+#define ATTN_NO_LIMIT 0x7fffffff
+
+// =====================================================================================================================
+// Shared SIMT engine (v1 and decode): K/V tiles of 32 keys staged in shared memory as fp32; one lane per key for the
+// scores (a D-long dot product with Q read as broadcast float4), the softmax row statistics by warp shuffles, then
+// P.V with p_j broadcast by __shfl_sync and lane owning output columns lane, lane+32, ... (D/32 of them).
+// Each warp owns R query rows (row = r * NWARPS + warp, so a partly filled block spreads its rows over all warps).
+// =====================================================================================================================
+template <int D, int ROWS>
+struct SimtSmem {
+  float q[ROWS][D];    // Q rows pre-scaled by scale*log2(e); row stride D*4 bytes keeps float4 reads aligned
+  float k[32][D + 1];  // +1 float: lane j reads k[j][d], banks (j*(D+1) + d) % 32 = (j + d) % 32 are distinct
+  float v[32][D];      // all lanes read one row: consecutive words, conflict-free
+  int limit[ROWS];     // last key row r may see (inclusive); -1 marks an absent row (beyond Nq)
+};
+
+// Stage nrows contiguous Q rows starting at qb (rows >= nrows are zero) as fp32 * scale_log2.
+template <typename T, int D, int ROWS, int NT>
+__device__ __forceinline__ void simt_stage_q(SimtSmem<D, ROWS>& sm, const T* __restrict__ qb, int nrows,
+                                             float scale_log2) {
+  constexpr int CPR = D / 8;  // 16-byte chunks per row
+  for (int c = threadIdx.x; c < ROWS * CPR; c += NT) {
+    const int r = c / CPR, col = (c % CPR) * 8;
+    int4 raw = make_int4(0, 0, 0, 0);
+    if (r < nrows) raw = load16(qb + (size_t)r * D + col);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sm.q[r][col + i] = to_float<T>(e[i]) * scale_log2;
+  }
+}
+
+// Attend the block's staged Q rows to keys [k_begin, k_end) of one kv head (kb/vb: [Nkv, D] row-major).
+// Returns per warp: o[r][i] = unnormalised sum_j p_j v[j][lane + 32 i], m[r] = running max (log2 domain, the same
+// in every lane), l[r] = this lane's partial sum of p (warp-reduce it for the row total).
+// Reads sm.q and sm.limit only after its first __syncthreads, so the caller may stage them just before calling.
+template <typename T, int D, int NWARPS, int R>
+__device__ __forceinline__ void simt_attend(SimtSmem<D, NWARPS * R>& sm, const T* __restrict__ kb,
+                                            const T* __restrict__ vb, int k_begin, int k_end, bool warp_active,
+                                            float (&o)[R][D / 32], float (&m)[R], float (&l)[R]) {
+  constexpr int NT = NWARPS * 32, CPR = D / 8, CH = 32 * CPR / NT;  // 16-byte chunks per thread per tile
+  static_assert((32 * CPR) % NT == 0, "tile chunks must split evenly over the block");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < D / 32; ++i) o[r][i] = 0.f;
+  }
+  for (int t0 = k_begin; t0 < k_end; t0 += 32) {
+    // issue every global load of the tile before the barrier: they fly while slower warps finish the last tile
+    int4 kr[CH], vr[CH];
+#pragma unroll
+    for (int i = 0; i < CH; ++i) {
+      const int c = threadIdx.x + i * NT, key = t0 + c / CPR, col = (c % CPR) * 8;
+      kr[i] = vr[i] = make_int4(0, 0, 0, 0);  // keys past k_end are zero: p = 0 must not meet NaN garbage
+      if (key < k_end) {
+        kr[i] = load16(kb + (size_t)key * D + col);
+        vr[i] = load16(vb + (size_t)key * D + col);
+      }
+    }
+    __syncthreads();  // every warp is done with the previous tile
+#pragma unroll
+    for (int i = 0; i < CH; ++i) {
+      const int c = threadIdx.x + i * NT, row = c / CPR, col = (c % CPR) * 8;
+      const T* ke = reinterpret_cast<const T*>(&kr[i]);
+      const T* ve = reinterpret_cast<const T*>(&vr[i]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        sm.k[row][col + e] = to_float<T>(ke[e]);
+        sm.v[row][col + e] = to_float<T>(ve[e]);
+      }
+    }
+    __syncthreads();
+    if (!warp_active) continue;  // warp-uniform: a warp with no present row only helps load
+
+    // scores: lane = key; per 4 d: 4 LDS of K + R broadcast LDS.128 of Q for 4R FMAs
+    const int key = t0 + lane;
+    float s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = 0.f;
+#pragma unroll 4
+    for (int d = 0; d < D; d += 4) {
+      const float k0 = sm.k[lane][d], k1 = sm.k[lane][d + 1], k2 = sm.k[lane][d + 2], k3 = sm.k[lane][d + 3];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 qv = *reinterpret_cast<const float4*>(&sm.q[r * NWARPS + warp][d]);
+        s[r] = fmaf(qv.x, k0, fmaf(qv.y, k1, fmaf(qv.z, k2, fmaf(qv.w, k3, s[r]))));
+      }
+    }
+    // online softmax: new max over the tile, rescale what was accumulated so far by alpha = exp2(m_old - m_new)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bool ok = key < k_end && key <= sm.limit[r * NWARPS + warp];
+      const float x = ok ? s[r] : -INFINITY;
+      const float mn = fmaxf(m[r], warp_reduce_max(x));
+      const float base = (mn == -INFINITY) ? 0.f : mn;
+      const float alpha = exp2f(m[r] - base);
+      s[r] = exp2f(x - base);
+      l[r] = l[r] * alpha + s[r];  // per-lane partial: one warp sum at the end instead of one per tile
+      m[r] = mn;
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) o[r][i] *= alpha;
+    }
+    // P.V: p_j lives in lane j; broadcast it and stream row j of V (32 consecutive floats per LDS)
+#pragma unroll 4
+    for (int j = 0; j < 32; ++j) {
+      float vv[D / 32];
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) vv[i] = sm.v[j][lane + 32 * i];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float p = __shfl_sync(0xffffffffu, s[r], j);
+#pragma unroll
+        for (int i = 0; i < D / 32; ++i) o[r][i] = fmaf(p, vv[i], o[r][i]);
+      }
+    }
+  }
+}
+
+// =====================================================================================================================
+// attn_v1_tiled — FlashAttention-1/2 on CUDA cores. One block (4 warps) per (query tile of 16 rows, head, batch);
+// K/V stream through shared memory 32 keys at a time with an online softmax, so S and P never touch DRAM: DRAM
+// traffic drops from O(N^2) (naive attention materialises B*H*N^2 scores) to Q + O once and K/V once per query tile
+// (mostly L2 hits). The math is plain fp32 FMA: at best 67 TF on H100, and shared-memory bound well below that
+// (~0.5 LDS per FMA) — the point of v2 is to move both GEMMs onto tensor cores.
+// Causal: the block stops at the last key its last row may see, so masked tiles above the diagonal are skipped.
+// =====================================================================================================================
+constexpr int V1_WARPS = 4, V1_R = 4, V1_ROWS = V1_WARPS * V1_R;
+
+template <typename T, int D>
+__global__ void __launch_bounds__(V1_WARPS * 32)
+    attn_v1_tiled(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                  float* __restrict__ lse, int H, int Hkv, int Nq, int Nkv, int causal, float scale_log2) {
+  __shared__ __align__(16) SimtSmem<D, V1_ROWS> sm;
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * V1_ROWS;
+  const int hkv = h / (H / Hkv), diag = Nkv - Nq;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t bh = (size_t)b * H + h;
+  const size_t kv_off = ((size_t)b * Hkv + hkv) * (size_t)Nkv * D;
+  const int nrows = min(V1_ROWS, Nq - q0);
+
+  simt_stage_q<T, D, V1_ROWS, V1_WARPS * 32>(sm, q + (bh * Nq + q0) * D, nrows, scale_log2);
+  for (int r = threadIdx.x; r < V1_ROWS; r += V1_WARPS * 32)
+    sm.limit[r] = r < nrows ? (causal ? q0 + r + diag : ATTN_NO_LIMIT) : -1;
+  const int k_end = causal ? min(Nkv, q0 + nrows + diag) : Nkv;  // keys past the last row's diagonal: skipped
+
+  float acc[V1_R][D / 32], m[V1_R], l[V1_R];
+  simt_attend<T, D, V1_WARPS, V1_R>(sm, k + kv_off, v + kv_off, 0, k_end, warp < nrows, acc, m, l);
+
+#pragma unroll
+  for (int r = 0; r < V1_R; ++r) {
+    const int row = r * V1_WARPS + warp;  // warp-uniform
+    if (row < nrows) {
+      const float L = warp_reduce_sum(l[r]);
+      const float inv = L > 0.f ? 1.f / L : 0.f;
+      T* orow = o + (bh * Nq + q0 + row) * D;
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) orow[lane + 32 * i] = from_float<T>(acc[r][i] * inv);  // 64 B per store
+      if (lane == 0) lse[bh * Nq + q0 + row] = L > 0.f ? (m[r] + log2f(L)) * ATTN_LN2 : -INFINITY;
+    }
+  }
+}
+
+// =====================================================================================================================
+// attn_v2_mma — FlashAttention-2 on tensor cores. Block = 4 warps x 16 query rows (BM = 64), K/V tiles of BN = 64
+// keys. S = Q K^T and O += P V are mma.sync.m16n8k16 (16-bit in, fp32 accumulate: 2048 FMAs per warp instruction
+// against 32 for an FFMA), so the kernel leaves the 67 TF SIMT ceiling for the 989 TF tensor one (~15x).
+//  * Q is read from shared memory once (ldmatrix) and then lives in registers as A fragments (D/16 x 4 regs).
+//  * K fragments come from ldmatrix (rows = keys, so the "col" B operand needs no transpose); V uses ldmatrix.trans.
+//  * The S accumulator of two adjacent 8-key n-tiles is exactly the A fragment of a 16-key k-step, so P stays in
+//    registers: converted to 16 bits and fed to the P.V mma without a shared-memory round trip.
+//  * Row max / row sum need only the 4 lanes of a quad (shfl_xor 1, 2); l stays a per-lane partial until the end.
+//  * Loads are cp.async with FA2's overlap: V_t is fetched while Q K_t^T and the softmax run, K_{t+1} while P V_t
+//    runs (one buffer each, 3 x 64 x D x 2 B = 48 KB at D = 128).
+//  * Shared tiles are XOR-swizzled by 16-byte chunk (chunk ^ (row % 8)): the 8 row addresses of every 8x8 ldmatrix
+//    land in 8 different bank groups, where the unswizzled 128/256-byte row stride would make them 8-way conflicts.
+//  * Tails: rows/keys past Nq/Nkv are zero-filled by cp.async (src-size 0); only tiles that cross Nkv or the causal
+//    diagonal pay for the mask; causal blocks stop at their last visible key tile.
+// =====================================================================================================================
+constexpr int V2_WARPS = 4, V2_BM = 16 * V2_WARPS, V2_BN = 64;
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  const int n = pred ? 16 : 0;  // src-size 0: nothing is read, the 16 bytes are zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t saddr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(saddr)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t saddr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(saddr)
+               : "memory");
+}
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// D[16x8] += A[16x16] B[16x8], fp32 accumulate. Fragments (g = lane/4, t = lane%4):
+//   a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..);  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g);
+//   c0,c1 (g, 2t..2t+1) c2,c3 (g+8, 2t..2t+1).
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                         uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// two fp32 -> one 32-bit register of 16-bit values; `lo` (the smaller column index) goes in the low half
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// element offset of 16-byte chunk `chunk` (8 elements) of row `row` in a swizzled [rows][D] 16-bit tile
+template <int D>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+// The same offset split into a per-lane part and a compile-time part, so that the unrolled loops address every
+// ldmatrix as one of 4 per-lane byte offsets plus an immediate: for rows row0 + r with row0 a multiple of 8 and chunk
+// 8*c8 + c (c < 8), swz = row0*D + 64*c8 + [r*D + ((c ^ (r & 7)) << 3)]  — the bracket depends on the lane (r) and
+// on c, i.e. on (16-wide step & 3) for an x4 ldmatrix whose lanes pick chunk 2*step + {0, 1}.
+template <int D>
+__device__ __forceinline__ uint32_t lane_swz_bytes(int r, int c) {
+  return 2u * (uint32_t)(r * D + ((c ^ (r & 7)) << 3));
+}
+
+// cp.async rows [row0, row0 + ROWS) of a [n, D] matrix into a swizzled tile; rows >= n are zero-filled
+template <typename T, int D, int ROWS>
+__device__ __forceinline__ void cp_tile(uint16_t* s, const T* __restrict__ g, int row0, int n) {
+  constexpr int CPR = D / 8, NT = V2_WARPS * 32;
+  static_assert((ROWS * CPR) % NT == 0, "tile chunks must split evenly over the block");
+#pragma unroll
+  for (int i = 0; i < ROWS * CPR / NT; ++i) {
+    const int c = threadIdx.x + i * NT, r = c / CPR, ch = c % CPR;
+    const bool ok = row0 + r < n;
+    cp_async16(s + swz<D>(r, ch), ok ? g + (size_t)(row0 + r) * D + ch * 8 : g, ok);
+  }
+}
+
+// (128, 2): two blocks per SM is what 48 KB of smem and ~250 registers at D = 128 allow anyway; saying so stops ptxas
+// (sm_80, D = 64) from capping itself at 128 registers and spilling.
+template <typename T, int D>
+__global__ void __launch_bounds__(V2_WARPS * 32, 2)
+    attn_v2_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                float* __restrict__ lse, int H, int Hkv, int Nq, int Nkv, int causal, float scale_log2) {
+  static_assert(D % 16 == 0 && D >= 64, "head dim must be a multiple of 16 (>= 64 for the swizzle)");
+  constexpr int BM = V2_BM, BN = V2_BN, CPR = D / 8;
+  __shared__ __align__(128) uint16_t sQ[BM * D];
+  __shared__ __align__(128) uint16_t sK[BN * D];
+  __shared__ __align__(128) uint16_t sV[BN * D];
+
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BM;
+  const int hkv = h / (H / Hkv), diag = Nkv - Nq;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t bh = (size_t)b * H + h;
+  const T* qb = q + bh * Nq * D;
+  const T* kb = k + ((size_t)b * Hkv + hkv) * (size_t)Nkv * D;
+  const T* vb = v + ((size_t)b * Hkv + hkv) * (size_t)Nkv * D;
+  const int last_row = min(q0 + BM, Nq) - 1;
+  const int k_end = causal ? min(Nkv, last_row + diag + 1) : Nkv;
+  const int n_tiles = k_end > 0 ? ceil_div(k_end, BN) : 0;
+
+  // prologue: Q and K_0 in flight together; Q then moves to registers for the whole kernel
+  cp_tile<T, D, BM>(sQ, qb, q0, Nq);
+  if (n_tiles > 0) cp_tile<T, D, BN>(sK, kb, 0, Nkv);
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)  // lanes 0-15: rows 0-15 at chunk 2kk (a0, a1); lanes 16-31: chunk 2kk+1
+    ldmatrix_x4(qf[kk], smem_u32(&sQ[swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4))]));
+
+  float acc[D / 8][4];  // O: D/8 n-tiles of 8 columns
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};  // rows g and g + 8 of this warp
+  const int row_g = q0 + warp * 16 + (lane >> 2);
+  const int mi = lane >> 3, mr = lane & 7;  // which 8x8 matrix this lane addresses in an x4 ldmatrix, and its row
+  // K (non-trans): matrices (keys +0, chunk 2kk), (+0, 2kk+1), (+8, 2kk), (+8, 2kk+1) -> b0 b1 of n-tiles 2np, 2np+1
+  // V (trans):     matrices (keys +0, chunk 2dp), (+8, 2dp), (+0, 2dp+1), (+8, 2dp+1) -> b0 b1 of d-tiles 2dp, 2dp+1
+  const uint32_t sK_a = smem_u32(sK), sV_a = smem_u32(sV);
+  uint32_t koff[4], voff[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    koff[j] = lane_swz_bytes<D>(mr + (mi >> 1) * 8, 2 * j + (mi & 1));
+    voff[j] = lane_swz_bytes<D>(mr + (mi & 1) * 8, 2 * j + (mi >> 1));
+  }
+
+  for (int t = 0; t < n_tiles; ++t) {
+    const int n0 = t * BN;
+    cp_async_wait_all();
+    __syncthreads();  // K_t has landed; every warp finished P V_{t-1}, so sV may be overwritten
+    cp_tile<T, D, BN>(sV, vb, n0, Nkv);
+    cp_async_commit();
+
+    // S = Q K_t^T: x4 ldmatrix gives (b0, b1) of key n-tiles 2np and 2np+1 for one 16-wide d step
+    float s[BN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, sK_a + koff[kk & 3] + 2u * (np * 16 * D + (kk >> 2) * 64));
+        mma_16816<T>(s[2 * np], qf[kk], kf[0], kf[1]);
+        mma_16816<T>(s[2 * np + 1], qf[kk], kf[2], kf[3]);
+      }
+    }
+
+    // scale into the log2 domain; mask only tiles that cross Nkv or the causal diagonal of the block's first row
+    const bool need_mask = (n0 + BN > Nkv) || (causal && n0 + BN - 1 > q0 + diag);
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n0 + nt * 8 + (lane & 3) * 2 + (e & 1), row = row_g + (e >> 1) * 8;
+        float x = s[nt][e] * scale_log2;
+        if (need_mask && (col >= Nkv || (causal && col > row + diag))) x = -INFINITY;
+        s[nt][e] = x;
+      }
+    }
+
+    // online softmax for rows g (elements 0, 1) and g + 8 (elements 2, 3); a row lives in the 4 lanes of a quad
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * hr], s[nt][2 * hr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(m_run[hr], mx);
+      const float base = (mn == -INFINITY) ? 0.f : mn;
+      const float alpha = exp2f(m_run[hr] - base);
+      m_run[hr] = mn;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        s[nt][2 * hr] = exp2f(s[nt][2 * hr] - base);
+        s[nt][2 * hr + 1] = exp2f(s[nt][2 * hr + 1] - base);
+        sum += s[nt][2 * hr] + s[nt][2 * hr + 1];
+      }
+      l_run[hr] = l_run[hr] * alpha + sum;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        acc[dt][2 * hr] *= alpha;
+        acc[dt][2 * hr + 1] *= alpha;
+      }
+    }
+
+    cp_async_wait_all();
+    __syncthreads();  // V_t has landed; every warp finished reading K_t
+    if (t + 1 < n_tiles) cp_tile<T, D, BN>(sK, kb, n0 + BN, Nkv);
+    cp_async_commit();
+
+    // O += P V_t: P's A fragment for keys 16kk..16kk+15 is S n-tiles 2kk (a0, a1) and 2kk+1 (a2, a3);
+    // x4.trans gives (b0, b1) of output n-tiles 2dp and 2dp+1
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                              pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, sV_a + voff[dp & 3] + 2u * (kk * 16 * D + (dp >> 2) * 64));
+        mma_16816<T>(acc[2 * dp], pa, vf[0], vf[1]);
+        mma_16816<T>(acc[2 * dp + 1], pa, vf[2], vf[3]);
+      }
+    }
+  }
+
+  // epilogue: normalise, stage the 16-bit tile in sQ (swizzled) so that global stores are 16-byte and coalesced
+  cp_async_wait_all();
+  __syncthreads();  // nothing in flight, nobody reads sQ/sK/sV any more
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float L = l_run[hr];
+    L += __shfl_xor_sync(0xffffffffu, L, 1);
+    L += __shfl_xor_sync(0xffffffffu, L, 2);
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    const int lrow = warp * 16 + (lane >> 2) + hr * 8;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(&sQ[swz<D>(lrow, dt) + (lane & 3) * 2]) =
+          pack2<T>(acc[dt][2 * hr] * inv, acc[dt][2 * hr + 1] * inv);
+    if ((lane & 3) == 0 && q0 + lrow < Nq)
+      lse[bh * Nq + q0 + lrow] = L > 0.f ? (m_run[hr] + log2f(L)) * ATTN_LN2 : -INFINITY;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < BM * CPR / (V2_WARPS * 32); ++i) {
+    const int c = threadIdx.x + i * V2_WARPS * 32, r = c / CPR, ch = c % CPR;
+    if (q0 + r < Nq) store16(o + (bh * Nq + q0 + r) * D + ch * 8, load16(&sQ[swz<D>(r, ch)]));
+  }
+}
+
+// =====================================================================================================================
+// decode_v1_splitk — flash-decoding. With 1..4 queries per sequence a (batch, head) has too little work for a block,
+// and B*H blocks cannot fill 132 SMs, so the valid cache of each sequence is cut into num_splits slices: block
+// (split, kv head x row group, batch) attends every query row of its kv head's group (G = H/Hkv heads x Nq) to one
+// slice, so each cache byte is read once (bytes = 2*B*Hkv*Nkv*D*s), and writes unnormalised (o, m, l) in fp32 to
+// scratch. decode_v1_combine then merges the num_splits partials of a row by log-sum-exp. Math is the SIMT engine:
+// `rows` FMAs per 2-byte cache element, i.e. rows/2 FMA/B, under the H100 SIMT ridge (29 T FMA/s / 3.35 TB/s =
+// ~8.6 FMA/B) while a block holds <= 16 rows; R (rows per warp: 1, 2, 4) is picked on the host so that warps do not
+// compute rows that do not exist.
+// Splits past a sequence's length (seqlens vary) do no work and write m = -inf, l = 0, o = 0.
+// =====================================================================================================================
+constexpr int DEC_WARPS = 4;
+
+template <typename T, int D, int R>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+    decode_v1_splitk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                     const int* __restrict__ seqlens, float* __restrict__ o_part, float* __restrict__ m_part,
+                     float* __restrict__ l_part, int H, int Hkv, int Nq, int Nkv, int split_len, float scale_log2) {
+  constexpr int ROWS = DEC_WARPS * R;
+  __shared__ __align__(16) SimtSmem<D, ROWS> sm;
+  const int split = blockIdx.x, S = gridDim.x, b = blockIdx.z;
+  const int G = H / Hkv, rows_total = G * Nq, n_rg = ceil_div(rows_total, ROWS);
+  const int hkv = blockIdx.y / n_rg, r0 = (blockIdx.y % n_rg) * ROWS;
+  const int nrows = min(ROWS, rows_total - r0);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // q rows of the G heads of one kv head are consecutive in [B, H, Nq, D]: row (g, i) is row g*Nq + i of the group
+  const size_t row0 = ((size_t)b * H + (size_t)hkv * G) * Nq + r0;
+  const size_t kv_off = ((size_t)b * Hkv + hkv) * (size_t)Nkv * D;
+  const int seqlen = min(seqlens[b], Nkv);
+  const int k_begin = split * split_len, k_end = min(k_begin + split_len, seqlen);
+
+  simt_stage_q<T, D, ROWS, DEC_WARPS * 32>(sm, q + row0 * D, nrows, scale_log2);
+  for (int r = threadIdx.x; r < ROWS; r += DEC_WARPS * 32) sm.limit[r] = r < nrows ? ATTN_NO_LIMIT : -1;
+
+  float acc[R][D / 32], m[R], l[R];
+  simt_attend<T, D, DEC_WARPS, R>(sm, k + kv_off, v + kv_off, k_begin, k_end, warp < nrows, acc, m, l);
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int row = r * DEC_WARPS + warp;  // warp-uniform
+    if (row < nrows) {
+      const float L = warp_reduce_sum(l[r]);
+      const size_t p = (row0 + row) * S + split;
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) o_part[p * D + lane + 32 * i] = acc[r][i];
+      if (lane == 0) {
+        m_part[p] = m[r];
+        l_part[p] = L;
+      }
+    }
+  }
+}
+
+// One block of D threads per output row (b, h, i): O = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
+// Reads S*(D+2)*4 bytes per row: at S <= 32 and Nkv >= 1k this is a few % of the cache bytes.
+template <typename T, int D>
+__global__ void __launch_bounds__(D)
+    decode_v1_combine(const float* __restrict__ o_part, const float* __restrict__ m_part,
+                      const float* __restrict__ l_part, T* __restrict__ o, float* __restrict__ lse, int S) {
+  const size_t row = blockIdx.x;
+  const int d = threadIdx.x;
+  const float* mp = m_part + row * S;
+  const float* lp = l_part + row * S;
+  float M = -INFINITY;
+  for (int s = 0; s < S; ++s) M = fmaxf(M, mp[s]);
+  const float base = (M == -INFINITY) ? 0.f : M;
+  float L = 0.f, acc = 0.f;
+  for (int s = 0; s < S; ++s) {
+    const float w = exp2f(mp[s] - base);  // empty split: m = -inf -> w = 0
+    L = fmaf(lp[s], w, L);
+    acc = fmaf(o_part[(row * S + s) * D + d], w, acc);
+  }
+  o[row * D + d] = from_float<T>(L > 0.f ? acc / L : 0.f);
+  if (d == 0) lse[row] = L > 0.f ? (M + log2f(L)) * ATTN_LN2 : -INFINITY;
+}

@@ -1,0 +1,25 @@
+"""GPU kernel workbench: check, time and roofline Triton and raw CUDA kernels against the library baseline."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gpu-kernel-workbench",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["harness", "harness.*", "kernels", "kernels.*", "roofline", "roofline.*"]),
+    install_requires=[
+        "torch>=2.4",  # install the CPU build first on machines without a GPU: pip install torch==2.13.0
+        "triton>=3.2",
+        "numpy",
+        "nvidia-ml-py",
+        "matplotlib",
+        "rich",
+    ],
+    extras_require={
+        "cuda": ["pycuda", "cuda-python"],
+        "test": ["pytest", "pytest-benchmark", "ruff"],
+        "slurm": ["submitit"],
+        "faiss": ["faiss-cpu"],
+    },
+)
