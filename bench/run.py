@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
     ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
+    ap.add_argument("--sanitize", action="store_true",
+                    help="run each CUDA/Triton variant once at a small shape under compute-sanitizer (GPU only)")
     return ap.parse_args(argv)
 
 
@@ -172,6 +174,38 @@ def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def run_sanitize(families: list[str], variants: list[str] | None, args: argparse.Namespace) -> int:
+    import json
+
+    from harness import sanitize
+
+    reason = sanitize.unavailable_reason()
+    if reason:
+        raise CliError(reason)
+    jobs = sanitize.plan_sanitize(families, variants)
+    outdir = Path(args.out) if args.out else ROOT / "runs" / f"sanitize-{time.strftime('%Y%m%d-%H%M%S')}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as prog:
+        bar = prog.add_task("sanitize", total=len(jobs) * len(sanitize.TOOLS))
+        for job in jobs:
+            for tool in sanitize.TOOLS:
+                prog.update(bar, description=f"{tool} {job[0]}/{job[1]}")
+                results.append(sanitize.sanitize_task(*job, tool=tool, timeout_s=args.timeout))
+                (outdir / "sanitize.json").write_text(json.dumps(results, indent=1))
+                prog.advance(bar)
+    t = Table(title="compute-sanitizer", title_justify="left")
+    for h in ("family", "variant", "dtype", "shape", "tool", "status", "errors", "first finding"):
+        t.add_column(h, overflow="fold")
+    for r in results:
+        t.add_row(r["family"], r["variant"], r["dtype"], r["shape"], r["tool"], r["status"], str(r["errors"]),
+                  (r["first"] or [""])[0][:100], style=None if r["status"] == "clean" else "red")
+    console.print(t)
+    console.print(f"results: {outdir / 'sanitize.json'}")
+    return 0 if all(r["status"] == "clean" for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     families = resolve_families(args.kernel)
@@ -203,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if dtypes and not tasks:
         raise CliError(f"no {args.kernel} variant supports dtype(s) {dtypes}")
 
+    if args.sanitize:
+        return run_sanitize(families, variants, args)
     info = get_device_info()
     console.print(device_line(info))
     if args.resume:
