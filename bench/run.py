@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"--resume {outdir}: no records.jsonl there to resume")
     else:
         outdir = Path(args.out) if args.out else ROOT / "runs" / \
-            f"{slug(info.get('name', 'cpu'))}-{time.strftime('%Y%m%d-%H%M%S')}"
+            f"{slug(info.get('name') or 'cpu')}-{time.strftime('%Y%m%d-%H%M%S')}"
     writer = ResultWriter(outdir, resume=bool(args.resume))
     todo = [t for t in tasks if not writer.done(t.key)]
     if args.resume:

@@ -157,7 +157,7 @@ class Problem:
     # check(out, ref, inputs, shape, dtype, tol) -> harness.check.CheckResult; None means the default comparison
     check: Callable[..., Any] | None = None
     description: str = ""
-    compute_dtype: Callable[[str], str] | None = None  # which compute roof applies (e.g. quantized -> "int8")
+    compute_dtype: Callable[[str, Shape], str] | None = None  # (dtype, shape) -> which compute roof applies
     throughput_unit: str = "TFLOP/s"  # or "GB/s" for memory-bound families: what the tables lead with
     extra_metrics: Callable[[Shape, float], dict[str, float]] | None = None  # (shape, median_ms) -> e.g. queries/s
     variants: dict[str, Variant] = field(default_factory=dict)

@@ -1,0 +1,406 @@
+"""quant_gemm: y[M, N] = x[M, K] @ dequant(W)[K, N] with quantized weights (and, for w8a8/fp8, activations).
+
+One family; the scheme is a shape option (``scheme=w8a16|w4a16|w8a8|fp8``, plus ``group`` and ``sym`` which only
+w4a16 reads). The dtype is the activation dtype (fp16/bf16); w8a8/fp8 produce their output in it.
+
+Inputs per scheme (layouts: kernels/quant.py):
+
+* w8a16: ``x [M, K]``, ``qw int8 [K, N]``, ``scale fp32 [N]``.
+* w4a16: ``x [M, K]``, ``qw uint8 [K // 2, N]`` (packed, low nibble = even k), ``scale [K // g, N]`` in the
+  activation dtype (as GPTQ/Marlin store them; the anchors' byte formula assumes 16-bit scales), and for
+  ``sym=0`` ``zero uint8 [K // g, N]``.
+* w8a8: ``xq int8 [M, K]``, ``x_scale fp32 [M]`` (per token), ``qw int8 [K, N]``, ``w_scale fp32 [N]``.
+* fp8: ``xq e4m3 [M, K]``, ``x_scale fp32 [M]`` (per row), ``qw e4m3 [K, N]`` stored COLUMN-major (stride (1, K):
+  the layout torch._scaled_mm and the fp8 tensor cores want), ``w_scale fp32 [N]`` (per column).
+* every scheme also carries ``w_deq`` (and for w8a8/fp8 ``x_deq``): the same values dequantized to the activation
+  dtype, made outside the timed call, for the cuBLAS baseline ``torch_bf16_dequant`` (the thing to beat).
+
+Data: x ~ N(0, 1); W ~ N(0, 1/K) with per-column magnitudes log-uniform in [1/8, 1/2] (so scales vary across
+columns, and |y| <~ 2: the elementwise atol stays >= 10 sigma of the baselines' bf16/fp16 rounding error even at
+M = 4096 x N = 14336 outputs), and one edge per input: an all-zero weight group (w4a16: the first K group of the
+last column; other schemes: the whole last column, i.e. scale 0 -> stored as 1, q = 0). Extreme scales (column
+magnitudes 1e-3..10, row magnitudes 1e-2..10) go through ``inputs_from`` in tests/test_quant_gemm.py.
+
+Reference: float64 matmul of exactly the dequantized values (``kernels.quant.dequantize_*`` in float64), so a kernel
+is allowed accumulation error, plus -- for dequantize-in-register W·A16 kernels and the baselines -- one rounding of
+each dequantized weight to the activation dtype.
+
+Roofline: the compute roof depends on the scheme, so ``Problem.compute_dtype(dtype, shape)`` calls
+``compute_dtype_for(shape)``: "bf16" for w8a16/w4a16 (dequantize in registers, fp16/bf16 tensor-core math), "int8"
+for w8a8, "fp8" for fp8.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harness.check import f64
+from harness.cuda import CUDA_TYPES, CudaSource
+from harness.registry import DTYPES, Problem, Shape, Tolerance, interpreter, on_gpu, register
+from kernels import quant as Q
+from kernels import quant_gemm as TK
+
+SCHEMES = ("w8a16", "w4a16", "w8a8", "fp8")
+BF16_DOT_REASON = "bf16 tl.dot is wrong under TRITON_INTERPRET; checked on GPU"
+
+
+def compute_dtype_for(shape: Shape, dtype: str | None = None) -> str:
+    """The compute roof that applies to this shape: bf16 (weight-only, fp16/bf16 MMA), int8 (w8a8) or fp8."""
+    return {"w8a16": "bf16", "w4a16": "bf16", "w8a8": "int8", "fp8": "fp8"}[shape["scheme"]]
+
+
+def _validate(shape: Shape) -> None:
+    if shape["scheme"] not in SCHEMES:
+        raise ValueError(f"quant_gemm: scheme must be one of {SCHEMES}, got {shape['scheme']!r}")
+    if shape["scheme"] == "w4a16":
+        g = shape["group"]
+        if g < 2 or g % 2:
+            raise ValueError(f"quant_gemm: w4a16 group must be a positive even integer, got {g}")
+        if shape["K"] % g:
+            raise ValueError(f"quant_gemm: w4a16 needs K % group == 0, got K={shape['K']}, group={g}")
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def make_inputs(shape: Shape, dtype: str, seed: int, device) -> dict[str, torch.Tensor]:
+    _validate(shape)
+    M, N, K, scheme = shape["M"], shape["N"], shape["K"], shape["scheme"]
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.randn((M, K), generator=gen, device=dev, dtype=torch.float32)
+    mag = torch.exp(torch.empty(N, device=dev).uniform_(math.log(0.125), math.log(0.5), generator=gen))
+    w = torch.randn((K, N), generator=gen, device=dev, dtype=torch.float32) * (mag / math.sqrt(K))[None, :]
+    if scheme == "w4a16":
+        w[: shape["group"], N - 1] = 0.0  # one all-zero group
+    elif N > 1:
+        w[:, N - 1] = 0.0  # one all-zero output channel
+    return inputs_from(x, w, shape, dtype)
+
+
+def inputs_from(x: torch.Tensor, w: torch.Tensor, shape: Shape, dtype: str) -> dict[str, torch.Tensor]:
+    """Quantize float ``x [M, K]`` and ``W [K, N]`` per ``shape["scheme"]`` into the variants' input dict (tests use
+    it to feed hand-made edge cases -- zero groups, extreme scales -- through the same path as make_inputs)."""
+    _validate(shape)
+    scheme = shape["scheme"]
+    dt = DTYPES[dtype]
+    if scheme == "w8a16":
+        x = x.to(dt)
+        qw, scale = Q.quantize_int8_weight(w)
+        return {"x": x, "qw": qw, "scale": scale, "w_deq": Q.dequantize_int8_weight(qw, scale, dt)}
+    if scheme == "w4a16":
+        x = x.to(dt)
+        g, sym = shape["group"], bool(shape["sym"])
+        packed, scale, zero = Q.quantize_int4_weight(w, g, sym, scale_dtype=dt)
+        out = {"x": x, "qw": packed, "scale": scale}
+        if not sym:
+            out["zero"] = zero
+        out["w_deq"] = Q.dequantize_int4_weight(packed, scale, zero, g, dt)
+        return out
+    if scheme == "w8a8":
+        xq, xs = Q.quantize_int8_activation(x.to(dt))
+        qw, ws = Q.quantize_int8_weight(w)
+        return {"xq": xq, "x_scale": xs, "qw": qw, "w_scale": ws,
+                "x_deq": Q.dequantize_int8_activation(xq, xs, dt), "w_deq": Q.dequantize_int8_weight(qw, ws, dt)}
+    xq, xs = Q.quantize_fp8(x.to(dt), "row")
+    qw, ws = Q.quantize_fp8(w, "col")
+    return {"xq": xq, "x_scale": xs, "qw": qw.t().contiguous().t(), "w_scale": ws,
+            "x_deq": Q.dequantize_fp8(xq, xs, "row", dt), "w_deq": Q.dequantize_fp8(qw, ws, "col", dt)}
+
+
+def make_outputs(shape: Shape, dtype: str, device) -> dict[str, torch.Tensor]:
+    return {"y": torch.empty((shape["M"], shape["N"]), dtype=DTYPES[dtype], device=device)}
+
+
+def dequantized(inputs: dict[str, torch.Tensor], shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, W) in float64, exactly as quantized (no rounding to the activation dtype)."""
+    scheme = shape["scheme"]
+    if scheme == "w8a16":
+        return f64(inputs["x"]), Q.dequantize_int8_weight(inputs["qw"], inputs["scale"])
+    if scheme == "w4a16":
+        return f64(inputs["x"]), Q.dequantize_int4_weight(inputs["qw"], inputs["scale"], inputs.get("zero"),
+                                                          shape["group"])
+    if scheme == "w8a8":
+        return (Q.dequantize_int8_activation(inputs["xq"], inputs["x_scale"]),
+                Q.dequantize_int8_weight(inputs["qw"], inputs["w_scale"]))
+    return (Q.dequantize_fp8(inputs["xq"], inputs["x_scale"], "row"),
+            Q.dequantize_fp8(inputs["qw"], inputs["w_scale"], "col"))
+
+
+def reference(inputs: dict[str, torch.Tensor], shape: Shape, dtype: str) -> dict[str, torch.Tensor]:
+    x, w = dequantized(inputs, shape)
+    return {"y": x @ w}
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def flops(shape: Shape) -> float:
+    return 2.0 * shape["M"] * shape["N"] * shape["K"]
+
+
+def min_bytes(shape: Shape, dtype: str) -> float:
+    """Packed weights + scales (+ zeros) + activations (+ their scales) + output, each moved once.
+
+    w4a16 with 16-bit scales and no zeros is the anchors' formula K·N·(4 + 16/g)/8 + M·K·2 + M·N·2.
+    """
+    M, N, K, scheme = shape["M"], shape["N"], shape["K"], shape["scheme"]
+    s = 2  # fp16/bf16 activations and output
+    out = M * N * s
+    if scheme == "w8a16":
+        return K * N + 4 * N + M * K * s + out
+    if scheme == "w4a16":
+        groups = K // shape["group"]
+        zeros = 0 if shape["sym"] else groups * N
+        return K * N / 2 + groups * N * s + zeros + M * K * s + out
+    return M * K + 4 * M + K * N + 4 * N + out  # w8a8 / fp8: 1-byte operands, fp32 row/column scales
+
+
+# ---------------------------------------------------------------------------------------------------- shapes
+def _s(M, N, K, scheme, group=128, sym=True) -> Shape:
+    return PROBLEM.shape(M=M, N=N, K=K, scheme=scheme, group=group, sym=sym)
+
+
+PROBLEM = register(Problem(
+    name="quant_gemm",
+    dims=("M", "N", "K"),
+    dtypes=("fp16", "bf16"),
+    make_inputs=make_inputs,
+    make_outputs=make_outputs,
+    reference=reference,
+    flops=flops,
+    min_bytes=min_bytes,
+    shapes=[],
+    quick=[],
+    options={"scheme": "w4a16", "group": 128, "sym": True},
+    description="quantized GEMM (W8A16, W4A16 group-wise, W8A8 per-token/channel, FP8 row/col) vs cuBLAS on "
+                "pre-dequantized weights",
+    compute_dtype=lambda dtype, shape: compute_dtype_for(shape, dtype),
+))
+
+# Llama-3-8B MLP projections: (K, N) = up/gate (4096 -> 14336), down (14336 -> 4096), and a square 8192.
+_KN = ((4096, 14336), (14336, 4096), (8192, 8192))
+PROBLEM.shapes = (
+    [_s(M, N, K, "w4a16") for K, N in _KN for M in (1, 16, 256)]
+    + [_s(M, 14336, 4096, "w8a16") for M in (1, 16, 256)]
+    + [_s(1, N, K, "w8a16") for K, N in _KN[1:]]
+    + [_s(16, 14336, 4096, "w4a16", group=64, sym=False)]
+    + [_s(M, 14336, 4096, "w8a8") for M in (256, 4096)]
+    + [_s(8192, 8192, 8192, "fp8")]
+    + [_s(7, 4099, 4097, "w8a16")]  # odd N and K: every tile edge, no aligned vector loads
+)
+PROBLEM.quick = [
+    _s(1, 40, 128, "w8a16"), _s(17, 72, 256, "w8a16"), _s(3, 41, 131, "w8a16"),
+    _s(1, 72, 256, "w4a16"), _s(17, 40, 128, "w4a16"), _s(3, 40, 256, "w4a16", group=64, sym=False),
+    _s(3, 80, 256, "w4a16", group=64, sym=False),  # N % 16 == 0: the CUDA 16-byte-load kernel runs too
+    _s(17, 72, 256, "w8a8"), _s(3, 40, 128, "w8a8"),
+    _s(3, 72, 256, "fp8"), _s(17, 48, 128, "fp8"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _needs(scheme: str):
+    def check(shape: Shape, dtype: str) -> str | None:
+        if shape["scheme"] != scheme:
+            return f"{scheme} variant; shape has scheme={shape['scheme']}"
+        return None
+
+    return check
+
+
+def _all(*checks):
+    def check(shape: Shape, dtype: str) -> str | None:
+        for c in checks:
+            r = c(shape, dtype)
+            if r:
+                return r
+        return None
+
+    return check
+
+
+def _triton_dot(shape: Shape, dtype: str) -> str | None:
+    return BF16_DOT_REASON if dtype == "bf16" and interpreter() else None
+
+
+def _sm89(what: str):
+    def check(shape: Shape, dtype: str) -> str | None:
+        if on_gpu() and torch.cuda.get_device_capability() < (8, 9):
+            return f"{what} needs fp8 tensor cores (sm_89+ / Hopper); this GPU is sm_" + "".join(
+                map(str, torch.cuda.get_device_capability()))
+        return None
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------- triton
+
+
+@PROBLEM.variant("triton_w8a16", "triton", supports=_all(_needs("w8a16"), _triton_dot),
+                 description="int8 -> fp16/bf16 in registers, tl.dot fp32 acc, column scale in the epilogue; "
+                             "BLOCK_M 16 + split-K at decode M")
+def triton_w8a16(inputs, out, shape):
+    TK.w8a16_gemm(inputs["x"], inputs["qw"], inputs["scale"], out=out["y"])
+
+
+@PROBLEM.variant("triton_w4a16", "triton",
+                 supports=_all(_needs("w4a16"), _triton_dot,
+                               lambda s, d: None if s["group"] >= 16 and s["group"] & (s["group"] - 1) == 0
+                               else f"Triton w4a16 needs a power-of-two group >= 16, got {s['group']}"),
+                 description="packed int4 loaded as bytes, nibble unpack + (q - z) * s in registers, tl.dot fp32 acc")
+def triton_w4a16(inputs, out, shape):
+    TK.w4a16_gemm(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"], out=out["y"])
+
+
+@PROBLEM.variant("triton_w8a8", "triton", supports=_needs("w8a8"),
+                 description="int8 x int8 tl.dot -> int32, per-token x per-channel scale epilogue")
+def triton_w8a8(inputs, out, shape):
+    TK.w8a8_gemm(inputs["xq"], inputs["x_scale"], inputs["qw"], inputs["w_scale"], out["y"].dtype, out=out["y"])
+
+
+@PROBLEM.variant("triton_fp8", "triton", supports=_all(_needs("fp8"), _sm89("Triton fp8 tl.dot")),
+                 description="e4m3 x e4m3 tl.dot -> fp32, row x column scale epilogue")
+def triton_fp8(inputs, out, shape):
+    TK.fp8_gemm(inputs["xq"], inputs["x_scale"], inputs["qw"], inputs["w_scale"], out["y"].dtype, out=out["y"])
+
+
+# ---------------------------------------------------------------------------------------------------- cuda
+# every specialisation up front: one nvcc run per arch builds them all (adding one later would rebuild the unit)
+_NAMES = ("qgemm_v1_w8a16<{T}>", "qgemm_v2_w4a16<{T},4>", "qgemm_v3_w8a8_dp4a<{T}>")
+SRC = CudaSource("quant_gemm.cu",
+                 instantiate=[n.replace("{T}", CUDA_TYPES[d]) for d in ("fp16", "bf16") for n in _NAMES])
+_KERNELS: dict[str, object] = {}
+_CUDA_M_MAX = 64  # v1/v2 are SIMT decode kernels: beyond this M the tensor-core variants are the ones to time
+
+
+def _kernel(name: str, dt: torch.dtype):
+    cname = name.replace("{T}", CUDA_TYPES["bf16" if dt == torch.bfloat16 else "fp16"])
+    k = _KERNELS.get(cname)
+    if k is None:
+        k = _KERNELS[cname] = SRC.kernel(cname)
+    return k
+
+
+def _decode_m(shape: Shape, dtype: str) -> str | None:
+    return None if shape["M"] <= _CUDA_M_MAX else f"SIMT decode kernel: M <= {_CUDA_M_MAX} (M={shape['M']})"
+
+
+@PROBLEM.variant("cuda_v1_w8a16", "cuda", source=SRC, kernel="qgemm_v1_w8a16<{T}>", ladder=1,
+                 supports=_all(_needs("w8a16"), _decode_m),
+                 description="one thread per output, int8 dequantized on the fly, fp32 acc, scale at the end")
+def cuda_v1_w8a16(inputs, out, shape):
+    x, y = inputs["x"], out["y"]
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    _kernel("qgemm_v1_w8a16<{T}>", x.dtype)(((N + 127) // 128, M), 128, x, inputs["qw"], inputs["scale"], y, M, N, K)
+
+
+def _v2_ok(shape: Shape, dtype: str) -> str | None:
+    if shape["N"] % 16:
+        return f"16-byte weight loads need N % 16 == 0 (N={shape['N']})"
+    if shape["group"] % 32:
+        return f"32-k chunks need group % 32 == 0 (group={shape['group']})"
+    return None
+
+
+@PROBLEM.variant("cuda_v2_w4a16", "cuda", source=SRC, kernel="qgemm_v2_w4a16<{T},4>", ladder=2,
+                 supports=_all(_needs("w4a16"), _decode_m, _v2_ok),
+                 description="packed int4, 16-byte weight loads (32 weights), 32 k-slices per block, shuffle reduce")
+def cuda_v2_w4a16(inputs, out, shape):
+    x, y, scale = inputs["x"], out["y"], inputs["scale"]
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    zero = inputs.get("zero")
+    if scale.dtype != x.dtype:
+        raise ValueError(f"cuda_v2_w4a16 reads scales in the activation dtype, got {scale.dtype}")
+    _kernel("qgemm_v2_w4a16<{T},4>", x.dtype)(
+        ((N + 63) // 64, (M + 3) // 4), 128, x, inputs["qw"], scale, zero if zero is not None else inputs["qw"],
+        int(zero is not None), y, M, N, K, shape["group"])
+
+
+def _v3_ok(shape: Shape, dtype: str) -> str | None:
+    if shape["K"] % 4 or shape["N"] % 4:
+        return f"dp4a 4-byte loads need K % 4 == 0 and N % 4 == 0 (K={shape['K']}, N={shape['N']})"
+    return None
+
+
+@PROBLEM.variant("cuda_v3_w8a8_dp4a", "cuda", source=SRC, kernel="qgemm_v3_w8a8_dp4a<{T}>", ladder=3,
+                 supports=_all(_needs("w8a8"), _v3_ok),
+                 description="int8 dp4a -> int32, 64x64 smem tiles, k-quad transpose while staging, scale epilogue")
+def cuda_v3_w8a8_dp4a(inputs, out, shape):
+    y = out["y"]
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    _kernel("qgemm_v3_w8a8_dp4a<{T}>", y.dtype)(
+        ((N + 63) // 64, (M + 63) // 64), 256, inputs["xq"], inputs["x_scale"], inputs["qw"], inputs["w_scale"], y,
+        M, N, K)
+
+
+# ---------------------------------------------------------------------------------------------------- torch
+@PROBLEM.variant("torch_bf16_dequant", "torch", style="return", baseline=True,
+                 description="cuBLAS fp16/bf16 matmul on weights (and activations) dequantized outside the timed "
+                             "call: what a quantized kernel must beat")
+def torch_bf16_dequant(inputs, out, shape):
+    x = inputs["x_deq"] if "x_deq" in inputs else inputs["x"]
+    return {"y": x @ inputs["w_deq"]}
+
+
+def _dequant_torch(inputs, shape, dt):
+    scheme = shape["scheme"]
+    if scheme == "w8a16":
+        return inputs["x"], inputs["qw"].to(dt) * inputs["scale"].to(dt)[None, :]
+    if scheme == "w4a16":
+        p = inputs["qw"]
+        q = torch.stack((p & 0xF, p >> 4), dim=1).reshape(p.shape[0] * 2, p.shape[1]).to(dt)
+        g = shape["group"]
+        z = inputs["zero"].to(dt) if "zero" in inputs else 8.0
+        s = inputs["scale"].to(dt)
+        if isinstance(z, torch.Tensor):
+            z = z.repeat_interleave(g, dim=0)
+        return inputs["x"], (q - z) * s.repeat_interleave(g, dim=0)
+    x = inputs["xq"].to(dt) * inputs["x_scale"].to(dt)[:, None]
+    w = inputs["qw"].to(dt) * inputs["w_scale"].to(dt)[None, :]
+    return x, w
+
+
+@PROBLEM.variant("torch_dequant_matmul", "torch", style="return",
+                 description="torch: dequantize (unpack, subtract zero, scale) inside the call, then matmul")
+def torch_dequant_matmul(inputs, out, shape):
+    dt = inputs["w_deq"].dtype
+    x, w = _dequant_torch(inputs, shape, dt)
+    return {"y": x @ w}
+
+
+def _int_mm_ok(shape: Shape, dtype: str) -> str | None:
+    if shape["M"] <= 16:
+        return f"torch._int_mm needs M > 16 (M={shape['M']})"
+    if shape["K"] % 8 or shape["N"] % 8:
+        return f"torch._int_mm needs K and N multiples of 8 (K={shape['K']}, N={shape['N']})"
+    return None
+
+
+@PROBLEM.variant("torch_int_mm", "torch", style="return", supports=_all(_needs("w8a8"), _int_mm_ok),
+                 description="torch._int_mm (cuBLASLt int8 -> int32), scales applied after in torch")
+def torch_int_mm(inputs, out, shape):
+    acc = torch._int_mm(inputs["xq"], inputs["qw"])
+    y = acc.to(torch.float32) * inputs["x_scale"][:, None] * inputs["w_scale"][None, :]
+    return {"y": y.to(inputs["w_deq"].dtype)}
+
+
+def _scaled_mm_ok(shape: Shape, dtype: str) -> str | None:
+    if not on_gpu():
+        return "torch._scaled_mm runs on CUDA only"
+    if dtype != "bf16":
+        return "row-wise scaled torch._scaled_mm outputs bf16 only"
+    if shape["K"] % 16 or shape["N"] % 16:
+        return f"torch._scaled_mm needs K and N multiples of 16 (K={shape['K']}, N={shape['N']})"
+    return None
+
+
+@PROBLEM.variant("torch_scaled_mm", "torch", style="return",
+                 supports=_all(_needs("fp8"), _sm89("torch._scaled_mm"), _scaled_mm_ok),
+                 description="torch._scaled_mm fp8 e4m3 with row-wise x column-wise fp32 scales (cuBLASLt)")
+def torch_scaled_mm(inputs, out, shape):
+    y = torch._scaled_mm(inputs["xq"], inputs["qw"], scale_a=inputs["x_scale"][:, None].contiguous(),
+                         scale_b=inputs["w_scale"][None, :].contiguous(), out_dtype=torch.bfloat16)
+    return {"y": y}
+
+
+# The dequantize-in-register W·A16 kernels round each dequantized weight once to the activation dtype; the default
+# fp16/bf16 tolerances cover that (rel. error ~1e-3 for bf16 at these magnitudes). Keep the defaults explicit here.
+PROBLEM.tolerance = {"fp16": Tolerance(2e-3, 2e-3, 1e-2), "bf16": Tolerance(1e-2, 1e-2, 4e-2)}

@@ -1,0 +1,349 @@
+"""quant_gemm family: quantizers, packing layout, Triton kernels under the interpreter, CUDA compile, GPU checks.
+
+CPU part runs in a few seconds with TRITON_INTERPRET=1 (tiny shapes). ``@pytest.mark.gpu`` tests run every variant x
+dtype x quick shape on a GPU and are skipped here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # the lead's conftest does this too; keep the file runnable on its own
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from harness.check import check_outputs, poison_  # noqa: E402
+from harness.families import quant_gemm as fam  # noqa: E402
+from harness.registry import get_problem  # noqa: E402
+from kernels import quant as Q  # noqa: E402
+from kernels import quant_gemm as TK  # noqa: E402
+
+P = get_problem("quant_gemm")
+FP8 = Q.FP8_DTYPE
+
+
+def _rand(shape, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * scale
+
+
+def _run_variant(v, shape, dtype, device="cpu", seed=0):
+    inputs = P.make_inputs(shape, dtype, seed, device)
+    ref = P.reference(inputs, shape, dtype)
+    expected = P.make_outputs(shape, dtype, device)
+    if v.style == "out":
+        out = {k: poison_(t) for k, t in P.make_outputs(shape, dtype, device).items()}
+        assert v.fn(inputs, out, shape) is None
+    else:
+        out = v.fn(inputs, None, shape)
+    return check_outputs(out, ref, P.tol(dtype, v), expected)
+
+
+# ------------------------------------------------------------------------------------------------ quantizers
+def test_int8_weight_round_trip():
+    w = _rand((96, 40))
+    qw, s = Q.quantize_int8_weight(w)
+    assert qw.dtype == torch.int8 and s.dtype == torch.float32 and s.shape == (40,)
+    assert int(qw.abs().max()) <= 127
+    err = (Q.dequantize_int8_weight(qw, s) - w.double()).abs()
+    assert bool((err <= s.double()[None, :] / 2 * (1 + 1e-6)).all())
+    assert torch.allclose(s, w.abs().amax(0) / 127)
+
+
+@pytest.mark.parametrize("group", [64, 128])
+@pytest.mark.parametrize("sym", [True, False])
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16])
+def test_int4_weight_round_trip(group, sym, scale_dtype):
+    K, N = 256, 24
+    w = _rand((K, N), seed=1)
+    packed, s, z = Q.quantize_int4_weight(w, group, sym, scale_dtype=scale_dtype)
+    assert packed.dtype == torch.uint8 and packed.shape == (K // 2, N)
+    assert s.shape == (K // group, N) and s.dtype == scale_dtype
+    assert (z is None) == sym
+    if not sym:
+        assert z.dtype == torch.uint8 and z.shape == (K // group, N) and int(z.max()) <= 15
+    deq = Q.dequantize_int4_weight(packed, s, z, group)
+    err = (deq - w.double()).reshape(K // group, group, N).abs()
+    sd = s.double()[:, None, :]
+    # symmetric: round to nearest within [-8, 7] -> |err| <= s/2; asymmetric: the rounded zero point can push one
+    # end of the range to the clamp -> |err| <= s
+    bound = sd / 2 * (1 + 2e-3) if sym else sd * (1 + 2e-3)
+    assert bool((err <= bound).all())
+    rel = float((deq - w.double()).norm() / w.double().norm())
+    assert rel < 0.13  # 4-bit: ~0.1 relative for Gaussian weights
+    # in float16 the dequantized values are exactly what the Triton kernel computes before its dot
+    if scale_dtype == torch.float16:
+        q = Q.unpack_int4(packed).to(torch.float32).reshape(K // group, group, N)
+        zz = 8.0 if z is None else z.float()[:, None, :]
+        mine = ((q - zz) * s.float()[:, None, :]).reshape(K, N).half()
+        assert torch.equal(mine, Q.dequantize_int4_weight(packed, s, z, group, torch.float16))
+
+
+def test_int8_activation_round_trip():
+    x = _rand((7, 64), seed=2) * torch.logspace(-3, 2, 7)[:, None]
+    xq, s = Q.quantize_int8_activation(x)
+    assert xq.dtype == torch.int8 and s.shape == (7,)
+    err = (Q.dequantize_int8_activation(xq, s) - x.double()).abs()
+    assert bool((err <= s.double()[:, None] / 2 * (1 + 1e-6)).all())
+
+
+@pytest.mark.skipif(FP8 is None, reason="torch without float8_e4m3fn")
+@pytest.mark.parametrize("per", ["tensor", "row", "col"])
+def test_fp8_round_trip(per):
+    t = _rand((12, 20), seed=3) * torch.logspace(-2, 2, 20)[None, :]
+    q, s = Q.quantize_fp8(t, per)
+    assert q.dtype == FP8
+    assert s.shape == {"tensor": (), "row": (12,), "col": (20,)}[per]
+    deq = Q.dequantize_fp8(q, s, per)
+    sb = s.double().reshape(()) if per == "tensor" else (s.double()[:, None] if per == "row" else s.double()[None, :])
+    # e4m3: 3 mantissa bits -> half-ulp 2^-4 relative for normals; subnormal step 2^-9 (times the scale)
+    assert bool(((deq - t.double()).abs() <= 2.0**-4 * t.double().abs() + 2.0**-10 * sb + 1e-12).all())
+    assert float(q.to(torch.float32).abs().max()) <= Q.FP8_MAX
+
+
+def test_pack_layout():
+    q = torch.tensor([[1, 15], [2, 0], [3, 7], [4, 8]], dtype=torch.uint8)  # K=4, N=2
+    p = Q.pack_int4(q)
+    assert p.shape == (2, 2) and p.dtype == torch.uint8
+    assert p.tolist() == [[0x21, 0x0F], [0x43, 0x87]]  # low nibble = even k, high nibble = odd k
+    assert torch.equal(Q.unpack_int4(p), q)
+    r = torch.randint(0, 16, (64, 9), dtype=torch.uint8)
+    assert torch.equal(Q.unpack_int4(Q.pack_int4(r)), r)
+
+
+def test_all_zero_groups_and_columns():
+    w = _rand((256, 8), seed=4)
+    w[64:128, 3] = 0  # one zero group
+    w[:, 5] = 0  # one zero column
+    for sym in (True, False):
+        p, s, z = Q.quantize_int4_weight(w, 64, sym)
+        deq = Q.dequantize_int4_weight(p, s, z, 64)
+        assert bool(torch.isfinite(s).all()) and bool((s > 0).all())
+        assert bool((deq[64:128, 3] == 0).all()) and bool((deq[:, 5] == 0).all())
+    qw, s8 = Q.quantize_int8_weight(w)
+    assert float(s8[5]) == 1.0 and bool((qw[:, 5] == 0).all())
+    xq, xs = Q.quantize_int8_activation(torch.zeros(2, 16))
+    assert bool((xq == 0).all()) and bool((xs == 1).all())
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_bad_group_and_packed_shapes():
+    w = _rand((96, 8))
+    with pytest.raises(ValueError, match="not divisible by the group size 64"):
+        Q.quantize_int4_weight(w, 64)
+    with pytest.raises(ValueError, match="even integer"):
+        Q.quantize_int4_weight(_rand((99, 8)), 33)
+    p, s, z = Q.quantize_int4_weight(_rand((128, 8)), 64, sym=False)
+    with pytest.raises(ValueError, match="uint8"):
+        Q.dequantize_int4_weight(p.to(torch.int8), s, z, 64)
+    with pytest.raises(ValueError, match="scale must be"):
+        Q.dequantize_int4_weight(p, s[:1], z, 64)
+    with pytest.raises(ValueError, match="zero must be"):
+        Q.dequantize_int4_weight(p, s, z.float(), 64)
+    with pytest.raises(ValueError, match="not divisible"):
+        Q.dequantize_int4_weight(p, s, z, 48)
+    with pytest.raises(ValueError, match="even K"):
+        Q.pack_int4(torch.zeros(3, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="0..15"):
+        Q.pack_int4(torch.full((2, 2), 16, dtype=torch.int32))
+    with pytest.raises(ValueError, match="int8"):
+        Q.dequantize_int8_weight(torch.zeros(4, 4, dtype=torch.uint8), torch.ones(4))
+    with pytest.raises(ValueError, match="2-D"):
+        Q.quantize_int8_weight(torch.zeros(4))
+    with pytest.raises(ValueError, match="per must be"):
+        Q.quantize_fp8(torch.ones(2, 2), "block")
+    x = torch.randn(3, 128, dtype=torch.float16)
+    with pytest.raises(ValueError, match="K % group|group must be"):
+        TK.w4a16_gemm(x, p, s, z, group=48)
+    with pytest.raises(ValueError, match="packed must be uint8"):
+        TK.w4a16_gemm(x, p.view(torch.int8), s, z, group=64)
+    with pytest.raises(ValueError, match="K="):
+        TK.w8a16_gemm(x[:, :100], *Q.quantize_int8_weight(_rand((128, 8))))
+    with pytest.raises(ValueError, match="K % group"):
+        P.make_inputs(P.shape(M=1, N=8, K=96, scheme="w4a16", group=64), "fp16", 0, "cpu")
+
+
+# ------------------------------------------------------------------------------------------------ problem
+def test_problem_models_and_shapes():
+    s = P.shape(M=16, N=14336, K=4096, scheme="w4a16", group=128, sym=True)
+    assert P.flops(s) == 2 * 16 * 14336 * 4096
+    anchors = 4096 * 14336 * (4 + 16 / 128) / 8 + 16 * 4096 * 2 + 16 * 14336 * 2
+    assert math.isclose(P.min_bytes(s, "fp16"), anchors)
+    assert fam.compute_dtype_for(s) == "bf16"
+    assert fam.compute_dtype_for(P.shape(M=256, N=64, K=64, scheme="w8a8")) == "int8"
+    assert fam.compute_dtype_for(P.shape(M=256, N=64, K=64, scheme="fp8")) == "fp8"
+    assert len(P.shapes) <= 20 and {sh["scheme"] for sh in P.shapes} == set(fam.SCHEMES)
+    for sh in P.shapes + P.quick:
+        assert P.parse_shape(str(sh)) == sh
+    assert any(sh["N"] % 16 and sh["K"] % 16 for sh in P.quick)  # tile edges in both N and K
+    # every scheme-specific variant declines other schemes with a reason
+    own = {"triton_w8a16": "w8a16", "triton_w4a16": "w4a16", "triton_w8a8": "w8a8", "triton_fp8": "fp8",
+           "cuda_v1_w8a16": "w8a16", "cuda_v2_w4a16": "w4a16", "cuda_v3_w8a8_dp4a": "w8a8",
+           "torch_int_mm": "w8a8", "torch_scaled_mm": "fp8"}
+    assert set(own) | {"torch_bf16_dequant", "torch_dequant_matmul"} == set(P.variants)
+    assert [v.name for v in P.variants.values() if v.baseline] == ["torch_bf16_dequant"]
+    for name, scheme in own.items():
+        other = "w8a8" if scheme != "w8a8" else "w4a16"
+        reason = P.variants[name].skip_reason(P.shape(M=32, N=64, K=128, scheme=other), "fp16")
+        assert reason and "scheme" in reason, (name, reason)
+
+
+def test_inputs_carry_dequantized_baseline_weights():
+    for sh in P.quick:
+        inp = P.make_inputs(sh, "fp16", 1, "cpu")
+        x, w = fam.dequantized(inp, sh)
+        assert torch.allclose(inp["w_deq"].double(), w, rtol=1e-3, atol=1e-6)
+        if sh["scheme"] == "fp8":
+            assert inp["qw"].stride() == (1, sh["K"])  # column-major for _scaled_mm / fp8 MMA
+        assert float(w.abs().sum()) > 0 and float(x.abs().sum()) > 0
+
+
+# ------------------------------------------------------------------------------------------------ triton (interpreter)
+TRITON = [v for v in P.variants.values() if v.backend == "triton"]
+TORCH = [v for v in P.variants.values() if v.backend == "torch"]
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", P.quick, ids=str)
+def test_triton_and_torch_variants_quick(shape, dtype):
+    ran = 0
+    for v in TRITON + TORCH:
+        reason = v.skip_reason(shape, dtype)
+        if reason:
+            if v.name in ("triton_w8a16", "triton_w4a16") and dtype == "bf16" and v.name.endswith(shape["scheme"]):
+                assert reason == fam.BF16_DOT_REASON
+            continue
+        res = _run_variant(v, shape, dtype)
+        assert res.ok, f"{v.name} {shape} {dtype}: {res.message}"
+        ran += 1
+    assert ran >= 1
+
+
+@pytest.mark.parametrize("split_k", [1, 3])
+@pytest.mark.parametrize("sym", [True, False])
+def test_triton_split_k_zero_groups_extreme_scales(split_k, sym):
+    """Split-K atomics, half the groups all-zero, column magnitudes from 1e-3 to 1e2: per-column relative error."""
+    M, K, N, g = 5, 256, 72, 64
+    x = _rand((M, K), seed=5).half()
+    mag = torch.logspace(-3, 2, N)
+    w = _rand((K, N), seed=6) * mag[None, :] / math.sqrt(K)
+    w[0:64, :] = 0
+    w[128:192, ::2] = 0
+    p, s, z = Q.quantize_int4_weight(w, g, sym, scale_dtype=torch.float16)
+    ref = x.double() @ Q.dequantize_int4_weight(p, s, z, g)
+    y = TK.w4a16_gemm(x, p, s, z, g, split_k=split_k)
+    col_err = (y.double() - ref).norm(dim=0) / ref.norm(dim=0)
+    assert float(col_err.max()) < 2e-3, col_err
+    qw, s8 = Q.quantize_int8_weight(w)
+    ref8 = x.double() @ Q.dequantize_int8_weight(qw, s8)
+    y8 = TK.w8a16_gemm(x, qw, s8, split_k=split_k)
+    assert float(((y8.double() - ref8).norm(dim=0) / ref8.norm(dim=0)).max()) < 2e-3
+
+
+def test_triton_w8a8_fp8_extreme_row_scales():
+    M, K, N = 6, 128, 40
+    x = _rand((M, K), seed=7) * torch.logspace(-3, 2, M)[:, None]
+    w = _rand((K, N), seed=8) * torch.logspace(-3, 1, N)[None, :] / math.sqrt(K)
+    xq, xs = Q.quantize_int8_activation(x)
+    qw, ws = Q.quantize_int8_weight(w)
+    ref = Q.dequantize_int8_activation(xq, xs) @ Q.dequantize_int8_weight(qw, ws)
+    y = TK.w8a8_gemm(xq, xs, qw, ws, torch.float16)
+    assert float(((y.double() - ref).abs() / ref.abs().clamp_min(1e-30)).median()) < 1e-3
+    assert float(((y.double() - ref).norm(dim=1) / ref.norm(dim=1)).max()) < 2e-3
+    if FP8 is not None:
+        a, sa = Q.quantize_fp8(x, "row")
+        b, sb = Q.quantize_fp8(w, "col")
+        ref = Q.dequantize_fp8(a, sa, "row") @ Q.dequantize_fp8(b, sb, "col")
+        y = TK.fp8_gemm(a, sa, b.t().contiguous().t(), sb, torch.float16)
+        assert float(((y.double() - ref).norm(dim=1) / ref.norm(dim=1)).max()) < 2e-3
+
+
+EDGE_SHAPES = [P.shape(M=5, N=80, K=256, scheme="w8a16"), P.shape(M=5, N=80, K=256, scheme="w4a16", group=64),
+               P.shape(M=5, N=80, K=256, scheme="w4a16", group=128, sym=False),
+               P.shape(M=20, N=80, K=256, scheme="w8a8"), P.shape(M=20, N=80, K=256, scheme="fp8")]
+
+
+def _check_edge(v, shape, dtype, device):
+    """All-zero groups and columns, column magnitudes 1e-3..10, row magnitudes 1e-2..10: elementwise error bound."""
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    x = _rand((M, K), seed=11) * torch.logspace(-2, 1, M)[:, None]
+    w = _rand((K, N), seed=12) * torch.logspace(-3, 1, N)[None, :]
+    w[: K // 2, ::3] = 0  # whole groups of zeros (both group sizes)
+    w[:, 1] = 0  # a zero output channel
+    inputs = fam.inputs_from(x.to(device), w.to(device), shape, dtype)
+    ref = P.reference(inputs, shape, dtype)["y"].cpu()
+    if v.style == "out":
+        out = {k: poison_(t) for k, t in P.make_outputs(shape, dtype, device).items()}
+        v.fn(inputs, out, shape)
+    else:
+        out = v.fn(inputs, None, shape)
+    y = out["y"].double().cpu()
+    assert bool(torch.isfinite(y).all()), f"{v.name}: non-finite outputs"
+    assert bool((y[:, 1] == 0).all()), f"{v.name}: zero channel gives {y[:, 1]}"
+    # rounding bounds scale with sum_k |x||w| (not |y|: one element may cancel), per element, whatever the scales
+    xd, wd = (t.cpu() for t in fam.dequantized(inputs, shape))
+    bound = P.tol(dtype, v).rel * (xd.abs() @ wd.abs())
+    worst = float(((y - ref).abs() / bound.clamp_min(1e-300)).max())
+    assert worst <= 1.0, f"{v.name} {shape} {dtype}: error {worst:.3g}x the bound rel * (|x| @ |W|)"
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=str)
+def test_edge_data_cpu(shape, dtype):
+    ran = 0
+    for v in TRITON + TORCH:
+        if v.skip_reason(shape, dtype) is None:
+            _check_edge(v, shape, dtype, "cpu")
+            ran += 1
+    assert ran >= 1
+
+
+# ------------------------------------------------------------------------------------------------ cuda compile
+CUDA = [v for v in P.variants.values() if v.backend == "cuda"]
+
+
+def _nvcc():
+    from harness.cuda import nvcc_path
+
+    return nvcc_path() is not None
+
+
+@pytest.mark.skipif(not _nvcc(), reason="nvcc not found")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("variant", CUDA, ids=lambda v: v.name)
+def test_cuda_compiles_without_spills(variant, dtype, arch):
+    for name in variant.kernel_names(dtype):
+        r = variant.source.resources(name, arch)
+        assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (name, arch, r)
+        assert 0 < r["registers"] <= 255
+        assert r["shared_bytes"] <= 48 * 1024
+
+
+# ------------------------------------------------------------------------------------------------ gpu
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", P.quick, ids=str)
+@pytest.mark.parametrize("variant", list(P.variants.values()), ids=lambda v: v.name)
+def test_gpu_every_variant(variant, shape, dtype):
+    reason = variant.skip_reason(shape, dtype)
+    if reason:
+        pytest.skip(reason)
+    res = _run_variant(variant, shape, dtype, device="cuda")
+    assert res.ok, res.message
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=str)
+@pytest.mark.parametrize("variant", list(P.variants.values()), ids=lambda v: v.name)
+def test_gpu_edge_data(variant, shape, dtype):
+    reason = variant.skip_reason(shape, dtype)
+    if reason:
+        pytest.skip(reason)
+    _check_edge(variant, shape, dtype, "cuda")
