@@ -95,8 +95,12 @@ def device_arch() -> str | None:
 
 
 def target_archs() -> tuple[str, ...]:
+    """The GPU's arch; without one, WB_ARCHS (e.g. "sm_90a" to pre-build a cache for an H100) or DEFAULT_ARCHS."""
     a = device_arch()
-    return (a,) if a else DEFAULT_ARCHS
+    if a:
+        return (a,)
+    env = tuple(x.strip() for x in os.environ.get("WB_ARCHS", "").split(",") if x.strip())
+    return env or DEFAULT_ARCHS
 
 
 def arch_flags(arch: str) -> list[str]:
