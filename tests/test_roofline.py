@@ -1,0 +1,356 @@
+"""Roofline package and NVML device layer: formulas, model, figures, CLI (CPU); measurements (GPU-marked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from harness import device as dev_mod
+from roofline import ceilings, model
+from roofline.ceilings import Profile, known_profile, load_profile, nvml_peak_bandwidth, theoretical_peak
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "roofline_records.json"
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture
+def h100() -> Profile:
+    """H100 SXM datasheet profile plus made-up 'measured' roofs (as a GPU run would add)."""
+    p = known_profile("H100 SXM")
+    p.mem["measured"] = 3.0e12
+    p.compute["bf16"]["measured"] = 790e12
+    p.compute["fp16"]["measured"] = 780e12
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ ceilings
+def test_nvml_bandwidth_formula():
+    assert rel(nvml_peak_bandwidth(2619, 5120), 3.352e12) < 1e-3  # H100 SXM (anchors.md)
+    assert rel(nvml_peak_bandwidth(1215, 5120), 1.555e12) < 1e-3  # A100 40GB (anchors.md)
+    assert rel(nvml_peak_bandwidth(3125, 6144), 4.8e12) < 1e-6  # H200: clock derived from the 4.8 TB/s spec
+    assert rel(nvml_peak_bandwidth(3201, 6144), 4.917e12) < 1e-3  # if a board reports 3201 MHz
+    assert nvml_peak_bandwidth(2619, 5120) < 4e12  # the x2 applied once, not twice (6.7 TB/s)
+
+
+@pytest.mark.parametrize(
+    "gpu,dtype,tflops,tol",
+    [
+        ("H100 SXM", "bf16", 989.4, 0.002),  # tensor datasheet clock 1830 MHz = 1980 x 1830/1980
+        ("H100 SXM", "fp16", 989.4, 0.002),
+        ("H100 SXM", "fp8", 1978.9, 0.002),
+        ("H100 SXM", "int8", 1978.9, 0.002),
+        ("H100 SXM", "tf32", 494.7, 0.002),
+        ("H100 SXM", "fp32", 66.9, 0.002),  # SIMT at the 1980 MHz max boost
+        ("H100 PCIe", "bf16", 756.0, 0.005),
+        ("H200", "bf16", 989.4, 0.002),
+        ("H200", "fp8", 1978.9, 0.002),
+        ("A100 SXM 80GB", "bf16", 312.0, 0.002),
+        ("A100 SXM 80GB", "tf32", 156.0, 0.002),
+        ("A100 SXM 80GB", "int8", 624.0, 0.002),
+        ("A100 SXM 80GB", "fp32", 19.5, 0.002),
+    ],
+)
+def test_compute_peaks_match_datasheets(gpu, dtype, tflops, tol):
+    p = known_profile(gpu)
+    assert rel(p.compute[dtype]["theoretical"] / 1e12, tflops) < tol
+
+
+def test_compute_peak_clock_choice():
+    # Using NVML's max clock for tensor math would overshoot the datasheet by ~8%: we use 1830 MHz on sm_90.
+    assert rel(theoretical_peak("sm_90", "bf16", 132, 1980), 132 * 1830e6 * 4096) < 1e-9
+    naive = 132 * 1980e6 * 4096
+    assert 1.07 < naive / theoretical_peak("sm_90", "bf16", 132, 1980) < 1.09
+    assert known_profile("H100 SXM").compute["bf16"]["clock_mhz"] == 1830.0
+    assert theoretical_peak("sm_80", "fp8", 108, 1410) is None  # no fp8 on A100
+    assert known_profile("H200").mem["nvml"] == pytest.approx(4.8e12)
+
+
+def test_flop_tables_cover_archs_and_dtypes():
+    for arch in ("sm_80", "sm_86", "sm_89", "sm_90"):
+        assert set(ceilings.FLOP_PER_CLK_SM[arch]) == set(ceilings.DTYPES)
+    assert ceilings.arch_of("9.0") == "sm_90"
+    assert ceilings.arch_of((8, 6)) == "sm_86"
+    assert ceilings.arch_of("sm_90a") == "sm_90"
+    assert ceilings.arch_of("8.7") == "sm_86"
+    assert ceilings.arch_of("10.0") is None  # no silent guess for a new generation
+    assert ceilings.arch_of(None) is None
+
+
+def test_profile_json_roundtrip(tmp_path, h100):
+    path = h100.save(tmp_path / "h100" / "profile.json")
+    back = load_profile(path)
+    assert back.to_dict() == json.loads(json.dumps(h100.to_dict()))
+    assert back.mem_roof() == (3.0e12, "measured")
+    assert back.compute_roof("bf16") == (790e12, "measured")
+    assert back.compute_roof("fp8")[1] == "theoretical"
+
+
+def test_profile_path_and_get_profile_without_gpu(tmp_path):
+    d = {"name": "NVIDIA H100 80GB HBM3", "cc": "9.0", "sm_count": 132, "max_sm_clock_mhz": 1980,
+         "max_mem_clock_mhz": 2619, "mem_bus_width_bits": 5120}
+    assert ceilings.profile_path(d, tmp_path) == tmp_path / "h100-80gb-hbm3" / "profile.json"
+    stored = known_profile("H100 SXM")
+    stored.mem["measured"] = 3.01e12
+    stored.save(ceilings.profile_path(d, tmp_path))
+    assert ceilings.get_profile(tmp_path, measure=False, device=d).mem["measured"] == 3.01e12  # cached wins
+    p = ceilings.get_profile(tmp_path / "empty", measure=False, device=d)
+    assert p.mem["measured"] is None and rel(p.mem["nvml"], 3.352e12) < 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ model
+def test_attainable_and_ridge(h100):
+    th = known_profile("H100 SXM")
+    assert rel(model.ridge(th, "bf16"), 295.0) < 0.005  # anchors.md: bf16 ridge 295 FLOP/B
+    assert rel(model.ridge(th, "fp8"), 592.0) < 0.005
+    assert model.attainable(th, "bf16", 1.0) == pytest.approx(th.mem["nvml"])
+    assert model.attainable(th, "bf16", 1e5) == pytest.approx(th.compute["bf16"]["theoretical"])
+    # measured roofs win when present
+    assert model.attainable(h100, "bf16", 1.0) == pytest.approx(3.0e12)
+    assert model.attainable(h100, "bf16", 1e5) == pytest.approx(790e12)
+    assert model.ridge(h100, "bf16") == pytest.approx(790e12 / 3.0e12)
+    assert model.ridge(h100, "bf16", which="theoretical") == pytest.approx(model.ridge(th, "bf16"))
+    assert set(model.ridges(th)) == {"fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8"}
+
+
+def _rec(**kw):
+    r = {"status": "ok", "family": "x", "variant": "v", "backend": "cuda", "dtype": "bf16"}
+    r.update(kw)
+    return r
+
+
+def test_annotate_memory_and_compute_bound(h100):
+    nbytes = 1e9
+    mem = model.annotate(_rec(flops=1e9, bytes=nbytes, median_ms=nbytes / 2.7e12 * 1e3, dtype="fp16"), h100)
+    assert mem["bound"] == "memory" and not mem["suspect"]
+    assert mem["pct_of_roofline"] == pytest.approx(90.0)
+    assert mem["pct_of_theoretical"] == pytest.approx(2.7e12 / h100.mem["nvml"] * 100)
+    assert mem["intensity"] == pytest.approx(1.0)
+    flops = 2 * 8192**3
+    comp = model.annotate(_rec(flops=flops, bytes=3 * 8192**2 * 2, median_ms=flops / 711e12 * 1e3), h100)
+    assert comp["bound"] == "compute" and comp["pct_of_roofline"] == pytest.approx(90.0)
+    assert comp["attainable_tflops"] == pytest.approx(790.0)
+    assert comp["ridge"] == pytest.approx(790 / 3.0)
+
+
+def test_annotate_flags_above_roof(h100):
+    flops = 2 * 4096**3
+    r = model.annotate(_rec(flops=flops, bytes=3 * 4096**2 * 2, median_ms=flops / 1.3e15 * 1e3), h100)
+    assert r["suspect"] is True and r["pct_of_roofline"] > 100
+    assert "above the roofline" in r["suspect_reason"]
+    # a memory-bound record faster than DRAM allows (e.g. served from L2) is flagged too
+    m = model.annotate(_rec(flops=0, bytes=1e8, median_ms=1e8 / 5e12 * 1e3), h100)
+    assert m["bound"] == "memory" and m["suspect"]
+
+
+def test_annotate_skips_untimed_and_handles_missing(h100):
+    assert model.annotate(_rec(status="incorrect", flops=1, bytes=1, median_ms=None), h100) == {}
+    assert model.annotate(_rec(flops=1e9, bytes=1e9, median_ms=1.0), None) == {}
+    r = model.annotate(_rec(median_ms=1.0), h100)
+    assert r["intensity"] is None and "note" in r and r["suspect"] is False
+    odd = model.annotate(_rec(flops=1e9, bytes=1e6, median_ms=1.0, dtype="fp4", compute_dtype="fp4"), h100)
+    assert "memory roof only" in odd["note"]
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def test_roofline_figure_labels_every_variant(records, h100):
+    from roofline import plot
+
+    timed = {r["variant"] for r in plot.ok_records(records)}
+    for width in ("column", "full"):
+        fig, info = plot.roofline_figure(records, h100, width=width)
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert "intensity" in ax.get_xlabel() and "FLOP/s" in ax.get_ylabel()
+        shown = {t.split(" ")[0] for t in info["labels"] + info["skipped"]}
+        assert shown == timed
+        texts = {t.get_text().split(" ")[0] for t in ax.texts}
+        assert {t.split(" ")[0] for t in info["labels"]} <= texts
+        assert {"softmax", "matmul", "Triton", "CUDA", "library (torch)"} <= set(info["legend"])
+        assert ("bf16", "theoretical") in info["roofs"] and ("bf16", "measured") in info["roofs"]
+        assert "above its roof (suspect)" in info["legend"]
+        assert "cuda_v6_broken" not in shown  # not timed: not drawn
+    # full width has room for every label of the fixture
+    _, info = plot.roofline_figure([r for r in records if r["family"] == "matmul"], h100, width="full")
+    assert not info["skipped"]
+
+
+def test_throughput_and_ladder_figures(records, h100):
+    from roofline import plot
+
+    fig, info = plot.throughput_figure(records, "softmax", h100)
+    assert info["unit"] == "GB/s"
+    assert set(info["labels"]) == {r["variant"] for r in records if r["family"] == "softmax"}
+    assert fig.axes[0].get_ylabel() == "GB/s" and "bytes" in fig.axes[0].get_xlabel()
+    legend = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+    assert "torch_softmax (baseline)" in legend
+    fig, info = plot.throughput_figure(records, "matmul", h100)
+    assert info["unit"] == "TFLOP/s" and "cuda_v9_too_good" in info["labels"]
+    fig, info = plot.ladder_figure(records, "softmax", "fp16")
+    assert info["labels"] == ["cuda_v1_naive", "cuda_v2_online", "cuda_v3_vec", "torch_softmax (library)"]
+    assert info["shape"] == "M=8192,N=16384"
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert set(ticks) == set(info["labels"])
+    assert plot.ladder_figure(records, "matmul", "bf16")[0] is None  # no ladder records there
+
+
+def test_draw_all_writes_files(records, h100, tmp_path):
+    from roofline import plot
+
+    paths = plot.draw_all(records, h100, tmp_path)
+    names = {Path(p).name for p in paths}
+    for stem in ("roofline", "roofline_full", "throughput_softmax", "throughput_matmul", "ladder_softmax_fp16"):
+        for ext in ("png", "svg", "pdf"):
+            assert f"{stem}.{ext}" in names
+    assert all(Path(p).stat().st_size > 1000 for p in paths)
+    # no profile, odd records: still draws, never raises
+    junk = [{"variant": "a"}, {"status": "ok", "variant": "b", "median_ms": 1.0}, {}]
+    assert plot.draw_all(records[:3] + junk, None, tmp_path / "bare")
+
+
+def test_cli_plot_and_profile(records, h100, tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "softmax.json").write_text(json.dumps([r for r in records if r["family"] == "softmax"]))
+    (res / "matmul.json").write_text(json.dumps({"records": [r for r in records if r["family"] == "matmul"]}))
+    h100.save(res / "profile.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "roofline", "plot", str(res), "-o", str(tmp_path / "figs")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "profile.json" in out.stdout
+    assert (tmp_path / "figs" / "roofline.pdf").stat().st_size > 0
+    out = subprocess.run([sys.executable, "-m", "roofline", "plot", str(FIXTURE), "-o", str(tmp_path / "f2"),
+                          "--profile", str(res / "profile.json")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f2" / "ladder_softmax_fp16.svg").exists()
+    import torch
+
+    if not torch.cuda.is_available():
+        out = subprocess.run([sys.executable, "-m", "roofline", "profile"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1
+        assert "Traceback" not in out.stderr and "no CUDA GPU" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ device layer
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def test_device_layer_without_gpu_gives_notes():
+    if not _no_gpu():
+        pytest.skip("a GPU is present")
+    info = dev_mod.device_info()
+    assert info["available"] is False and "note" in info and info["sm_count"] is None
+    for k in ("name", "uuid", "sm_count", "cc", "l2_bytes", "max_mem_clock_mhz", "mem_bus_width_bits", "driver"):
+        assert k in info
+    with dev_mod.NvmlSampler() as s:
+        pass
+    summ = s.summary()
+    assert summ["available"] is False and summ["note"]
+    bw = dev_mod.gpm_dram_bw(lambda: None, duration_s=0.01)
+    assert bw["available"] is False and bw["note"]
+
+
+def test_device_layer_with_broken_nvml(monkeypatch):
+    """A pynvml whose every call raises (no driver, VM, old driver): notes, never exceptions."""
+
+    class NVMLError(Exception):
+        pass
+
+    def boom(*a, **k):
+        raise NVMLError("Driver Not Loaded")
+
+    fake = types.ModuleType("pynvml")
+    fake.__getattr__ = lambda name: boom  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    info = dev_mod.device_info()
+    assert "note" in info and "Driver Not Loaded" in info["note"]
+    with dev_mod.NvmlSampler() as s:
+        pass
+    assert "note" in s.summary()
+    assert dev_mod.gpm_dram_bw(lambda: None)["available"] is False
+
+
+def test_device_layer_with_fake_nvml(monkeypatch):
+    """A fake NVML device: fields filled, sampler summarises and names only the 'held back' reasons."""
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: "h",
+        nvmlDeviceGetHandleByUUID=lambda u: "h",
+        nvmlDeviceGetName=lambda h: b"NVIDIA H100 80GB HBM3",
+        nvmlDeviceGetUUID=lambda h: "GPU-1234",
+        nvmlDeviceGetCudaComputeCapability=lambda h: (9, 0),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=80 * 2**30),
+        nvmlDeviceGetMaxClockInfo=lambda h, t: {1: 1980, 2: 2619}[t],
+        nvmlDeviceGetClockInfo=lambda h, t: {1: 1755, 2: 2619}[t],
+        nvmlDeviceGetMemoryBusWidth=lambda h: 5120,
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700000,
+        nvmlSystemGetDriverVersion=lambda: "560.35.03",
+        nvmlSystemGetCudaDriverVersion=lambda: 12060,
+        nvmlDeviceGetPowerUsage=lambda h: 650000,
+        nvmlDeviceGetTemperature=lambda h, t: 71,
+        nvmlDeviceGetCurrentClocksEventReasons=lambda h: 0x1 | 0x4,  # idle (ignored) + sw power cap
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    info = dev_mod.device_info()
+    assert info["max_mem_clock_mhz"] == 2619 and info["mem_bus_width_bits"] == 5120
+    assert info["power_limit_w"] == 700.0 and info["cuda_driver_version"] == "12.6" and info["cc"] == "9.0"
+    assert rel(nvml_peak_bandwidth(info["max_mem_clock_mhz"], info["mem_bus_width_bits"]), 3.352e12) < 1e-3
+    with dev_mod.NvmlSampler(period_s=0.005) as s:
+        import time
+
+        time.sleep(0.05)
+    summ = s.summary()
+    assert summ["available"] and summ["n_samples"] >= 2
+    assert summ["sm_clock_mhz_median"] == 1755 and summ["power_w_median"] == 650 and summ["temp_c_max"] == 71
+    assert summ["throttle_reasons"] == ["sw_power_cap"] and summ["throttled"] is True
+    assert dev_mod.reason_names(0x1 | 0x2 | 0x10 | 0x100) == []
+    assert dev_mod.reason_names(0x40 | 0x20) == ["sw_thermal_slowdown", "hw_thermal_slowdown"]
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_gpu_profile_and_sampler(tmp_path):
+    import torch
+
+    info = dev_mod.device_info()
+    assert info["available"] and info["sm_count"] and info["max_mem_clock_mhz"]
+    prof = ceilings.get_profile(tmp_path, measure=True, device=info)
+    assert (ceilings.profile_path(info, tmp_path)).exists()
+    assert 0.5 < prof.mem["measured"] / prof.mem["nvml"] < 1.02, prof.how
+    for dt in ("bf16", "fp16", "fp32"):
+        c = prof.compute[dt]
+        assert c["measured"] and c["measured"] < 1.05 * c["theoretical"], (dt, c, prof.how)
+    n = 1 << 28
+    src = torch.empty(n, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    with dev_mod.NvmlSampler() as s:
+        for _ in range(200):
+            dst.copy_(src)
+        torch.cuda.synchronize()
+    summ = s.summary()
+    assert summ["available"] and summ["n_samples"] >= 1 and summ["sm_clock_mhz_median"]
+    bw = dev_mod.gpm_dram_bw(lambda: dst.copy_(src), duration_s=0.3)
+    if bw["available"]:
+        assert 0.5 < bw["bytes_per_call"] / (2 * n) < 1.5, bw
