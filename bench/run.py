@@ -34,7 +34,7 @@ from rich.table import Table  # noqa: E402
 
 from harness import provenance, registry  # noqa: E402
 from harness.records import TABLE_COLS, ResultWriter, table_row  # noqa: E402
-from harness.runner import RunOptions, Task, execute, isolate_default, plan  # noqa: E402
+from harness.runner import RunOptions, Task, isolate_default, plan  # noqa: E402
 
 console = Console(stderr=False, highlight=False)
 
@@ -64,8 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
     ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
+    ap.add_argument("--compare", metavar="OLD_OUTPUT",
+                    help="after the run, speed-up or regression per record against an earlier output folder")
+    ap.add_argument("--fail-slower", type=float, metavar="PCT",
+                    help="with --compare: exit non-zero when any record is more than PCT%% slower")
+    ap.add_argument("--report", metavar="DIR", help="write a self-contained markdown report (tables, figures, napkin "
+                                                    "math) into DIR")
     ap.add_argument("--sanitize", action="store_true",
                     help="run each CUDA/Triton variant once at a small shape under compute-sanitizer (GPU only)")
+    from harness.executors import add_cli_args
+
+    add_cli_args(ap)
     return ap.parse_args(argv)
 
 
@@ -237,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     if dtypes and not tasks:
         raise CliError(f"no {args.kernel} variant supports dtype(s) {dtypes}")
 
+    if args.compare and not Path(args.compare).exists():
+        raise CliError(f"--compare {args.compare}: no such output folder or file")
+    if args.fail_slower is not None and not args.compare:
+        raise CliError("--fail-slower needs --compare OLD_OUTPUT")
     if args.sanitize:
         return run_sanitize(families, variants, args)
     info = get_device_info()
@@ -274,12 +287,16 @@ def main(argv: list[str] | None = None) -> int:
             prog.update(bar, description=t.label()[:70])
 
         def on_record(rec: dict) -> None:
-            rec.update(stamp, timestamp=provenance.now())
+            # records from another node (Slurm) carry their own device and versions: keep those
+            rec.update({k: v for k, v in stamp.items() if k not in rec}, timestamp=provenance.now())
             annotate(rec, profile)
             writer.add(rec)
             prog.advance(bar)
 
-        execute(todo, opts, on_record, on_start)
+        from harness import executors
+
+        executors.run_tasks(todo, opts, on_record, executor=args.executor, workers=args.workers,
+                            slurm=executors.slurm_options(args), folder=outdir, on_start=on_start)
         prog.update(bar, description="done")
 
     records = [r for r in writer.records.values() if r["family"] in families]
@@ -295,12 +312,26 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"figures: {outdir / 'figures'} ({len(paths)} files)")
         except Exception as e:
             console.print(f"[yellow]figures skipped: {type(e).__name__}: {e}[/]")
+    if args.report:
+        from harness.report import write_report
+
+        path = write_report(records, profile, Path(args.report))
+        console.print(f"report: {path}")
+    rc_cmp = 0
+    if args.compare:
+        from harness.compare import compare_main
+
+        rc_cmp = compare_main(records, Path(args.compare), args.fail_slower, console=console)
+    lost = list(getattr(executors.LAST_REPORT, "lost", []) or [])
+    if lost:
+        console.print(f"[red]{len(lost)} task(s) ended with no record (a worker or job died): rerun with --resume "
+                      f"{outdir}[/]")
     n_bad = sum(r["status"] == "incorrect" for r in records)
     counts = {s: sum(r["status"] == s for r in records) for s in sorted({r["status"] for r in records})}
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     if not torch.cuda.is_available():
         console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
-    return 1 if n_bad else 0
+    return 1 if (n_bad or rc_cmp or lost) else 0
 
 
 def cli() -> None:

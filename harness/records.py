@@ -12,8 +12,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 STATUSES = ("ok", "incorrect", "compile_error", "runtime_error", "timeout", "compiled", "skipped")
 FIELDS = [  # column order of the CSV; the JSON carries everything

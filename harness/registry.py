@@ -19,8 +19,9 @@ Calling convention of a variant (``Variant.fn``)::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -190,9 +191,8 @@ class Problem:
     def shape(self, **kw: Any) -> Shape:
         unknown = set(kw) - set(self.dims) - set(self.options)
         if unknown:
-            raise RegistryError(
-                f"{self.name}: unknown shape field(s) {sorted(unknown)}; fields are {list(self.dims) + list(self.options)}"
-            )
+            fields = list(self.dims) + list(self.options)
+            raise RegistryError(f"{self.name}: unknown shape field(s) {sorted(unknown)}; fields are {fields}")
         missing = [d for d in self.dims if d not in kw]
         if missing:
             raise RegistryError(f"{self.name}: shape is missing {missing} (dims are {'x'.join(self.dims)})")

@@ -15,8 +15,9 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -425,24 +426,24 @@ def execute(tasks: list[Task], opts: RunOptions, on_record: Callable[[dict[str, 
                 on_record(failed_record(t, "runtime_error", f"harness: {e}"))
                 continue
             deadline = time.monotonic() + opts.timeout_s
-            rec = None
+            rec, died = None, False
             while time.monotonic() < deadline:
                 if worker.conn.poll(0.2):
                     try:
                         rec = worker.conn.recv()
-                    except (EOFError, OSError):
-                        rec = None
+                    except (EOFError, OSError):  # the pipe closed: the worker is dying
+                        died = True
                     break
                 if not worker.proc.is_alive():
+                    died = True
                     break
             if rec is None:
-                alive = worker.proc.is_alive()
-                if alive:
-                    status, msg = "timeout", f"no result within {opts.timeout_s:g} s (hang?); worker killed"
-                else:
-                    worker.proc.join(timeout=2)
+                if died:
+                    worker.proc.join(timeout=10)  # reap it, so the exit code / signal is known
                     status, msg = "runtime_error", (_describe_exit(worker.proc.exitcode)
                                                     + " (illegal memory access, segfault or os._exit?)")
+                else:
+                    status, msg = "timeout", f"no result within {opts.timeout_s:g} s (hang?); worker killed"
                 worker.stop(kill=True)
                 worker = None
                 rec = failed_record(t, status, msg)

@@ -1,0 +1,401 @@
+"""``python -m harness``: correctness, compilation, environment and reports without the benchmark run.
+
+    python -m harness check [--kernel softmax] [--quick] [--dtype fp16] [--variants a,b] [--shape 7x33] [--seeds 0,1]
+    python -m harness compile [--kernel all] [--arch sm_90]      # nvcc every registered .cu; ptxas resource table
+    python -m harness info                                       # GPU / NVML / versions / nvcc / CUDA loader
+    python -m harness report RESULTS... -o DIR [--profile P]     # report.md + figures from stored records
+    python -m harness compare NEW OLD [--fail-slower PCT]        # speed-ups and a regression exit code
+
+``check`` runs every selected (variant, dtype, shape) through the same correctness path as the benchmark (fresh
+inputs per seed, NaN-poisoned outputs, float64 reference) and never times. It runs in this process: a variant that
+crashes the process ends the check (bench/run.py isolates each record in a worker). Exit status: 0 all correct,
+1 something incorrect / failing, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if not torch.cuda.is_available():  # before triton is imported: the interpreter on a machine without a GPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+FAILED = ("incorrect", "compile_error", "runtime_error", "timeout")
+
+
+class CliError(Exception):
+    """One-line user-facing error: printed without a traceback, exit status 2."""
+
+
+def _console():
+    from rich.console import Console
+
+    # piped (CI logs, tests): wide enough that kernel names are not folded into columns of 8 characters
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=160 if wide else None)
+
+
+def _split(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def resolve_families(kernel: str) -> list[str]:
+    from harness import registry
+
+    registry.all_problems()
+    names = list(registry.REGISTRY)
+    if kernel == "all":
+        return names
+    group = [n for n in names if n == kernel or n.startswith(kernel + "_")]
+    if group:
+        return group
+    if kernel in registry.FAMILIES:
+        raise CliError(f"family {kernel!r} is planned but not implemented yet; available: {', '.join(names)}")
+    raise CliError(f"unknown kernel family {kernel!r}; choose from {', '.join(names + ['all'])}")
+
+
+# ---------------------------------------------------------------------------------------------------- check
+def check_task(task: Any, seeds: tuple[int, ...] = (0, 1, 2), compile_cuda: bool = True) -> dict[str, Any]:
+    """One record, correctness only: ``run_task``'s checks without its timing (on a GPU as on the CPU).
+
+    Status: ok | incorrect | runtime_error | compile_error | skipped | compiled (CUDA without a GPU; with
+    ``compile_cuda=False`` it is not even compiled and the message says so)."""
+    from harness.registry import get_problem, interpreter
+    from harness.runner import base_record, check_once, device
+
+    problem = get_problem(task.family)
+    v = problem.variants[task.variant]
+    shape = problem.parse_shape(task.shape)
+    rec = base_record(problem, v, task.dtype, shape)
+    dev = device()
+    on_gpu = dev.type == "cuda"
+    reason = v.skip_reason(shape, task.dtype)
+    if reason:
+        rec.update(status="skipped", message=reason)
+        return rec
+    if v.backend == "cuda":
+        if not on_gpu and not compile_cuda:
+            rec.update(status="compiled", message="CUDA variant: no GPU here (not compiled; see python -m harness "
+                                                  "compile)")
+            return rec
+        from harness.cuda import CompileError
+
+        try:
+            rec["resources"] = {k: v.source.resources(k) for k in v.kernel_names(task.dtype)} if v.source else None
+        except CompileError as e:
+            rec.update(status="compile_error", message=str(e).split("\n", 1)[0])
+            return rec
+        if not on_gpu:
+            rec.update(status="compiled", message="compiled with nvcc; no GPU here to run it")
+            return rec
+    if v.backend == "triton" and not on_gpu and not interpreter():
+        rec.update(status="skipped", message="Triton needs a GPU, or TRITON_INTERPRET=1 on the CPU")
+        return rec
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    worst = 0.0
+    try:
+        for seed in seeds:
+            res = check_once(problem, v, task.dtype, shape, seed, dev)
+            rec["seeds"].append(seed)
+            if not res.ok:
+                rec.update(status="incorrect", message=f"seed {seed}: {res.message}", rel_err=res.rel_err,
+                           max_abs_err=res.max_abs_err)
+                return rec
+            rec["extra"].update(res.extra)
+            if res.rel_err is not None:
+                worst = max(worst, res.rel_err)
+                rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
+    except Exception as e:
+        rec.update(status="runtime_error", message=f"{type(e).__name__}: {e}"[:2000],
+                   traceback=traceback.format_exc(limit=6)[-3000:])
+        return rec
+    rec.update(status="ok", rel_err=worst, message="checked; not timed")
+    return rec
+
+
+def _plan(args: argparse.Namespace):
+    from harness import registry
+    from harness.runner import plan
+
+    families = resolve_families(args.kernel)
+    dtypes = _split(args.dtype) or None
+    if dtypes:
+        bad = [d for d in dtypes if d not in registry.DTYPES]
+        if bad:
+            raise CliError(f"unknown dtype(s) {bad}; choose from {', '.join(registry.DTYPES)}")
+    variants = _split(args.variants) or None
+    if variants:
+        known = {n for f in families for n in registry.REGISTRY[f].variants}
+        bad = [v for v in variants if v not in known]
+        if bad:
+            raise CliError(f"unknown variant(s) {bad}; {args.kernel} has: {', '.join(sorted(known))}")
+    try:
+        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick)
+    except registry.RegistryError as e:
+        raise CliError(str(e)) from None
+    if not tasks:
+        raise CliError(f"nothing to check for --kernel {args.kernel} with these filters")
+    return tasks
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    try:
+        seeds = tuple(int(s) for s in _split(args.seeds))
+    except ValueError:
+        raise CliError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise CliError("--seeds needs at least one seed")
+    tasks = _plan(args)
+    con = _console()
+    from harness.families import LOAD_ERRORS
+
+    for fam, err in LOAD_ERRORS.items():
+        con.print(f"[red]family {fam} failed to import:[/] {err.strip().splitlines()[-1]}")
+    t = Table(title="correctness (not timed)", title_justify="left", header_style="bold")
+    for h in ("family", "variant", "dtype", "shape", "status", "rel err", "message"):
+        t.add_column(h, overflow="fold")
+    counts: dict[str, int] = {}
+    for task in tasks:
+        rec = check_task(task, seeds, compile_cuda=not args.no_compile)
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        style = "red" if rec["status"] in FAILED else ("dim" if rec["status"] == "skipped" else None)
+        err = "-" if rec.get("rel_err") is None else f"{rec['rel_err']:.2g}"
+        msg = rec.get("message") or ""
+        t.add_row(task.family, task.variant, task.dtype, task.shape, rec["status"], err,
+                  msg if rec["status"] not in ("ok", "compiled") else "", style=style)
+    con.print(t)
+    con.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 1 if any(counts.get(s) for s in FAILED) or LOAD_ERRORS else 0
+
+
+# ---------------------------------------------------------------------------------------------------- compile
+def compile_rows(families: list[str], archs: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per (source, kernel, arch) of every registered CUDA variant: registers, smem, stack, spills; or the
+    first compile error. Host-mode variants (no ``kernel``) report every kernel in their shared library."""
+    from harness.cuda import CompileError, CudaUnavailable, target_archs
+    from harness.registry import REGISTRY
+
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for fam in families:
+        for v in REGISTRY[fam].variants.values():
+            if v.backend != "cuda" or v.source is None:
+                continue
+            src = v.source
+            want = archs or [a for a in target_archs() if src.archs is None or a in src.archs] or list(src.archs)
+            names = sorted({n for dt in v.dtypes for n in v.kernel_names(dt)})
+            for arch in want:
+                if src.archs and arch not in src.archs:
+                    continue
+                base = {"family": fam, "variant": v.name, "source": src.name, "arch": arch}
+                if not names:  # host mode: the library's own kernels
+                    key = (str(src.path), None, arch)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    try:
+                        res = src.library_resources(arch)
+                    except (CompileError, CudaUnavailable, OSError) as e:
+                        rows.append({**base, "kernel": "(library)", "error": str(e).split("\n", 1)[0]})
+                        continue
+                    for k, r in res.items():
+                        rows.append({**base, "kernel": k, **dict(r.__dict__), "spills": r.spills})
+                    continue
+                for k in names:
+                    key = (str(src.path), k, arch)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    try:
+                        d = src.resources(k, arch)
+                    except CompileError as e:
+                        rows.append({**base, "kernel": k, "error": str(e).split("\n", 1)[0]})
+                        continue
+                    d["spills"] = d.get("spill_store_bytes", 0) + d.get("spill_load_bytes", 0)
+                    rows.append({**base, "kernel": k, **d})
+    return rows
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from harness.cuda import nvcc_path
+
+    families = resolve_families(args.kernel)
+    if nvcc_path() is None:
+        raise CliError("nvcc not found: install the CUDA toolkit or put nvcc on PATH")
+    archs = _split(args.arch) or None
+    if archs:
+        bad = [a for a in archs if not a.startswith("sm_")]
+        if bad:
+            raise CliError(f"--arch takes sm_XY names (e.g. sm_80,sm_90,sm_90a), got {bad}")
+    con = _console()
+    rows = compile_rows(families, archs)
+    if not rows:
+        con.print(f"no CUDA variants registered for --kernel {args.kernel}")
+        return 0
+    t = Table(title="ptxas resources per kernel", title_justify="left", header_style="bold")
+    for h in ("kernel", "source", "arch", "registers", "smem B", "stack B", "spills B", "variant"):
+        t.add_column(h, overflow="fold")
+    n_err = 0
+    for r in rows:
+        if "error" in r:
+            n_err += 1
+            t.add_row(r["kernel"], r["source"], r["arch"], "[red]error[/]", "", "", "", r["variant"])
+            continue
+        spill = r["spills"]
+        t.add_row(r["kernel"], r["source"], r["arch"], str(r.get("registers")), str(r.get("shared_bytes")),
+                  str(r.get("stack_bytes")), f"[red]{spill}[/]" if spill else "0", r["variant"])
+    con.print(t)
+    for r in rows:
+        if "error" in r:
+            con.print(f"[red]{r['source']} {r['kernel']} ({r['arch']})[/]: {r['error']}")
+    return 1 if n_err else 0
+
+
+# ---------------------------------------------------------------------------------------------------- info
+def info_dict() -> dict[str, Any]:
+    from harness import provenance
+    from harness.cuda import nvcc_path
+
+    try:
+        from harness.device import device_info
+
+        dev = device_info()
+    except Exception as e:
+        dev = {"available": False, "note": f"device info unavailable ({type(e).__name__}: {e})"}
+    return {"device": dev, "versions": provenance.versions(), "nvcc_path": nvcc_path(),
+            "git_sha": provenance.git_sha(), "triton_interpret": os.environ.get("TRITON_INTERPRET")}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    info = info_dict()
+    con = _console()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    dev = info["device"]
+    if not torch.cuda.is_available():
+        con.print("No GPU here: Triton runs under TRITON_INTERPRET=1, torch on the CPU, .cu files compile only"
+                  + (f" ({dev.get('note')})" if dev.get("note") else "") + ".")
+    t = Table(title="device", title_justify="left", show_header=False)
+    t.add_column("key")
+    t.add_column("value", overflow="fold")
+    for k, v in dev.items():
+        if v is not None and k != "note":
+            t.add_row(k, str(v))
+    if t.row_count:
+        con.print(t)
+    t = Table(title="toolchain", title_justify="left", show_header=False)
+    t.add_column("key")
+    t.add_column("value", overflow="fold")
+    for k, v in info["versions"].items():
+        t.add_row(k, str(v) if v is not None else "-")
+    t.add_row("nvcc path", str(info["nvcc_path"] or "not found"))
+    t.add_row("git", str(info["git_sha"]))
+    con.print(t)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from harness.report import load_profile_for, write_report
+
+    missing = [p for p in args.results if not Path(p).exists()]
+    if missing:
+        raise CliError(f"no such results file or folder: {', '.join(missing)}")
+    try:
+        records = load_records(args.results)
+    except (ValueError, KeyError, OSError) as e:
+        raise CliError(f"cannot read records from {' '.join(args.results)}: {e}") from None
+    records = [r for r in records if isinstance(r, dict) and r.get("family") and r.get("variant")]
+    if not records:
+        raise CliError(f"no records in {' '.join(args.results)} (expected records.jsonl or <family>.json)")
+    try:
+        profile = load_profile_for(args.results, args.profile, records)
+    except (OSError, ValueError, KeyError) as e:
+        raise CliError(f"cannot read profile: {e}") from None
+    path = write_report(records, profile, args.out, figures=not args.no_figures)
+    _console().print(f"report: {path} ({len(records)} records)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_main
+
+    for p in (args.new, args.old):
+        if not Path(p).exists():
+            raise CliError(f"no such results file or folder: {p}")
+    return compare_main(Path(args.new), Path(args.old), args.fail_slower)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", metavar="{check,compile,info,report,compare}")
+    sub.required = True
+    c = sub.add_parser("check", help="correctness of every selected variant (no timing)")
+    c.add_argument("--kernel", default="all", help="family or 'all' (default all)")
+    c.add_argument("--dtype", help="comma-separated dtypes")
+    c.add_argument("--variants", help="comma-separated variant names")
+    c.add_argument("--shape", action="append", help="shape, e.g. 7x33 or M=7,N=33 (repeatable)")
+    c.add_argument("--quick", action="store_true", help="the families' small shapes (default on the CPU)")
+    c.add_argument("--default-shapes", action="store_true", help="the default (GPU) shape set even on the CPU")
+    c.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
+    c.add_argument("--no-compile", action="store_true", help="without a GPU, do not nvcc the CUDA variants")
+    c.set_defaults(func=cmd_check)
+    c = sub.add_parser("compile", help="nvcc every registered .cu for the target archs; ptxas resource table")
+    c.add_argument("--kernel", default="all", help="family or 'all' (default all)")
+    c.add_argument("--arch", help="comma-separated archs (default: the GPU's, else sm_80,sm_90)")
+    c.set_defaults(func=cmd_compile)
+    c = sub.add_parser("info", help="device, NVML, versions, nvcc, CUDA loader")
+    c.add_argument("--json", action="store_true", help="machine-readable")
+    c.set_defaults(func=cmd_info)
+    c = sub.add_parser("report", help="report.md + figures from stored records")
+    c.add_argument("results", nargs="+", help="output folders (records.jsonl) or record JSON files")
+    c.add_argument("-o", "--out", required=True, help="report folder to write")
+    c.add_argument("--profile", help="roofline profile JSON (default: profile.json next to the records)")
+    c.add_argument("--no-figures", action="store_true", help="tables only")
+    c.set_defaults(func=cmd_report)
+    c = sub.add_parser("compare", help="speed-ups of NEW against OLD; exit 1 on a regression")
+    c.add_argument("new", help="new results (folder or records file)")
+    c.add_argument("old", help="old results (folder or records file)")
+    c.add_argument("--fail-slower", type=float, metavar="PCT", help="regression when more than PCT%% slower")
+    c.set_defaults(func=cmd_compare)
+    args = ap.parse_args(argv)
+    if args.cmd == "check" and not args.shape and not args.default_shapes and not torch.cuda.is_available():
+        args.quick = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return args.func(args)
+
+
+def cli() -> None:
+    try:
+        sys.exit(main())
+    except CliError as e:
+        _console().print(f"error: {e}", style="red")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()
