@@ -335,7 +335,15 @@ class CudaSource:
         return archs[-1]  # without a GPU: the newest default arch (sm_90) is the one reported
 
     def _ensure_instantiated(self, kernel: str) -> None:
-        if "<" in kernel and kernel not in self.instantiate:
+        """Add a template specialisation to the build (a rebuild unless it is there already).
+
+        ``harness.families.load_all`` primes every registered variant's kernels before the first compile, so the
+        set — and hence the cache key — is the same in every process and nothing is compiled twice.
+        """
+        if "<" not in kernel:
+            return
+        have = {normalize_kernel_name(k) for k in self.instantiate}
+        if normalize_kernel_name(kernel) not in have:
             self.instantiate.append(kernel)
             self._builds.clear()
             self._modules.clear()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.records import load_jsonl
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "bench" / "run.py")]
 
@@ -23,7 +25,8 @@ def run(args, env_extra=None, timeout=300):
 
 
 def jsonl(outdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (outdir / "records.jsonl").read_text().splitlines() if line.strip()]
+    """The records of an output folder (an updated record appends a newer line: the latest per key wins)."""
+    return load_jsonl(outdir / "records.jsonl")
 
 
 def test_softmax_quick_smoke(tmp_path):

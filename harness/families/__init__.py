@@ -33,3 +33,17 @@ def load_all() -> None:
             LOAD_ERRORS[name] = traceback.format_exc(limit=3)
         except Exception:
             LOAD_ERRORS[name] = traceback.format_exc(limit=3)
+    prime_cuda_sources()
+
+
+def prime_cuda_sources() -> None:
+    """Every CUDA variant's kernels (every dtype) join their source's instantiation list before anything compiles:
+    one build per .cu and arch, with the same cache key in every process."""
+    from harness.registry import REGISTRY
+
+    for problem in REGISTRY.values():
+        for v in problem.variants.values():
+            if v.backend == "cuda" and v.source is not None and hasattr(v.source, "_ensure_instantiated"):
+                for d in v.dtypes:
+                    for k in v.kernel_names(d):
+                        v.source._ensure_instantiated(k)

@@ -1,0 +1,267 @@
+// knn.cu — exact k-nearest-neighbour search, llm.c dev/cuda style: numbered variants, each one idea.
+//
+// Queries x [Q, D], base y [N, D] (row-major, contiguous), T = float | __half | __nv_bfloat16, distances in fp32:
+// metric 0 = squared L2 (summed as (x-y)^2, no norms needed), 1 = -x.y, 2 = 1 - x.y * xinv * yinv where xinv/yinv
+// are the fp32 inverse row norms from knn_norms (normalisation as a tiny pre-pass, applied inside the distance loop).
+// Outputs: dist [Q, k] fp32 ascending, idx [Q, k] int64. Ties go to the LOWER index everywhere: selection works on
+// 64-bit keys (orderable fp32 bits << 32 | index), so an unsigned compare orders by (distance, index).
+//
+// Napkin math (headline 1M x 128 fp32, 10k queries, k = 10): 2.56 TFLOP; the base is 512 MB. At the fp32 SIMT roof
+// (~67 TF) that is ~38 ms = ~260k queries/s; a Q x N fp32 matrix would be 40 GB written + read (~25 ms more at
+// 3.3 TB/s): fusing the selection is worth ~1.7x before any tensor-core work.
+#include "common.cuh"
+
+// ---- packed keys ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ unsigned long long pack_key(float d, int idx) {
+  unsigned int b = __float_as_uint(d);
+  if (b == 0x80000000u) b = 0u;                          // -0.0 ties with +0.0
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);        // monotone map float -> unsigned
+  return ((unsigned long long)b << 32) | (unsigned int)idx;
+}
+__device__ __forceinline__ float key_dist(unsigned long long key) {
+  unsigned int b = (unsigned int)(key >> 32);
+  b = (b & 0x80000000u) ? (b & 0x7FFFFFFFu) : ~b;
+  return __uint_as_float(b);
+}
+__device__ __forceinline__ long long key_idx(unsigned long long key) { return (long long)(key & 0xFFFFFFFFull); }
+#define EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
+
+// Ascending bitonic sort of a[0..n) (n a power of two) by `nthreads` cooperating threads numbered `t`; `sync` is the
+// barrier of that group (__syncthreads for a block, __syncwarp for a warp).
+template <bool BLOCK>
+__device__ __forceinline__ void bitonic_sort(unsigned long long* a, int n, int t, int nthreads) {
+  for (int size = 2; size <= n; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      if (BLOCK) __syncthreads(); else __syncwarp();
+      for (int i = t; i < (n >> 1); i += nthreads) {
+        int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+        bool asc = (lo & size) == 0;
+        unsigned long long A = a[lo], B = a[hi];
+        if ((A > B) == asc) { a[lo] = B; a[hi] = A; }
+      }
+    }
+  }
+  if (BLOCK) __syncthreads(); else __syncwarp();
+}
+
+// ---- pre-pass for metric 2 (cos): one warp per row, fp32 inverse norm. Identical rows get identical bits (same
+// lane order), which keeps exact ties exact.
+template <typename T>
+__global__ void knn_norms(const T* __restrict__ a, int rows, int D, float* __restrict__ inv_norm) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float s = 0.f;
+  for (int i = lane; i < D; i += 32) { float v = to_float(a[(long long)row * D + i]); s = fmaf(v, v, s); }
+  s = warp_reduce_sum(s);
+  if (lane == 0) inv_norm[row] = s > 0.f ? 1.0f / sqrtf(s) : 1.0f;
+}
+
+// ---- 64x64 distance tile shared by v1 and v2: 256 threads, each 4 x 4 (v1) / 2 x 4 (v2) outputs from smem.
+__device__ __forceinline__ float finish(float acc, int metric, float xi, float yi) {
+  return metric == 0 ? acc : (metric == 1 ? -acc : 1.0f - acc * xi * yi);
+}
+
+// =================================================================================================================
+// v1 (twopass): a tiled SIMT distance kernel writes the whole Q x N fp32 matrix to scratch, then one block per query
+// selects the k smallest. Simple and general (any k <= 1024) but every distance makes a 4-byte round trip through
+// DRAM: 2*Q*N*4 extra bytes, 80 GB at the headline shape (the launcher processes queries in chunks so the scratch
+// stays ~2 GB).
+template <typename T>
+__global__ void __launch_bounds__(256) knn_v1_dist(const T* __restrict__ x, const T* __restrict__ y,
+                                                    const float* __restrict__ xinv, const float* __restrict__ yinv,
+                                                    float* __restrict__ dist, int Q, int N, int D, int metric) {
+  constexpr int BT = 64, BD = 16;
+  __shared__ float xs[BD][BT + 1];
+  __shared__ float ys[BD][BT + 1];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int q0 = blockIdx.y * BT, n0 = blockIdx.x * BT;
+  float acc[4][4] = {};
+  for (int d0 = 0; d0 < D; d0 += BD) {
+    for (int e = threadIdx.x; e < BT * BD; e += 256) {
+      int r = e / BD, c = e % BD, d = d0 + c;
+      xs[c][r] = (q0 + r < Q && d < D) ? to_float(x[(long long)(q0 + r) * D + d]) : 0.f;
+      ys[c][r] = (n0 + r < N && d < D) ? to_float(y[(long long)(n0 + r) * D + d]) : 0.f;
+    }
+    __syncthreads();
+    if (metric == 0) {
+#pragma unroll
+      for (int c = 0; c < BD; ++c)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) { float t = xs[c][ty + 16 * i] - ys[c][tx + 16 * j]; acc[i][j] = fmaf(t, t, acc[i][j]); }
+    } else {
+#pragma unroll
+      for (int c = 0; c < BD; ++c)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(xs[c][ty + 16 * i], ys[c][tx + 16 * j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int q = q0 + ty + 16 * i;
+    if (q >= Q) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int n = n0 + tx + 16 * j;
+      if (n < N) dist[(long long)q * N + n] = finish(acc[i][j], metric, metric == 2 ? xinv[q] : 0.f,
+                                                     metric == 2 ? yinv[n] : 0.f);
+    }
+  }
+}
+
+// One block (256 threads) per query row of the scratch matrix. buf = [KB best | KB candidates], KB = max(256,
+// next_pow2(k)) (dynamic shared memory, 2*KB*8 bytes <= 16 KB). Keys below the current k-th join the candidates
+// (atomicAdd slot); when the next sweep could overflow them, the block bitonic-sorts all 2*KB keys and keeps the
+// smallest KB. Threshold pruning makes most sweeps cost one compare per distance.
+__global__ void __launch_bounds__(256) knn_v1_select(const float* __restrict__ dist, int N, int k, int KB,
+                                                      float* __restrict__ out_d, long long* __restrict__ out_i) {
+  extern __shared__ unsigned long long buf[];
+  __shared__ int cnt;
+  __shared__ unsigned long long kth;
+  const float* row = dist + (long long)blockIdx.x * N;
+  for (int i = threadIdx.x; i < 2 * KB; i += blockDim.x) buf[i] = EMPTY_KEY;
+  if (threadIdx.x == 0) { cnt = 0; kth = EMPTY_KEY; }
+  __syncthreads();
+  for (int base = 0; base < N; base += blockDim.x) {
+    int n = base + threadIdx.x;
+    unsigned long long key = n < N ? pack_key(row[n], n) : EMPTY_KEY;
+    if (key < kth) buf[KB + atomicAdd(&cnt, 1)] = key;
+    __syncthreads();
+    bool flush = cnt > KB - (int)blockDim.x;  // the next sweep might not fit
+    __syncthreads();
+    if (flush) {
+      bitonic_sort<true>(buf, 2 * KB, threadIdx.x, blockDim.x);
+      for (int i = KB + threadIdx.x; i < 2 * KB; i += blockDim.x) buf[i] = EMPTY_KEY;
+      if (threadIdx.x == 0) { cnt = 0; kth = buf[k - 1]; }
+      __syncthreads();
+    }
+  }
+  bitonic_sort<true>(buf, 2 * KB, threadIdx.x, blockDim.x);
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    out_d[(long long)blockIdx.x * k + j] = key_dist(buf[j]);
+    out_i[(long long)blockIdx.x * k + j] = key_idx(buf[j]);
+  }
+}
+
+// =================================================================================================================
+// v2 (fused): the same SIMT distance tile (32 queries x 64 base rows per step) lands in shared memory instead of
+// DRAM, and each warp selects for 4 queries right away: lanes compare two distances each with the query's k-th key,
+// __ballot_sync + __popc give each survivor its slot in the query's candidate list (no atomics), and when the next
+// tile could overflow the list the warp bitonic-sorts [best | candidates] (2*KB keys) in shared memory. Removes the
+// 2*Q*N*4 scratch bytes of v1 (~1.7x at the headline by the napkin math above). k <= KB <= 128: the per-query lists
+// take 32 * 2 * KB * 8 bytes = 64 KB of shared memory at KB = 128.
+template <typename T, int KB>
+__global__ void __launch_bounds__(256) knn_v2_fused(const T* __restrict__ x, const T* __restrict__ y,
+                                                     const float* __restrict__ xinv, const float* __restrict__ yinv,
+                                                     float* __restrict__ out_d, long long* __restrict__ out_i,
+                                                     int Q, int N, int D, int k, int metric) {
+  constexpr int BQ = 32, BN = 64, BD = 32;
+  static_assert(KB >= BN, "a whole tile of candidates must fit the list");
+  extern __shared__ unsigned long long smem[];
+  unsigned long long* lists = smem;                   // [BQ][2*KB]
+  float* xs = reinterpret_cast<float*>(smem + BQ * 2 * KB);  // [BD][BQ+1]
+  float* ys = xs + BD * (BQ + 1);                    // [BD][BN+1]
+  float* ds = ys + BD * (BN + 1);                    // [BQ][BN+1]
+  __shared__ int cnt[BQ];
+  __shared__ unsigned long long kth[BQ];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tx = tid % 16, ty = tid / 16;
+  const int q0 = blockIdx.x * BQ;
+  for (int i = tid; i < BQ * 2 * KB; i += 256) lists[i] = EMPTY_KEY;
+  if (tid < BQ) { cnt[tid] = 0; kth[tid] = EMPTY_KEY; }
+  __syncthreads();
+
+  for (int n0 = 0; n0 < N; n0 += BN) {
+    float acc[2][4] = {};
+    for (int d0 = 0; d0 < D; d0 += BD) {
+      for (int e = tid; e < BQ * BD; e += 256) {
+        int r = e / BD, c = e % BD, d = d0 + c;
+        xs[c * (BQ + 1) + r] = (q0 + r < Q && d < D) ? to_float(x[(long long)(q0 + r) * D + d]) : 0.f;
+      }
+      for (int e = tid; e < BN * BD; e += 256) {
+        int r = e / BD, c = e % BD, d = d0 + c;
+        ys[c * (BN + 1) + r] = (n0 + r < N && d < D) ? to_float(y[(long long)(n0 + r) * D + d]) : 0.f;
+      }
+      __syncthreads();
+      if (metric == 0) {
+#pragma unroll 8
+        for (int c = 0; c < BD; ++c) {
+          float a0 = xs[c * (BQ + 1) + ty], a1 = xs[c * (BQ + 1) + ty + 16];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            float b = ys[c * (BN + 1) + tx + 16 * j], t0 = a0 - b, t1 = a1 - b;
+            acc[0][j] = fmaf(t0, t0, acc[0][j]);
+            acc[1][j] = fmaf(t1, t1, acc[1][j]);
+          }
+        }
+      } else {
+#pragma unroll 8
+        for (int c = 0; c < BD; ++c) {
+          float a0 = xs[c * (BQ + 1) + ty], a1 = xs[c * (BQ + 1) + ty + 16];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            float b = ys[c * (BN + 1) + tx + 16 * j];
+            acc[0][j] = fmaf(a0, b, acc[0][j]);
+            acc[1][j] = fmaf(a1, b, acc[1][j]);
+          }
+        }
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      int ql = ty + 16 * i, q = q0 + ql;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        int n = n0 + tx + 16 * j;
+        float xi = (metric == 2 && q < Q) ? xinv[q] : 0.f, yi = (metric == 2 && n < N) ? yinv[n] : 0.f;
+        ds[ql * (BN + 1) + tx + 16 * j] = finish(acc[i][j], metric, xi, yi);
+      }
+    }
+    __syncthreads();
+    // warp-level selection: warp w owns queries 4w..4w+3 (lists, cnt and kth are private to it: __syncwarp only)
+    for (int qq = 0; qq < BQ / 8; ++qq) {
+      const int ql = warp * (BQ / 8) + qq;
+      if (q0 + ql >= Q) break;
+      unsigned long long* list = lists + ql * 2 * KB;
+      int c = cnt[ql];
+      if (c + BN > KB) {
+        bitonic_sort<false>(list, 2 * KB, lane, 32);
+        for (int i = KB + lane; i < 2 * KB; i += 32) list[i] = EMPTY_KEY;
+        __syncwarp();
+        if (lane == 0) kth[ql] = list[k - 1];
+        c = 0;
+        __syncwarp();
+      }
+      const unsigned long long th = kth[ql];
+#pragma unroll
+      for (int h = 0; h < BN / 32; ++h) {
+        int nl = lane + 32 * h, n = n0 + nl;
+        unsigned long long key = n < N ? pack_key(ds[ql * (BN + 1) + nl], n) : EMPTY_KEY;
+        bool take = key < th;
+        unsigned m = __ballot_sync(0xffffffffu, take);
+        if (take) list[KB + c + __popc(m & ((1u << lane) - 1u))] = key;
+        c += __popc(m);
+      }
+      if (lane == 0) cnt[ql] = c;
+      __syncwarp();
+    }
+    __syncthreads();  // ds is rewritten by the next tile
+  }
+  for (int qq = 0; qq < BQ / 8; ++qq) {
+    const int ql = warp * (BQ / 8) + qq, q = q0 + ql;
+    if (q >= Q) break;
+    unsigned long long* list = lists + ql * 2 * KB;
+    bitonic_sort<false>(list, 2 * KB, lane, 32);
+    for (int j = lane; j < k; j += 32) {
+      out_d[(long long)q * k + j] = key_dist(list[j]);
+      out_i[(long long)q * k + j] = key_idx(list[j]);
+    }
+  }
+}
+
+// v3 (tensor cores for fp16/bf16 distances, mma.sync + the v2 selection) is not written yet: see the family notes.
