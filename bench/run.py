@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shape", action="append", help="shape, e.g. 4096x1024 or M=4096,N=1024 (repeatable)")
     ap.add_argument("--variants", help="comma-separated variant names (default: all)")
     ap.add_argument("--quick", action="store_true", help="the family's small shape set")
+    ap.add_argument("--headline", action="store_true",
+                    help="the shapes and dtypes that the family's benchmark targets name")
+    ap.add_argument("--check-only", action="store_true", help="correctness only: no timing, no roofline profile")
     ap.add_argument("--out", help="output folder (default runs/<device>-<time>/, git-ignored)")
     ap.add_argument("--resume", metavar="DIR", help="continue an interrupted output folder, skipping finished records")
     ap.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise CliError(f"unknown variant(s) {unknown}; {args.kernel} has: {', '.join(sorted(known))}")
     try:
-        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick)
+        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick,
+                     headline=args.headline)
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
     if dtypes and not tasks:
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [t for t in tasks if not writer.done(t.key)]
     if args.resume:
         console.print(f"resuming {outdir}: {len(tasks) - len(todo)} records done, {len(todo)} to go")
-    profile = load_profile(info, outdir)
+    profile = None if args.check_only else load_profile(info, outdir)
     if profile is not None:
         try:
             import json
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=args.max_time, timeout_s=args.timeout,
                       ab_rounds=args.ab_rounds, gpm=args.gpm, isolate=isolate_default() and not args.no_isolate,
-                      time_on_cpu=not args.no_cpu_timing)
+                      time_on_cpu=not args.no_cpu_timing, timing=not args.check_only)
     stamp = {"device": info, "git_sha": provenance.git_sha(), "versions": provenance.versions()}
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

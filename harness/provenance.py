@@ -13,11 +13,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @functools.lru_cache(None)
 def git_sha() -> str:
-    """HEAD's sha, with '+dirty' when tracked files differ from it ('unknown' outside a checkout)."""
+    """HEAD's sha, with '+dirty' when tracked files differ from it ('unknown' outside a checkout).
+
+    A copy of the tree without its history (a GPU machine's working copy) names its commit in WB_GIT_SHA."""
+    import os
+    import re
+
+    env = os.environ.get("WB_GIT_SHA", "")
+    if re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", env):
+        return env
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        if not sha:
+        if not re.fullmatch(r"[0-9a-f]{40}", sha):
             return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()

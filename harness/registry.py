@@ -161,6 +161,8 @@ class Problem:
     compute_dtype: Callable[[str, Shape], str] | None = None  # (dtype, shape) -> which compute roof applies
     throughput_unit: str = "TFLOP/s"  # or "GB/s" for memory-bound families: what the tables lead with
     extra_metrics: Callable[[Shape, float], dict[str, float]] | None = None  # (shape, median_ms) -> e.g. queries/s
+    # the shapes (with their dtypes) that the benchmark targets name: `bench/run.py --headline`
+    headline: list[tuple[Shape, tuple[str, ...]]] = field(default_factory=list)
     variants: dict[str, Variant] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- variants

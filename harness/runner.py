@@ -56,6 +56,7 @@ class RunOptions:
     timeout_s: float = 600.0  # per task, in the worker
     isolate: bool = True
     time_on_cpu: bool = True  # time torch/interpreter variants on the CPU (labelled "cpu")
+    timing: bool = True  # False: correctness only (--check-only), on any device
 
 
 def device() -> torch.device:
@@ -180,8 +181,9 @@ def run_task(task: Task, opts: RunOptions) -> dict[str, Any]:
                    traceback=traceback.format_exc(limit=6)[-3000:])
         rec["_recycle_worker"] = on_gpu  # a CUDA error can poison the context: start a fresh worker
         return rec
-    if not on_gpu and not opts.time_on_cpu:
-        rec.update(status="ok", message="checked; not timed (--no-cpu-timing)")
+    if not opts.timing or (not on_gpu and not opts.time_on_cpu):
+        rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
+                   else "checked; not timed (--no-cpu-timing)")
         return rec
     try:
         _time_record(rec, problem, v, dtype, shape, dev, opts)
@@ -282,7 +284,9 @@ def _time_record(rec: dict, problem: Problem, v: Variant, dtype: str, shape: Sha
 
 # --------------------------------------------------------------------------------------------- planning
 def plan(families: Iterable[str], *, variants: list[str] | None = None, dtypes: list[str] | None = None,
-         shapes: list[str] | None = None, quick: bool = False) -> list[Task]:
+         shapes: list[str] | None = None, quick: bool = False, headline: bool = False) -> list[Task]:
+    """Tasks in order: shape, then dtype, then variant (a baseline runs next to its variants). ``headline`` takes
+    each family's benchmark-target shapes with their own dtypes (Problem.headline)."""
     tasks: list[Task] = []
     for fam in families:
         p = get_problem(fam)
@@ -295,12 +299,15 @@ def plan(families: Iterable[str], *, variants: list[str] | None = None, dtypes: 
             if bad and len(list(families)) == 1:
                 raise RegistryError(f"{fam}: unsupported dtype(s) {bad}; choose from {list(p.dtypes)}")
         fam_dtypes = [d for d in (dtypes or p.dtypes) if d in p.dtypes]
-        fam_shapes = [p.parse_shape(s) for s in shapes] if shapes else (p.quick if quick else p.shapes)
         names = [n for n in p.variants if not variants or n in variants]
-        for s in fam_shapes:
-            for d in fam_dtypes:
-                for n in names:
-                    tasks.append(Task(fam, n, d, s.key()))
+        if headline and not shapes:
+            pairs = [(s, d) for s, ds in p.headline for d in ds if not dtypes or d in dtypes]
+        else:
+            fam_shapes = [p.parse_shape(s) for s in shapes] if shapes else (p.quick if quick else p.shapes)
+            pairs = [(s, d) for s in fam_shapes for d in fam_dtypes]
+        for s, d in pairs:
+            for n in names:
+                tasks.append(Task(fam, n, d, s.key()))
     return tasks
 
 

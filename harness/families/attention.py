@@ -453,3 +453,14 @@ try:
 except ImportError as _e:  # CUDA variants not written yet; any other import failure is worth a warning
     if _e.name != "harness.families._attention_cuda":
         warnings.warn(f"attention CUDA variants not registered: {_e}", stacklevel=1)
+
+# The benchmark targets: Triton forward bf16, hdim 128, N 4k-16k, >= 500 TFLOP/s non-causal and >= 400
+# causal; decode >= 85% of measured copy bandwidth at B=16, H=32, Hkv=8, Nkv 8k-32k.
+PREFILL.headline = [
+    (PREFILL.shape(B=4, H=16, Hkv=16, Nq=4096, Nkv=4096, D=128, causal=False), ("bf16",)),
+    (PREFILL.shape(B=4, H=16, Hkv=16, Nq=4096, Nkv=4096, D=128, causal=True), ("bf16",)),
+    (PREFILL.shape(B=1, H=16, Hkv=16, Nq=16384, Nkv=16384, D=128, causal=False), ("bf16",)),
+]
+DECODE.headline = [
+    (DECODE.shape(B=16, H=32, Hkv=8, Nq=1, Nkv=n, D=128), ("bf16",)) for n in (8192, 32768)
+]

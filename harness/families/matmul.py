@@ -236,3 +236,10 @@ except ImportError as e:
         raise  # the module exists but is broken: let load_all() report it
 else:
     register_cuda_variants(PROBLEM)
+
+# The benchmark targets: bf16 at 4096^3 and 8192^3 (Triton >= 97% of cuBLAS, mma.sync >= 75%), the fp32
+# SGEMM ladder at 4096^3 (top >= 90% of cuBLAS without TF32), fp8 at 8192^3 (>= 85% of torch._scaled_mm).
+PROBLEM.headline = [
+    (PROBLEM.shape(M=4096, N=4096, K=4096), ("bf16", "fp32")),
+    (PROBLEM.shape(M=8192, N=8192, K=8192), ("bf16", "fp8")),
+]
