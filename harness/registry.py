@@ -121,6 +121,9 @@ class Variant:
     supports: Callable[[Shape, str], str | None] | None = None
     tolerance: dict[str, Tolerance] = field(default_factory=dict)  # per-dtype override (e.g. a tf32 mode)
     ladder: int | None = None  # rung number for numbered CUDA variants (variant-ladder figure)
+    # the compute roof this variant runs on when it differs from the problem's (a TF32 mode of an fp32 problem,
+    # the bf16 library baseline of a quantized one): roofline placement and the >100% check use it
+    compute_dtype: str | None = None
     family: str = ""
 
     def kernel_names(self, dtype: str) -> tuple[str, ...]:

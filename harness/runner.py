@@ -84,7 +84,7 @@ def base_record(problem: Problem, v: Variant, dtype: str, shape: Shape) -> dict[
         "ladder": v.ladder, "rel_err": None, "max_abs_err": None, "median_ms": None, "p10_ms": None, "p90_ms": None,
         "mean_ms": None, "stderr_ms": None, "n": 0, "samples_ms": [], "flops": flops, "bytes": nbytes,
         "tflops": None, "gbps": None, "intensity": flops / nbytes if nbytes else None,
-        "compute_dtype": problem.compute_dtype(dtype, shape) if problem.compute_dtype else dtype,
+        "compute_dtype": v.compute_dtype or (problem.compute_dtype(dtype, shape) if problem.compute_dtype else dtype),
         "throughput_unit": problem.throughput_unit, "timing": None, "resources": None, "seeds": [],
         "extra": {}, "suspect": False, "suspect_reasons": [], "speedup_vs_baseline": None, "speedup_ci95": None,
         "speedup_text": None, "baseline_name": None,

@@ -4,7 +4,8 @@
 returns a ``Timing`` with median / p10 / p90 / mean / standard error / n and the raw samples. On a GPU every sample
 is the time between two CUDA events recorded on the current stream around one call, after the L2 was flushed by
 writing a buffer of 2x the L2 size (allocated once). Without a GPU the same statistics come from a host timer and
-are labelled ``cpu``: CPU/interpreter timings, not GPU figures.
+are labelled ``cpu``: CPU/interpreter timings, not GPU figures. A short GPU spin is queued between the flush and
+the start event so that host launch latency stays out of µs-scale samples (``SPIN_CYCLES``).
 
 Repeats stop when the standard error of the mean is under ``target_rse`` (1%) of the median, or at ``max_s``.
 ``interleaved(call_a, call_b)`` times two callables ABAB... in one process under the same flush policy, and
@@ -78,6 +79,18 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+# GPU-side spin queued before each start event (~100 µs at boost clock). Without it a µs-scale kernel's sample
+# includes the host's launch latency whenever the GPU drains its queue first (seen on an H100: a pycuda launch
+# looked 3x slower than ATen's in interleaved A/B rounds, which synchronise between samples). With it the host has
+# enqueued the call before the GPU reaches the start event, so the events bracket the kernel alone.
+SPIN_CYCLES = 200_000
+
+
+def _spin() -> None:
+    if SPIN_CYCLES and hasattr(torch.cuda, "_sleep"):
+        torch.cuda._sleep(SPIN_CYCLES)
+
+
 def _sample_round(call: Callable[[int], Any], start_i: int, k: int, flusher: L2Flusher | None,
                   use_events: bool) -> list[float]:
     if use_events:
@@ -85,6 +98,7 @@ def _sample_round(call: Callable[[int], Any], start_i: int, k: int, flusher: L2F
         for j, (s, e) in enumerate(evs):
             if flusher is not None:
                 flusher.flush()
+            _spin()
             s.record()
             call(start_i + j)
             e.record()

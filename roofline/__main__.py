@@ -27,9 +27,18 @@ def load_results(paths: list[str]) -> tuple[list[dict[str, Any]], list[Path], li
     profiles: list[Path] = []
     warnings: list[str] = []
     files: list[Path] = []
+    from harness.records import load_jsonl
+
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(p.rglob("*.json"))
+            # an output folder's records.jsonl is the complete record (its <family>.json files repeat it)
+            jsonl_dirs = [j.parent for j in sorted(p.rglob("records.jsonl"))]
+            for d in jsonl_dirs:
+                records += load_jsonl(d / "records.jsonl")
+            files += [f for f in sorted(p.rglob("*.json"))
+                      if f.name == "profile.json" or not any(d in f.parents for d in jsonl_dirs)]
+        elif p.suffix == ".jsonl" and p.exists():
+            records += load_jsonl(p)
         elif p.exists():
             files.append(p)
         else:

@@ -269,7 +269,7 @@ PROBLEM.add_variant("triton_fused", "triton", _triton(), supports=_triton_suppor
 PROBLEM.add_variant("triton_sortmerge", "triton", _triton(merge="sort"),
                     supports=_triton_supports(512, sort_merge=True),
                     description="fused distances + bitonic sort-merge of running top-k with each tile")
-PROBLEM.add_variant("triton_tf32x3", "triton", _triton(precision="tf32x3"), dtypes=("fp32",),
+PROBLEM.add_variant("triton_tf32x3", "triton", _triton(precision="tf32x3"), dtypes=("fp32",), compute_dtype="tf32",
                     supports=_triton_supports(512),
                     description="triton_fused with split-TF32 (3 tensor-core passes) instead of FMA for fp32")
 PROBLEM.add_variant("triton_chunked", "triton", _triton(chunked=True), supports=_triton_supports(512),

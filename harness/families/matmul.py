@@ -169,7 +169,7 @@ PROBLEM.add_variant(
     description="fp8 with B copied to K-major first (timed): both wgmma operands multi-buffered in shared memory")
 PROBLEM.add_variant(
     "triton_matmul_tf32", "triton", _triton("matmul", "tf32"), dtypes=("fp32",), supports=_triton_supports,
-    tolerance={"fp32": TF32_TOL},
+    tolerance={"fp32": TF32_TOL}, compute_dtype="tf32",
     description="tf32: fp32 inputs rounded to TF32 on tensor cores (495 vs 67 TF roof), ~1e-3 rel. error, "
                 "tf32 tolerance")
 
@@ -221,6 +221,7 @@ PROBLEM.add_variant(
     description="torch.matmul with allow_tf32=False: exact fp32 cuBLAS SGEMM (SIMT, 67 TF roof)")
 PROBLEM.add_variant(
     "torch_fp32_tf32", "torch", _torch_fp32(True), dtypes=("fp32",), style="return", tolerance={"fp32": TF32_TOL},
+    compute_dtype="tf32",
     description="tf32: torch.matmul with allow_tf32=True (cuBLAS TF32 tensor cores), tf32 tolerance")
 PROBLEM.add_variant(
     "torch_scaled_mm", "torch", _torch_scaled_mm, dtypes=("fp8",), baseline=True, style="return",

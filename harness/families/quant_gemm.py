@@ -332,7 +332,7 @@ def cuda_v3_w8a8_dp4a(inputs, out, shape):
 
 
 # ---------------------------------------------------------------------------------------------------- torch
-@PROBLEM.variant("torch_bf16_dequant", "torch", style="return", baseline=True,
+@PROBLEM.variant("torch_bf16_dequant", "torch", style="return", baseline=True, compute_dtype="bf16",
                  description="cuBLAS fp16/bf16 matmul on weights (and activations) dequantized outside the timed "
                              "call: what a quantized kernel must beat")
 def torch_bf16_dequant(inputs, out, shape):
@@ -358,7 +358,7 @@ def _dequant_torch(inputs, shape, dt):
     return x, w
 
 
-@PROBLEM.variant("torch_dequant_matmul", "torch", style="return",
+@PROBLEM.variant("torch_dequant_matmul", "torch", style="return", compute_dtype="bf16",
                  description="torch: dequantize (unpack, subtract zero, scale) inside the call, then matmul")
 def torch_dequant_matmul(inputs, out, shape):
     dt = inputs["w_deq"].dtype
