@@ -23,6 +23,7 @@ gpu-check: $(STAMP)
 $(STAMP): setup.py
 	python3 -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -c "import wheel, setuptools" 2>/dev/null || $(PY) -m pip install -q wheel setuptools
 	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
