@@ -12,7 +12,8 @@ bench: $(STAMP)
 	$(PY) bench/run.py --kernel $(KERNEL) $(ARGS)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rfE tests
+	$(PY) -m pytest -q -rfE bench/test_bench_kernels.py --benchmark-disable
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

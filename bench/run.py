@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
     ap.add_argument("--strict", action="store_true",
                     help="fresh inputs per timed call from a pool, and every timed output checked")
-    ap.add_argument("--max-time", type=float, default=1.0, help="timing cap per record in seconds (default 1)")
+    ap.add_argument("--max-time", type=float,
+                    help="timing cap per record in seconds (default 1 on a GPU, 0.1 for CPU timings)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-record worker timeout in seconds")
     ap.add_argument("--ab-rounds", type=int, help="interleaved rounds vs the baseline (default 30 on a GPU)")
     ap.add_argument("--gpm", action="store_true", help="NVML GPM DRAM bandwidth per record (Hopper+)")
@@ -182,6 +183,19 @@ def print_tables(records: list[dict]) -> None:
                 console.print(f"  [red]{r['variant']} {r['dtype']} {r['shape']}[/]: {r.get('message', '')}")
 
 
+def prebuild_cuda(tasks: list[Task]) -> None:
+    """nvcc every .cu the run needs, in parallel, before the workers start (they then load cached cubins)."""
+    from harness.cuda import prebuild
+
+    sources = []
+    for t in tasks:
+        v = registry.REGISTRY[t.family].variants[t.variant]
+        if v.backend == "cuda" and v.source is not None and hasattr(v.source, "compile"):
+            sources.append(v.source)
+    if sources:
+        prebuild(sources)
+
+
 def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -242,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [v for v in variants if v not in known]
         if unknown:
             raise CliError(f"unknown variant(s) {unknown}; {args.kernel} has: {', '.join(sorted(known))}")
+    if not torch.cuda.is_available() and not (args.shape or args.quick or args.headline):
+        args.quick = True  # the default shapes are GPU-sized: hours under the interpreter
+        console.print("No GPU: using the quick shapes (the default set is GPU-sized); --shape overrides.")
     try:
         tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick,
                      headline=args.headline)
@@ -278,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                                                             else profile.to_dict(), indent=1, default=str))
         except Exception:
             pass
-    opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=args.max_time, timeout_s=args.timeout,
+    on_gpu = torch.cuda.is_available()
+    max_time = args.max_time if args.max_time is not None else (1.0 if on_gpu else 0.1)
+    prebuild_cuda(todo)
+    opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=max_time, timeout_s=args.timeout,
+                      warmup_s=0.1 if on_gpu else 0.0,
                       ab_rounds=args.ab_rounds, gpm=args.gpm, isolate=isolate_default() and not args.no_isolate,
                       time_on_cpu=not args.no_cpu_timing, timing=not args.check_only)
     stamp = {"device": info, "git_sha": provenance.git_sha(), "versions": provenance.versions()}

@@ -595,3 +595,23 @@ def _core_stream(cc, handle: int):
     if s is None:
         s = _STREAMS[("core", handle)] = cc.Stream.from_handle(handle)
     return s
+
+
+def prebuild(sources: list[CudaSource], workers: int | None = None) -> None:
+    """Compile several sources for their target archs in parallel threads (nvcc runs as subprocesses), filling the
+    disk cache before the worker processes need the cubins. Failures are left for each variant's record to report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(src, arch) for src in dict.fromkeys(sources)
+            for arch in ([a for a in target_archs() if src.archs is None or a in src.archs] or [src.default_arch()])]
+    if not jobs or nvcc_path() is None:
+        return
+
+    def build(job):
+        try:
+            job[0].compile(job[1])
+        except (CompileError, OSError):
+            pass
+
+    with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as ex:
+        list(ex.map(build, jobs))

@@ -1,6 +1,6 @@
 """Tiled GEMM in Triton: C[M, N] = A[M, K] @ B[K, N], fp32 accumulation (Triton tutorials 03 and 09 shape).
 
-Napkin math (H100 SXM, /work/shared/anchors.md): 2·M·N·K FLOPs against (M·K + K·N)·s_in + M·N·s_out bytes. A
+Napkin math (H100 SXM, published figures): 2·M·N·K FLOPs against (M·K + K·N)·s_in + M·N·s_out bytes. A
 4096³ fp16 GEMM is 137 GFLOP over 100 MB: intensity 1365 FLOP/B, far right of the 295 FLOP/B bf16 ridge, so big
 squares are compute bound (cuBLAS ~760-790 TF; the tutorial kernel reaches ~95-100% of it). Decode-like shapes
 (M = 1 or 16, N = K = 4096) are the opposite: 33 MB of B for 0.03-0.5 GFLOP, i.e. a GEMV bound by DRAM (~11 µs).

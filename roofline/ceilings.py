@@ -1,6 +1,6 @@
 """Roofline ceilings: peak DRAM bandwidth and compute peaks (theoretical and measured) for one GPU.
 
-Memory roof (theoretical), from NVML (see /work/shared/anchors.md)::
+Memory roof (theoretical), from NVML (max memory clock x 2 x bus width / 8; the x2 applied once)::
 
     peak B/s = max mem clock (MHz) x 1e6 x 2 x bus width (bits) / 8
 
