@@ -83,16 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_families(kernel: str) -> list[str]:
-    registry.all_problems()
-    names = list(registry.REGISTRY)
-    if kernel == "all":
-        return names
-    group = [n for n in names if n == kernel or n.startswith(kernel + "_")]
-    if group:
-        return group
-    if kernel in registry.FAMILIES:
-        raise CliError(f"family {kernel!r} is planned but not implemented yet; available: {', '.join(names)}")
-    raise CliError(f"unknown kernel family {kernel!r}; choose from {', '.join(names + ['all'])}")
+    try:
+        return registry.resolve_group(kernel)
+    except registry.RegistryError as e:
+        raise CliError(str(e)) from None
 
 
 def device_line(info: dict) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -48,75 +47,30 @@ def _split(text: str | None) -> list[str]:
 def resolve_families(kernel: str) -> list[str]:
     from harness import registry
 
-    registry.all_problems()
-    names = list(registry.REGISTRY)
-    if kernel == "all":
-        return names
-    group = [n for n in names if n == kernel or n.startswith(kernel + "_")]
-    if group:
-        return group
-    if kernel in registry.FAMILIES:
-        raise CliError(f"family {kernel!r} is planned but not implemented yet; available: {', '.join(names)}")
-    raise CliError(f"unknown kernel family {kernel!r}; choose from {', '.join(names + ['all'])}")
+    try:
+        return registry.resolve_group(kernel)
+    except registry.RegistryError as e:
+        raise CliError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------- check
 def check_task(task: Any, seeds: tuple[int, ...] = (0, 1, 2), compile_cuda: bool = True) -> dict[str, Any]:
-    """One record, correctness only: ``run_task``'s checks without its timing (on a GPU as on the CPU).
+    """One record, correctness only: ``run_task`` with timing off (on a GPU as on the CPU).
 
-    Status: ok | incorrect | runtime_error | compile_error | skipped | compiled (CUDA without a GPU; with
-    ``compile_cuda=False`` it is not even compiled and the message says so)."""
-    from harness.registry import get_problem, interpreter
-    from harness.runner import base_record, check_once, device
+    With ``compile_cuda=False`` a CUDA variant on a machine without a GPU is not even compiled (status skipped)."""
+    import torch
+
+    from harness.registry import get_problem
+    from harness.runner import RunOptions, base_record, run_task
 
     problem = get_problem(task.family)
     v = problem.variants[task.variant]
-    shape = problem.parse_shape(task.shape)
-    rec = base_record(problem, v, task.dtype, shape)
-    dev = device()
-    on_gpu = dev.type == "cuda"
-    reason = v.skip_reason(shape, task.dtype)
-    if reason:
-        rec.update(status="skipped", message=reason)
+    if v.backend == "cuda" and not compile_cuda and not torch.cuda.is_available():
+        rec = base_record(problem, v, task.dtype, problem.parse_shape(task.shape))
+        rec.update(status="skipped", message="CUDA variant, no GPU here: not compiled (see python -m harness compile)")
         return rec
-    if v.backend == "cuda":
-        if not on_gpu and not compile_cuda:
-            rec.update(status="compiled", message="CUDA variant: no GPU here (not compiled; see python -m harness "
-                                                  "compile)")
-            return rec
-        from harness.cuda import CompileError
-
-        try:
-            rec["resources"] = {k: v.source.resources(k) for k in v.kernel_names(task.dtype)} if v.source else None
-        except CompileError as e:
-            rec.update(status="compile_error", message=str(e).split("\n", 1)[0])
-            return rec
-        if not on_gpu:
-            rec.update(status="compiled", message="compiled with nvcc; no GPU here to run it")
-            return rec
-    if v.backend == "triton" and not on_gpu and not interpreter():
-        rec.update(status="skipped", message="Triton needs a GPU, or TRITON_INTERPRET=1 on the CPU")
-        return rec
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    worst = 0.0
-    try:
-        for seed in seeds:
-            res = check_once(problem, v, task.dtype, shape, seed, dev)
-            rec["seeds"].append(seed)
-            if not res.ok:
-                rec.update(status="incorrect", message=f"seed {seed}: {res.message}", rel_err=res.rel_err,
-                           max_abs_err=res.max_abs_err)
-                return rec
-            rec["extra"].update(res.extra)
-            if res.rel_err is not None:
-                worst = max(worst, res.rel_err)
-                rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
-    except Exception as e:
-        rec.update(status="runtime_error", message=f"{type(e).__name__}: {e}"[:2000],
-                   traceback=traceback.format_exc(limit=6)[-3000:])
-        return rec
-    rec.update(status="ok", rel_err=worst, message="checked; not timed")
+    rec = run_task(task, RunOptions(seeds=tuple(seeds), timing=False))
+    rec.pop("_recycle_worker", None)
     return rec
 
 

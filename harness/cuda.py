@@ -171,6 +171,17 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, lines)) if len(lines) == len(names) else {n: n for n in names}
 
 
+def named_report(log: str) -> tuple[dict[str, Resources], dict[str, str]]:
+    """ptxas log -> (normalised kernel name -> Resources, normalised name -> mangled symbol)."""
+    raw = parse_ptxas(log)
+    names = demangle(list(raw))
+    res_by, mangled = {}, {}
+    for m, r in raw.items():
+        n = normalize_kernel_name(names.get(m, m))
+        res_by[n], mangled[n] = r, m
+    return res_by, mangled
+
+
 def normalize_kernel_name(name: str) -> str:
     """'void foo<float, 256>(float const*, int)' and 'foo<float,256>' -> 'foo<float,256>'."""
     s = name.strip()
@@ -282,32 +293,35 @@ class CudaSource:
         unit.write_text(body)
         return unit
 
+    def _build(self, arch: str, kind: str) -> tuple[Path, Path]:
+        """nvcc once per (source, flags, instantiations, nvcc, arch, kind) -> (artefact, ptxas log), cached on disk.
+        kind "cubin": device code for kernel mode; "so": the whole file as a shared library (host mode)."""
+        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{self._key(arch, kind)}"
+        out, logf = cdir / ("k.cubin" if kind == "cubin" else "lib.so"), cdir / "ptxas.log"
+        if out.exists():
+            return out, logf
+        libs = [f"-l{lib}" for lib in self.libs]
+        extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *libs]
+        with tempfile.TemporaryDirectory() as td:
+            unit = self._unit(Path(td))
+            cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-o", str(Path(td) / out.name), str(unit)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            log = res.stdout + res.stderr
+            if res.returncode != 0:
+                raise CompileError(f"{first_error(log)}\n{log}")
+            cdir.mkdir(parents=True, exist_ok=True)
+            logf.write_text(log)
+            shutil.copy(Path(td) / out.name, out)  # copied last: the artefact present means a complete entry
+        return out, logf
+
     def compile(self, arch: str | None = None) -> Build:
         """nvcc -> cubin for one arch (default: the GPU's, else the first default). Cached on disk."""
         arch = arch or target_archs()[0]
         if arch in self._builds:
             return self._builds[arch]
-        key = self._key(arch, "cubin")
-        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{key}"
-        cubin, logf = cdir / "k.cubin", cdir / "ptxas.log"
-        if not cubin.exists():
-            with tempfile.TemporaryDirectory() as td:
-                unit = self._unit(Path(td))
-                cmd = [*self._cmd(arch), "-cubin", "-Xptxas", "-v", "-o", str(Path(td) / "k.cubin"), str(unit)]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                log = res.stdout + res.stderr
-                if res.returncode != 0:
-                    raise CompileError(f"{first_error(log)}\n{log}")
-                cdir.mkdir(parents=True, exist_ok=True)
-                logf.write_text(log)
-                shutil.copy(Path(td) / "k.cubin", cubin)  # copied last: a cubin present means a complete entry
+        cubin, logf = self._build(arch, "cubin")
         log = logf.read_text()
-        raw = parse_ptxas(log)
-        names = demangle(list(raw))
-        res_by, mangled = {}, {}
-        for m, r in raw.items():
-            n = normalize_kernel_name(names.get(m, m))
-            res_by[n], mangled[n] = r, m
+        res_by, mangled = named_report(log)
         b = Build(arch=arch, cubin=cubin, log=log, resources=res_by, mangled=mangled)
         self._builds[arch] = b
         return b
@@ -359,21 +373,7 @@ class CudaSource:
         arch = arch or self.default_arch()
         if arch in self._libs:
             return self._libs[arch]
-        key = self._key(arch, "so")
-        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{key}"
-        so, logf = cdir / "lib.so", cdir / "ptxas.log"
-        if not so.exists():
-            with tempfile.TemporaryDirectory() as td:
-                unit = self._unit(Path(td))
-                cmd = [*self._cmd(arch), "-shared", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
-                       *[f"-l{lib}" for lib in self.libs], "-o", str(Path(td) / "lib.so"), str(unit)]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                log = res.stdout + res.stderr
-                if res.returncode != 0:
-                    raise CompileError(f"{first_error(log)}\n{log}")
-                cdir.mkdir(parents=True, exist_ok=True)
-                logf.write_text(log)
-                shutil.copy(Path(td) / "lib.so", so)
+        so, _ = self._build(arch, "so")
         if device_arch() is None:
             raise CudaUnavailable(f"{self.name}: built {so.name} for {arch}; no GPU here to load it on")
         lib = ctypes.CDLL(str(so))
@@ -382,15 +382,8 @@ class CudaSource:
 
     def library_resources(self, arch: str | None = None) -> dict[str, Resources]:
         """Resource report of a host-mode build (builds it if needed, without loading it)."""
-        try:
-            self.library(arch)
-        except CudaUnavailable:
-            pass
-        arch = arch or self.default_arch()
-        logf = cache_dir() / f"{Path(self.path).stem}-{arch}-{self._key(arch, 'so')}" / "ptxas.log"
-        raw = parse_ptxas(logf.read_text())
-        names = demangle(list(raw))
-        return {normalize_kernel_name(names.get(m, m)): r for m, r in raw.items()}
+        _, logf = self._build(arch or self.default_arch(), "so")
+        return named_report(logf.read_text())[0]
 
 
 # ----------------------------------------------------------------------------------------------- scalar types

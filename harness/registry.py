@@ -285,3 +285,17 @@ def all_problems() -> list[Problem]:
     return [REGISTRY[n] for n in FAMILIES if n in REGISTRY] + [
         p for n, p in REGISTRY.items() if n not in FAMILIES
     ]
+
+
+def resolve_group(kernel: str) -> list[str]:
+    """``--kernel`` -> family names: 'all', a family, or a group ('attention' is attention + attention_decode)."""
+    all_problems()
+    names = list(REGISTRY)
+    if kernel == "all":
+        return names
+    group = [n for n in names if n == kernel or n.startswith(kernel + "_")]
+    if group:
+        return group
+    if kernel in FAMILIES:
+        raise RegistryError(f"family {kernel!r} is planned but not implemented yet; available: {', '.join(names)}")
+    raise RegistryError(f"unknown kernel family {kernel!r}; choose from {', '.join(names + ['all'])}")

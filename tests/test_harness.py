@@ -272,3 +272,14 @@ def test_which_nvcc_helpers_do_not_crash():
     assert cuda.target_archs()
     if shutil.which("nvcc"):
         assert cuda.nvcc_version()
+
+
+@pytest.mark.gpu
+def test_side_stream_work_is_flagged_suspect():
+    """Work launched on another stream escapes the events; the synchronised wall time catches it."""
+    opts = RunOptions(seeds=(0,), max_time_s=0.2, ab_rounds=0)
+    rec = run_task(Task("toy", "suspect_side_stream", "fp32", "M=4096,N=4096"), opts)
+    assert rec["status"] == "ok" and rec["suspect"], rec
+    assert any("side stream" in r for r in rec["suspect_reasons"])
+    clean = run_task(Task("toy", "torch_out", "fp32", "M=4096,N=4096"), opts)
+    assert clean["status"] == "ok" and not any("side stream" in r for r in clean["suspect_reasons"])
