@@ -177,6 +177,22 @@ def print_tables(records: list[dict]) -> None:
                 console.print(f"  [red]{r['variant']} {r['dtype']} {r['shape']}[/]: {r.get('message', '')}")
 
 
+def check_fits(tasks: list[Task]) -> None:
+    """A shape whose inputs and outputs alone exceed the memory they would live in is a one-line error."""
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        where = "free GPU memory"
+    else:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        where = "available RAM"
+    for t in tasks:
+        p = registry.REGISTRY[t.family]
+        need = p.min_bytes(p.parse_shape(t.shape), t.dtype)
+        if need > free:
+            raise CliError(f"{t.family} shape {t.shape} ({t.dtype}) needs at least {need / 2**30:.1f} GiB for its "
+                           f"inputs and outputs; {where} is {free / 2**30:.1f} GiB")
+
+
 def prebuild_cuda(tasks: list[Task]) -> None:
     """nvcc every .cu the run needs, in parallel, before the workers start (they then load cached cubins)."""
     from harness.cuda import prebuild
@@ -260,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         raise CliError(str(e)) from None
     if dtypes and not tasks:
         raise CliError(f"no {args.kernel} variant supports dtype(s) {dtypes}")
+    if args.shape:
+        check_fits(tasks)
+    if any(registry.REGISTRY[t.family].variants[t.variant].backend == "cuda" for t in tasks):
+        from harness.cuda import nvcc_path
+
+        if nvcc_path() is None:
+            console.print("note: nvcc not found (install the CUDA toolkit or put nvcc on PATH): CUDA variants will "
+                          "report compile_error")
 
     if args.compare and not Path(args.compare).exists():
         raise CliError(f"--compare {args.compare}: no such output folder or file")

@@ -97,6 +97,7 @@ def test_kill_and_resume(tmp_path):
     (["--kernel", "toy", "--dtype", "fp7"], "choose from"),
     (["--kernel", "toy", "--shape", "3y"], "expected MxN"),
     (["--kernel", "toy", "--seeds", "a"], "--seeds"),
+    (["--kernel", "toy", "--shape", "4000000x4000000"], "GiB"),
     (["--resume", "/nonexistent/dir", "--kernel", "toy"], "no records.jsonl"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, needle):
