@@ -1,8 +1,9 @@
 // knn.cu — exact k-nearest-neighbour search, llm.c dev/cuda style: numbered variants, each one idea.
 //
 // Queries x [Q, D], base y [N, D] (row-major, contiguous), T = float | __half | __nv_bfloat16, distances in fp32:
-// metric 0 = squared L2 (summed as (x-y)^2, no norms needed), 1 = -x.y, 2 = 1 - x.y * xinv * yinv where xinv/yinv
-// are the fp32 inverse row norms from knn_norms (normalisation as a tiny pre-pass, applied inside the distance loop).
+// metric 0 = squared L2 (v1/v2 sum (x-y)^2, no norms; v3 uses |x|^2 + |y|^2 - 2 x.y with knn_sqnorms), 1 = -x.y,
+// 2 = 1 - x.y * xinv * yinv where xinv/yinv are the fp32 inverse row norms from knn_norms (normalisation as a tiny
+// pre-pass, applied inside the distance loop).
 // Outputs: dist [Q, k] fp32 ascending, idx [Q, k] int64. Ties go to the LOWER index everywhere: selection works on
 // 64-bit keys (orderable fp32 bits << 32 | index), so an unsigned compare orders by (distance, index).
 //
@@ -10,6 +11,7 @@
 // (~67 TF) that is ~38 ms = ~260k queries/s; a Q x N fp32 matrix would be 40 GB written + read (~25 ms more at
 // 3.3 TB/s): fusing the selection is worth ~1.7x before any tensor-core work.
 #include "common.cuh"
+#include <mma.h>
 
 // ---- packed keys ---------------------------------------------------------------------------------------------
 __device__ __forceinline__ unsigned long long pack_key(float d, int idx) {
@@ -47,13 +49,27 @@ __device__ __forceinline__ void bitonic_sort(unsigned long long* a, int n, int t
 // ---- pre-pass for metric 2 (cos): one warp per row, fp32 inverse norm. Identical rows get identical bits (same
 // lane order), which keeps exact ties exact.
 template <typename T>
+__device__ __forceinline__ float warp_row_sumsq(const T* __restrict__ a, int row, int D, int lane) {
+  float s = 0.f;
+  for (int i = lane; i < D; i += 32) { float v = to_float(a[(long long)row * D + i]); s = fmaf(v, v, s); }
+  return warp_reduce_sum(s);
+}
+
+template <typename T>
 __global__ void knn_norms(const T* __restrict__ a, int rows, int D, float* __restrict__ inv_norm) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (row >= rows) return;
-  float s = 0.f;
-  for (int i = lane; i < D; i += 32) { float v = to_float(a[(long long)row * D + i]); s = fmaf(v, v, s); }
-  s = warp_reduce_sum(s);
+  float s = warp_row_sumsq(a, row, D, lane);
   if (lane == 0) inv_norm[row] = s > 0.f ? 1.0f / sqrtf(s) : 1.0f;
+}
+
+// The same pre-pass for v3's metric 0 (l2 = |x|^2 + |y|^2 - 2 x.y): fp32 squared norms, same lane order.
+template <typename T>
+__global__ void knn_sqnorms(const T* __restrict__ a, int rows, int D, float* __restrict__ sq_norm) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float s = warp_row_sumsq(a, row, D, lane);
+  if (lane == 0) sq_norm[row] = s;
 }
 
 // ---- 64x64 distance tile shared by v1 and v2: 256 threads, each 4 x 4 (v1) / 2 x 4 (v2) outputs from smem.
@@ -147,6 +163,51 @@ __global__ void __launch_bounds__(256) knn_v1_select(const float* __restrict__ d
   }
 }
 
+// ---- warp-level running top-k of one query (v2 and v3). The query's list is 2*KB keys in shared memory: [KB best |
+// KB candidates]; `cnt` counts the candidates, `kth` is the k-th best key so far (EMPTY_KEY until k keys were
+// kept). warp_select_tile offers one tile of BN distances (base rows n0 .. n0+BN-1; rows >= N are skipped):
+// if the tile could overflow the candidates, the warp first bitonic-sorts the whole list (best KB stay in front,
+// the candidate half is cleared, kth refreshed); then lanes compare two keys each with kth, __ballot_sync +
+// __popc give each survivor its slot (no atomics). dist(nl) returns the distance of tile column nl. Keys are
+// (distance, index), so ties go to the lower index. Called by all 32 lanes of one warp; __syncwarp only.
+template <int KB, int BN, typename DistFn>
+__device__ __forceinline__ void warp_select_tile(unsigned long long* list, int& cnt, unsigned long long& kth,
+                                                 DistFn dist, int n0, int N, int k, int lane) {
+  static_assert(KB >= BN, "a whole tile of candidates must fit the list");
+  int c = cnt;
+  if (c + BN > KB) {
+    bitonic_sort<false>(list, 2 * KB, lane, 32);
+    for (int i = KB + lane; i < 2 * KB; i += 32) list[i] = EMPTY_KEY;
+    __syncwarp();
+    if (lane == 0) kth = list[k - 1];
+    c = 0;
+    __syncwarp();
+  }
+  const unsigned long long th = kth;
+#pragma unroll
+  for (int h = 0; h < BN / 32; ++h) {
+    int nl = lane + 32 * h, n = n0 + nl;
+    unsigned long long key = n < N ? pack_key(dist(nl), n) : EMPTY_KEY;
+    bool take = key < th;
+    unsigned m = __ballot_sync(0xffffffffu, take);
+    if (take) list[KB + c + __popc(m & ((1u << lane) - 1u))] = key;
+    c += __popc(m);
+  }
+  if (lane == 0) cnt = c;
+  __syncwarp();
+}
+
+// Final sort of one query's list and the k smallest keys out (out_d / out_i point at the query's row).
+template <int KB>
+__device__ __forceinline__ void warp_select_finish(unsigned long long* list, int k, int lane,
+                                                   float* __restrict__ out_d, long long* __restrict__ out_i) {
+  bitonic_sort<false>(list, 2 * KB, lane, 32);
+  for (int j = lane; j < k; j += 32) {
+    out_d[j] = key_dist(list[j]);
+    out_i[j] = key_idx(list[j]);
+  }
+}
+
 // =================================================================================================================
 // v2 (fused): the same SIMT distance tile (32 queries x 64 base rows per step) lands in shared memory instead of
 // DRAM, and each warp selects for 4 queries right away: lanes compare two distances each with the query's k-th key,
@@ -227,41 +288,138 @@ __global__ void __launch_bounds__(256) knn_v2_fused(const T* __restrict__ x, con
     for (int qq = 0; qq < BQ / 8; ++qq) {
       const int ql = warp * (BQ / 8) + qq;
       if (q0 + ql >= Q) break;
-      unsigned long long* list = lists + ql * 2 * KB;
-      int c = cnt[ql];
-      if (c + BN > KB) {
-        bitonic_sort<false>(list, 2 * KB, lane, 32);
-        for (int i = KB + lane; i < 2 * KB; i += 32) list[i] = EMPTY_KEY;
-        __syncwarp();
-        if (lane == 0) kth[ql] = list[k - 1];
-        c = 0;
-        __syncwarp();
-      }
-      const unsigned long long th = kth[ql];
-#pragma unroll
-      for (int h = 0; h < BN / 32; ++h) {
-        int nl = lane + 32 * h, n = n0 + nl;
-        unsigned long long key = n < N ? pack_key(ds[ql * (BN + 1) + nl], n) : EMPTY_KEY;
-        bool take = key < th;
-        unsigned m = __ballot_sync(0xffffffffu, take);
-        if (take) list[KB + c + __popc(m & ((1u << lane) - 1u))] = key;
-        c += __popc(m);
-      }
-      if (lane == 0) cnt[ql] = c;
-      __syncwarp();
+      const float* drow = ds + ql * (BN + 1);
+      warp_select_tile<KB, BN>(lists + ql * 2 * KB, cnt[ql], kth[ql], [&](int nl) { return drow[nl]; }, n0, N, k,
+                               lane);
     }
     __syncthreads();  // ds is rewritten by the next tile
   }
   for (int qq = 0; qq < BQ / 8; ++qq) {
     const int ql = warp * (BQ / 8) + qq, q = q0 + ql;
     if (q >= Q) break;
-    unsigned long long* list = lists + ql * 2 * KB;
-    bitonic_sort<false>(list, 2 * KB, lane, 32);
-    for (int j = lane; j < k; j += 32) {
-      out_d[(long long)q * k + j] = key_dist(list[j]);
-      out_i[(long long)q * k + j] = key_idx(list[j]);
-    }
+    warp_select_finish<KB>(lists + ql * 2 * KB, k, lane, out_d + (long long)q * k, out_i + (long long)q * k);
   }
 }
 
-// v3 (tensor cores for fp16/bf16 distances, mma.sync + the v2 selection) is not written yet: see the family notes.
+// =================================================================================================================
+// v3 (tc): x.y^T on tensor cores for fp16/bf16 inputs. Per block 32 queries, 256 threads = 8 warps; the block walks
+// the base 64 rows at a time, each warp computes one 16x16 dot-product fragment with WMMA (16x16x16, fp16/bf16 in,
+// fp32 accumulate; bf16 needs sm_80) and stores it to shared memory, and the SAME warp selection as v2
+// (warp_select_tile) consumes the 32x64 tile, turning dot products into distances as it reads them with norms from
+// a pre-pass: l2 = |x|^2 + |y|^2 - 2 x.y (knn_sqnorms), ip = -x.y, cos = 1 - x.y * xinv * yinv (knn_norms). The
+// query tile stays in shared memory for the whole kernel (D zero-padded to a multiple of 16: D <= 1024); the base
+// tile is staged 64 columns at a time (16-byte loads when D % 8 == 0, rows >= N and columns >= D zero-filled).
+// What it should change: the distance math moves from fp32 FMA (v2) to HMMA, ~16x the FLOP/clk (H100: ~990 vs ~67
+// TFLOP/s dense), so the 2QND FLOPs stop mattering and the selection (one pack_key + compare + ballot per distance,
+// plus the list sorts) becomes the bottleneck; l2 via norms also drops v2's per-element subtract. Accuracy: fp16
+// and bf16 products are exact in fp32, so only the fp32 accumulation rounds (the check's tol_q); on the 1/8-grid
+// data (dups=1) every distance is exact and exact ties still go to the lower index.
+template <typename T, int KB>
+__global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const T* __restrict__ y,
+                                                  const float* __restrict__ xnorm, const float* __restrict__ ynorm,
+                                                  float* __restrict__ out_d, long long* __restrict__ out_i,
+                                                  int Q, int N, int D, int k, int metric, int vec) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  constexpr int BQ = 32, BN = 64, BD = 64;               // query tile, base tile, base-tile depth per stage
+  constexpr int LDY = BD + 8, LDD = BN + 4;              // padded strides (elements): 16-byte multiples
+  static_assert(KB >= BN, "a whole tile of candidates must fit the list");
+  const int Dp = (D + 15) & ~15, LDX = Dp + 8;           // D rounded up to the MMA depth
+  extern __shared__ __align__(32) unsigned char v3_smem[];  // WMMA pointers need 32 B
+  unsigned long long* lists = reinterpret_cast<unsigned long long*>(v3_smem);  // [BQ][2*KB]
+  T* xs = reinterpret_cast<T*>(lists + BQ * 2 * KB);    // [BQ][LDX]  queries, whole (padded) depth
+  T* ys = xs + BQ * LDX;                                 // [BN][LDY]  base rows, one BD-column stage
+  float* ds = reinterpret_cast<float*>(ys + BN * LDY);   // [BQ][LDD]  dot products of the tile
+  float* xn = ds + BQ * LDD;                             // [BQ]       query norm (l2: |x|^2, cos: 1/|x|)
+  float* yn = xn + BQ;                                   // [BN]       base norm of the tile's rows
+  __shared__ int cnt[BQ];
+  __shared__ unsigned long long kth[BQ];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 2, wn = warp & 3;               // this warp's 16x16 fragment of the 32x64 tile
+  const int q0 = blockIdx.x * BQ;
+  {  // the launcher's shared-memory size must cover the layout above (a mismatch would corrupt silently)
+    unsigned dyn;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+    const unsigned need = BQ * 2 * KB * 8 + (BQ * LDX + BN * LDY) * (int)sizeof(T) + (BQ * LDD + BQ + BN) * 4;
+    if (dyn < need) __trap();
+  }
+  const T zero = from_float<T>(0.f);
+  for (int i = tid; i < BQ * 2 * KB; i += 256) lists[i] = EMPTY_KEY;
+  if (tid < BQ) {
+    cnt[tid] = 0;
+    kth[tid] = EMPTY_KEY;
+    xn[tid] = (metric != 1 && q0 + tid < Q) ? xnorm[q0 + tid] : 0.f;
+  }
+  // query tile: rows >= Q and columns D..Dp-1 are zeros
+  if (vec) {  // D % 8 == 0 and 16-byte aligned rows: 8 elements per load
+    for (int e = tid; e < BQ * (Dp / 8); e += 256) {
+      int r = e / (Dp / 8), d = 8 * (e % (Dp / 8));
+      int4 v = make_int4(0, 0, 0, 0);
+      if (q0 + r < Q && d < D) v = load16(x + (long long)(q0 + r) * D + d);
+      store16(xs + r * LDX + d, v);
+    }
+  } else {
+    for (int e = tid; e < BQ * Dp; e += 256) {
+      int r = e / Dp, d = e % Dp;
+      xs[r * LDX + d] = (q0 + r < Q && d < D) ? x[(long long)(q0 + r) * D + d] : zero;
+    }
+  }
+
+  for (int n0 = 0; n0 < N; n0 += BN) {
+    if (tid < BN) yn[tid] = (metric != 1 && n0 + tid < N) ? ynorm[n0 + tid] : 0.f;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int d0 = 0; d0 < Dp; d0 += BD) {
+      // base stage: rows n0..n0+BN-1, columns d0..d0+BD-1 (zeros past N and D)
+      if (vec) {
+        for (int e = tid; e < BN * (BD / 8); e += 256) {
+          int r = e / (BD / 8), c = 8 * (e % (BD / 8)), d = d0 + c;
+          int4 v = make_int4(0, 0, 0, 0);
+          if (n0 + r < N && d < D) v = load16(y + (long long)(n0 + r) * D + d);
+          store16(ys + r * LDY + c, v);
+        }
+      } else {
+        for (int e = tid; e < BN * BD; e += 256) {
+          int r = e / BD, c = e % BD, d = d0 + c;
+          ys[r * LDY + c] = (n0 + r < N && d < D) ? y[(long long)(n0 + r) * D + d] : zero;
+        }
+      }
+      __syncthreads();  // (first stage: also the query tile, xn, yn and the cleared lists)
+      const int kend = min(BD, Dp - d0);
+      for (int kk = 0; kk < kend; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;  // x[q][d]
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;  // y^T[d][n] = ys[n][d]
+        wmma::load_matrix_sync(a, xs + (16 * wm) * LDX + d0 + kk, LDX);
+        wmma::load_matrix_sync(b, ys + (16 * wn) * LDY + kk, LDY);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      if (d0 + BD < Dp) __syncthreads();  // ys is refilled by the next stage
+    }
+    // ds was last read by the previous tile's selection, which ended in a barrier
+    wmma::store_matrix_sync(ds + (16 * wm) * LDD + 16 * wn, acc, LDD, wmma::mem_row_major);
+    __syncthreads();
+    // warp-level selection exactly as v2: warp w owns queries 4w..4w+3; distances from dot products on the fly
+    for (int qq = 0; qq < BQ / 8; ++qq) {
+      const int ql = warp * (BQ / 8) + qq;
+      if (q0 + ql >= Q) break;
+      const float* drow = ds + ql * LDD;
+      const float xq = xn[ql];
+      warp_select_tile<KB, BN>(
+          lists + ql * 2 * KB, cnt[ql], kth[ql],
+          [&](int nl) {
+            float dot = drow[nl];
+            return metric == 0 ? (xq + yn[nl]) - 2.0f * dot : (metric == 1 ? -dot : 1.0f - dot * xq * yn[nl]);
+          },
+          n0, N, k, lane);
+    }
+    __syncthreads();  // ds, ys and yn are rewritten by the next tile
+  }
+  for (int qq = 0; qq < BQ / 8; ++qq) {
+    const int ql = warp * (BQ / 8) + qq, q = q0 + ql;
+    if (q >= Q) break;
+    warp_select_finish<KB>(lists + ql * 2 * KB, k, lane, out_d + (long long)q * k, out_i + (long long)q * k);
+  }
+#else
+  __trap();  // WMMA with bf16 needs sm_80+: the launcher's supports() keeps older GPUs away
+#endif
+}

@@ -202,13 +202,43 @@ def test_cuda_compiles_without_spills(arch):
 
     if nvcc_path() is None:
         pytest.skip("nvcc not installed")
-    for name in ("knn_v1_twopass", "knn_v2_fused"):
+    for name in ("knn_v1_twopass", "knn_v2_fused", "knn_v3_tc"):
         v = P.variants[name]
         for dtype in v.dtypes:
             for kern in v.kernel_names(dtype):
                 r = v.source.resources(kern, arch)
                 assert r["registers"] > 0
                 assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (kern, r)
+
+
+def test_v3_tc_registration_and_skips():
+    from harness.families.knn import V3_MAX_D, _v3_smem
+
+    v = P.variants["knn_v3_tc"]
+    assert v.backend == "cuda" and v.ladder == 3 and v.dtypes == ("fp16", "bf16")
+    assert "fp32" in v.skip_reason(_shape(), "fp32")
+    assert "k=129" in v.skip_reason(_shape(N=1000, k=129), "fp16")
+    assert "D=1025" in v.skip_reason(_shape(D=1025), "bf16")
+    assert v.kernel_names("bf16") == ("knn_norms<__nv_bfloat16>", "knn_sqnorms<__nv_bfloat16>",
+                                      "knn_v3_tc<__nv_bfloat16,64>", "knn_v3_tc<__nv_bfloat16,128>")
+    # the largest launch (D = V3_MAX_D, KB = 128) plus 384 B of static smem fits an A100's 163 KB opt-in
+    assert _v3_smem(V3_MAX_D, 128) + 384 <= 163 * 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("kw", [
+    dict(Q=37, N=1000, D=64, k=10),  # 16-byte loads (D % 8 == 0), Q and N tails
+    dict(Q=33, N=517, D=136, k=100, metric="cos"),  # three depth stages (the last 16 deep), KB = 128, flushes
+    dict(Q=70, N=130, D=201, k=128, metric="l2"),  # scalar loads, four depth stages, k = KB, three query blocks
+    dict(Q=5, N=300, D=201, k=7, metric="ip"),
+    dict(Q=40, N=700, D=64, k=16, dups=True),  # exact ties on the vectorised path
+], ids=str)
+def test_gpu_v3_tc_irregular(kw, dtype):
+    res, out, ref, _ = _run("knn_v3_tc", _shape(**kw), dtype, device=torch.device("cuda"))
+    assert res.ok, res.message
+    if kw.get("dups"):
+        assert torch.equal(out["idx"].cpu(), ref["idx"].cpu())
 
 
 @pytest.mark.gpu

@@ -424,6 +424,53 @@ def _cuda_v2(inputs, out, shape):
          shared=smem)
 
 
+def _sq_norms(inputs, shape):
+    """metric=l2 for v3: fp32 squared row norms of x and y (|x|^2 + |y|^2 - 2 x.y)."""
+    x, y = inputs["x"], inputs["y"]
+    k = _src().kernel(f"knn_sqnorms<{_ctype(x)}>")
+    xsq = torch.empty(shape.Q, device=x.device, dtype=torch.float32)
+    ysq = torch.empty(shape.N, device=x.device, dtype=torch.float32)
+    k((-(-shape.Q // 8),), (256,), x, shape.Q, shape.D, xsq)
+    k((-(-shape.N // 8),), (256,), y, shape.N, shape.D, ysq)
+    return xsq, ysq
+
+
+V3_MAX_D = 1024  # the query tile (32 x D, zero-padded to a multiple of 16) stays in shared memory
+
+
+def _v3_smem(D: int, kb: int) -> int:
+    """knn_v3_tc's dynamic shared memory (the kernel traps if it gets less): lists, query tile, base stage, dot
+    tile, norms."""
+    ldx = (D + 15) // 16 * 16 + 8
+    return 32 * 2 * kb * 8 + (32 * ldx + 64 * 72) * 2 + (32 * 68 + 32 + 64) * 4
+
+
+def _cuda_v3(inputs, out, shape):
+    x, y = inputs["x"].contiguous(), inputs["y"].contiguous()
+    Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
+    if shape.metric == "l2":
+        xn, yn = _sq_norms({"x": x, "y": y}, shape)
+    else:
+        xn, yn = _inv_norms({"x": x, "y": y}, shape)  # cos: inverse norms; ip: dummies
+    kb = _kb(k, 64)
+    vec = int(D % 8 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)  # 16-byte row loads
+    kern = _src().kernel(f"knn_v3_tc<{_ctype(x)},{kb}>")
+    kern((-(-Q // 32),), (256,), x, y, xn, yn, out["dist"], out["idx"], Q, N, D, k, _METRIC_ID[shape.metric], vec,
+         shared=_v3_smem(D, kb))
+
+
+def _v3_supports(shape: Shape, dtype: str) -> str | None:
+    reason = _cuda_supports(128)(shape, dtype)
+    if reason:
+        return reason
+    if shape.D > V3_MAX_D:
+        return f"D={shape.D} > {V3_MAX_D}: the query tile would not fit shared memory"
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
+        major, minor = torch.cuda.get_device_capability()
+        return f"bf16/fp16 WMMA path is built for sm_80+; this GPU is sm_{major}{minor}"
+    return None
+
+
 def _cuda_supports(max_k: int):
     def supports(shape: Shape, dtype: str) -> str | None:
         if k_eff(shape) > max_k:
@@ -447,6 +494,10 @@ def _register_cuda() -> None:
     PROBLEM.add_variant("knn_v2_fused", "cuda", _cuda_v2, source=src, ladder=2, supports=_cuda_supports(128),
                         kernel=("knn_norms<{T}>", "knn_v2_fused<{T},64>", "knn_v2_fused<{T},128>"),
                         description="SIMT distance tile in smem + warp ballot/bitonic selection (no scratch)")
+    PROBLEM.add_variant("knn_v3_tc", "cuda", _cuda_v3, dtypes=("fp16", "bf16"), source=src, ladder=3,
+                        supports=_v3_supports,
+                        kernel=("knn_norms<{T}>", "knn_sqnorms<{T}>", "knn_v3_tc<{T},64>", "knn_v3_tc<{T},128>"),
+                        description="WMMA (tensor-core) x·yᵀ tile in smem, distances via norms + v2's warp selection")
 
 
 _register_cuda()
