@@ -48,7 +48,7 @@ if has checks; then
   say "correctness of every family at its quick shapes, families in parallel (timeout ${T_CHECKS}s)"
   for fam in $FAMILIES; do
     [[ $fam == attention_decode ]] && continue  # --kernel attention covers both attention problems
-    WB_MATMUL_TUNE=0 run "check_$fam" "$T_CHECKS" --kernel "$fam" --quick --check-only --seeds 0,1 &
+    WB_TUNE=0 run "check_$fam" "$T_CHECKS" --kernel "$fam" --quick --check-only --seeds 0,1 &
   done
   wait
 fi
@@ -66,7 +66,7 @@ if has core; then
 fi
 if has tests; then
   say "gpu tests (timeout ${T_TESTS}s)"
-  WB_MATMUL_TUNE=0 timeout -k 10 "$T_TESTS" python3 -m pytest -v -m gpu -p no:cacheprovider tests \
+  WB_TUNE=0 timeout -k 10 "$T_TESTS" python3 -m pytest -v -m gpu -p no:cacheprovider tests \
     > "$OUT/gpu_tests.log" 2>&1
   tail -n 3 "$OUT/gpu_tests.log"
 fi

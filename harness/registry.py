@@ -250,6 +250,14 @@ def interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def tuning() -> bool:
+    """Autotune Triton kernels (default). WB_TUNE=0 takes each kernel's first listed config instead: correctness
+    sweeps on a fresh GPU machine then compile one config per kernel, not ten."""
+    import os
+
+    return os.environ.get("WB_TUNE", "1") != "0" and not interpreter()
+
+
 def on_gpu() -> bool:
     return torch.cuda.is_available()
 

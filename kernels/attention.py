@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.registry import interpreter
+from harness.registry import interpreter, tuning
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -34,8 +34,10 @@ def _prefill_configs() -> list[triton.Config]:
     # that can win: 128-row tiles want 8 warps (the [128, D] fp32 accumulator is 128 registers/thread at D=128
     # with 4 warps), 64-row tiles leave 8 warps idle, and BLOCK_N=128 x 4 stages overflows shared memory at D=128.
     # Every config compiles once per (dtype, D, causal, GQA) and is timed once per length bucket: ~10 s, not ~60.
-    pts = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
-           (64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2)]
+    pts = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3),
+           (64, 64, 4, 3), (64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 2), (64, 128, 4, 2)]
+    if not tuning():  # WB_TUNE=0: one 128-row and one 64-row tile (the prune below needs a 64-row one)
+        pts = [pts[0], pts[5]]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pts]
 
 
@@ -220,8 +222,8 @@ def _decode_configs() -> list[triton.Config]:
     if interpreter():
         return [triton.Config({"BLOCK_N": 16}, num_warps=4, num_stages=1)]
     # memory-bound: what matters is bytes in flight per SM (BLOCK_N x D x stages), not the tensor-core shape
-    return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bn, w, s in ((32, 4, 4), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 2), (128, 4, 3), (128, 8, 3))]
+    pts = ((64, 4, 3), (32, 4, 4), (64, 4, 2), (64, 4, 4), (128, 4, 2), (128, 4, 3), (128, 8, 3))
+    return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in (pts if tuning() else pts[:1])]
 
 
 @triton.autotune(configs=_decode_configs(), key=["NKV_BUCKET", "HEAD_DIM", "BLOCK_R", "CHUNK"])

@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.registry import interpreter
+from harness.registry import interpreter, tuning
 
 FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
@@ -88,7 +88,7 @@ def _configs() -> list[triton.Config]:
 # WB_MATMUL_TUNE=0 (or setting TUNE = False): no tuning, the first listed tile of each class. A cold GPU run compiles
 # every kept config once per integer specialisation (M == 1, multiples of 16, ...): ~2-3 s each, so quick GPU checks
 # turn tuning off.
-TUNE = os.environ.get("WB_MATMUL_TUNE", "1") != "0"
+TUNE = os.environ.get("WB_MATMUL_TUNE", "1") != "0" and tuning()
 
 
 def _prune(configs, named_args, **kwargs):
