@@ -333,13 +333,33 @@ class CudaSource:
     def resources(self, kernel: str, arch: str | None = None) -> dict[str, Any]:
         """The ptxas report of one kernel as a plain dict (attached to every record of the kernel)."""
         self._ensure_instantiated(kernel)
-        b = self.compile(arch or self.default_arch())
+        b = self.build_for(kernel, arch or self.default_arch())
         r = b.resources.get(normalize_kernel_name(kernel))
         if r is None:
             raise CompileError(f"{self.name}: no kernel {kernel!r} in the build; kernels: {sorted(b.resources)}")
         d = dict(r.__dict__)
         d["arch"] = b.arch
         return d
+
+    def build_for(self, kernel: str, arch: str | None = None) -> Build:
+        """The build holding ``kernel``: the whole file's, or — when that fails — one with only this kernel's
+        specialisation, so an error inside another variant's template instantiation does not fail this one.
+        (An error outside templates still fails every kernel of the file: there is no build without it.)"""
+        try:
+            return self.compile(arch)
+        except CompileError:
+            if "<" not in kernel or len(self.instantiate) <= 1:
+                raise
+            return self.only(kernel).compile(arch)
+
+    def only(self, kernel: str) -> CudaSource:
+        """A copy of this source that instantiates ``kernel`` alone (cached per kernel)."""
+        key = normalize_kernel_name(kernel)
+        subs = self.__dict__.setdefault("_subsets", {})
+        if key not in subs:
+            subs[key] = CudaSource(self.path, flags=self.flags, defines=dict(self.defines), instantiate=[kernel],
+                                   archs=self.archs, libs=self.libs)
+        return subs[key]
 
     def default_arch(self) -> str:
         archs = target_archs()
@@ -498,7 +518,10 @@ class Kernel:
             raise CudaUnavailable("no GPU: CUDA kernels are compiled here, not run")
         torch.cuda.init()
         torch.empty(1, device="cuda")  # make torch create (and retain) the primary context first
-        build = self.src.compile()
+        src = self.src
+        build = src.build_for(self.name)
+        if build is not src._builds.get(build.arch):  # the whole file failed: this kernel has a build of its own
+            src = src.only(self.name)
         key = normalize_kernel_name(self.name)
         sym = build.mangled.get(key)
         if sym is None:
@@ -508,17 +531,17 @@ class Kernel:
             import pycuda.autoprimaryctx  # noqa: F401  (retains the primary context torch uses)
             import pycuda.driver as drv
 
-            mod = self.src._modules.get(build.arch)
+            mod = src._modules.get(build.arch)
             if mod is None:
-                mod = self.src._modules[build.arch] = drv.module_from_buffer(build.cubin.read_bytes())
+                mod = src._modules[build.arch] = drv.module_from_buffer(build.cubin.read_bytes())
             self._fn = ("pycuda", mod.get_function(sym))
         else:
             cc = _cuda_core()
             dev = cc.Device(torch.cuda.current_device())
             dev.set_current()
-            mod = self.src._modules.get(build.arch)
+            mod = src._modules.get(build.arch)
             if mod is None:
-                mod = self.src._modules[build.arch] = cc.ObjectCode.from_cubin(build.cubin.read_bytes())
+                mod = src._modules[build.arch] = cc.ObjectCode.from_cubin(build.cubin.read_bytes())
             self._fn = ("cuda.core", mod.get_kernel(sym))
         if self._max_dyn:
             self._apply_max_dyn()

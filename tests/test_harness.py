@@ -283,3 +283,20 @@ def test_side_stream_work_is_flagged_suspect():
     assert any("side stream" in r for r in rec["suspect_reasons"])
     clean = run_task(Task("toy", "torch_out", "fp32", "M=4096,N=4096"), opts)
     assert clean["status"] == "ok" and not any("side stream" in r for r in clean["suspect_reasons"])
+
+
+@needs_nvcc
+def test_error_in_one_template_instantiation_fails_only_that_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "two.cu"
+    src.write_text(
+        "template <typename T> __global__ void good(T* y) { y[threadIdx.x] = T(1); }\n"
+        "template <typename T> __global__ void picky(T* y) {\n"
+        "  static_assert(sizeof(T) == 4, \"picky<T> wants a 4-byte type\"); y[threadIdx.x] = T(2); }\n")
+    s = cuda.CudaSource(src)
+    s.kernel("good<double>")
+    s.kernel("picky<double>")  # instantiating this one breaks the whole-file build
+    assert s.resources("good<double>")["registers"] > 0  # ... but not the other kernel
+    with pytest.raises(cuda.CompileError) as e:
+        s.resources("picky<double>")
+    assert "two.cu(3)" in str(e.value).splitlines()[0] and "4-byte" in str(e.value)
