@@ -25,6 +25,7 @@ the list ascending; NaN (unwritten, poisoned) fails. ``extra["recall"]`` = |retu
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -365,25 +366,33 @@ PROBLEM.add_variant("faiss_flat", "torch", _faiss, style="return", dtypes=("fp32
 _SRC = None  # the CudaSource, set by _register_cuda()
 
 
-def _src():
-    return _SRC
+@functools.cache
+def _kernel(name: str):
+    """One Kernel object per name: its loaded function is reused across calls (kept out of the timed path)."""
+    return _SRC.kernel(name)
 
 
 _METRIC_ID = {"l2": 0, "ip": 1, "cos": 2}
 
 
+def _row_norms(inputs, shape, kernel: str):
+    """fp32 per-row norm terms of x [Q, D] and y [N, D] from ``kernel`` (knn_norms: inverse norms for cos;
+    knn_sqnorms: squared norms for the |x|^2 + |y|^2 - 2 x.y form)."""
+    x, y = inputs["x"], inputs["y"]
+    k = _kernel(f"{kernel}<{_ctype(x)}>")
+    xn = torch.empty(shape.Q, device=x.device, dtype=torch.float32)
+    yn = torch.empty(shape.N, device=x.device, dtype=torch.float32)
+    k((-(-shape.Q // 8),), (256,), x, shape.Q, shape.D, xn)
+    k((-(-shape.N // 8),), (256,), y, shape.N, shape.D, yn)
+    return xn, yn
+
+
 def _inv_norms(inputs, shape):
     """metric=cos: fp32 inverse row norms of x and y (the normalisation pre-pass); dummies otherwise."""
-    x, y = inputs["x"], inputs["y"]
     if shape.metric != "cos":
-        dummy = torch.empty(1, device=x.device, dtype=torch.float32)
+        dummy = torch.empty(1, device=inputs["x"].device, dtype=torch.float32)
         return dummy, dummy
-    k = _src().kernel(f"knn_norms<{_ctype(x)}>")
-    xinv = torch.empty(shape.Q, device=x.device, dtype=torch.float32)
-    yinv = torch.empty(shape.N, device=x.device, dtype=torch.float32)
-    k((-(-shape.Q // 8),), (256,), x, shape.Q, shape.D, xinv)
-    k((-(-shape.N // 8),), (256,), y, shape.N, shape.D, yinv)
-    return xinv, yinv
+    return _row_norms(inputs, shape, "knn_norms")
 
 
 def _ctype(t: torch.Tensor) -> str:
@@ -400,8 +409,8 @@ def _cuda_v1(inputs, out, shape):
     x, y = inputs["x"].contiguous(), inputs["y"].contiguous()
     Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
     xinv, yinv = _inv_norms(inputs, shape)
-    dist_k = _src().kernel(f"knn_v1_dist<{_ctype(x)}>")
-    sel_k = _src().kernel("knn_v1_select")
+    dist_k = _kernel(f"knn_v1_dist<{_ctype(x)}>")
+    sel_k = _kernel("knn_v1_select")
     kb = _kb(k, 256)
     chunk = max(64, min(Q, ((1 << 29) // N) // 64 * 64))  # scratch <= ~2 GB
     scratch = torch.empty((min(chunk, Q), N), device=x.device, dtype=torch.float32)
@@ -418,7 +427,7 @@ def _cuda_v2(inputs, out, shape):
     Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
     xinv, yinv = _inv_norms(inputs, shape)
     kb = _kb(k, 64)
-    kern = _src().kernel(f"knn_v2_fused<{_ctype(x)},{kb}>")
+    kern = _kernel(f"knn_v2_fused<{_ctype(x)},{kb}>")
     smem = 32 * 2 * kb * 8 + 4 * (32 * 33 + 32 * 65 + 32 * 65)
     kern((-(-Q // 32),), (256,), x, y, xinv, yinv, out["dist"], out["idx"], Q, N, D, k, _METRIC_ID[shape.metric],
          shared=smem)
@@ -426,13 +435,7 @@ def _cuda_v2(inputs, out, shape):
 
 def _sq_norms(inputs, shape):
     """metric=l2 for v3: fp32 squared row norms of x and y (|x|^2 + |y|^2 - 2 x.y)."""
-    x, y = inputs["x"], inputs["y"]
-    k = _src().kernel(f"knn_sqnorms<{_ctype(x)}>")
-    xsq = torch.empty(shape.Q, device=x.device, dtype=torch.float32)
-    ysq = torch.empty(shape.N, device=x.device, dtype=torch.float32)
-    k((-(-shape.Q // 8),), (256,), x, shape.Q, shape.D, xsq)
-    k((-(-shape.N // 8),), (256,), y, shape.N, shape.D, ysq)
-    return xsq, ysq
+    return _row_norms(inputs, shape, "knn_sqnorms")
 
 
 V3_MAX_D = 1024  # the query tile (32 x D, zero-padded to a multiple of 16) stays in shared memory
@@ -454,7 +457,7 @@ def _cuda_v3(inputs, out, shape):
         xn, yn = _inv_norms({"x": x, "y": y}, shape)  # cos: inverse norms; ip: dummies
     kb = _kb(k, 64)
     vec = int(D % 8 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)  # 16-byte row loads
-    kern = _src().kernel(f"knn_v3_tc<{_ctype(x)},{kb}>")
+    kern = _kernel(f"knn_v3_tc<{_ctype(x)},{kb}>")
     kern((-(-Q // 32),), (256,), x, y, xn, yn, out["dist"], out["idx"], Q, N, D, k, _METRIC_ID[shape.metric], vec,
          shared=_v3_smem(D, kb))
 
