@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KERNEL ?= softmax
 ARGS  ?=
 
-.PHONY: bench test lint gpu-check clean
+.PHONY: bench test lint gpu-check gpu-prep gpu-plan clean
 bench: $(STAMP)
 	$(PY) bench/run.py --kernel $(KERNEL) $(ARGS)
 
@@ -20,6 +20,14 @@ lint: $(STAMP)
 
 gpu-check: $(STAMP)
 	bash bench/gpu_check.sh runs/gpu-check
+
+# CPU side of a GPU lease: nvcc every CUDA variant for sm_90a into .cache/gpu-prep, the wheels into .whl/, the git
+# sha into .cache/gpu-prep/provenance.json; prints the carried size and the command to run there.
+gpu-prep: $(STAMP)
+	$(PY) -m harness.gpurun prep
+
+gpu-plan: $(STAMP)
+	$(PY) -m harness gpu-run --plan
 
 $(STAMP): setup.py
 	python3 -m venv --system-site-packages $(VENV)

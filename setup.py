@@ -15,6 +15,7 @@ setup(
         "nvidia-ml-py",
         "matplotlib",
         "rich",
+        "filelock",  # the nvcc cache: one compile per entry across parallel workers
     ],
     extras_require={
         "cuda": ["pycuda", "cuda-python"],

@@ -7,13 +7,18 @@
 
 On a machine without a GPU it does what is meaningful there: Triton variants run under TRITON_INTERPRET=1 and are
 checked, torch baselines run on the CPU, .cu variants are compiled (status ``compiled``, with their ptxas report),
-and the timings are labelled CPU timings. The exit status is 1 when any variant is incorrect (records are still
-written), 2 for bad input.
+and the timings are labelled CPU timings. The exit status is 1 when any selected variant did not end ok, compiled
+or skipped (records are still written; one line on stderr says what failed), 2 for bad input.
+
+An output folder that already holds something is never overwritten: ``--resume DIR`` continues it (with the options
+and seeds in its manifest.json; other options are refused), ``--force`` moves it aside to ``DIR.old-<time>``.
+Correctness seeds are drawn fresh per run and written into the manifest and every record; ``--seeds`` replays some.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -33,10 +38,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from harness import provenance, registry  # noqa: E402
-from harness.records import TABLE_COLS, ResultWriter, table_row  # noqa: E402
+from harness.records import (  # noqa: E402
+    MANIFEST,
+    TABLE_COLS,
+    OutputDirError,
+    ResultWriter,
+    failure_summary,
+    fresh_seeds,
+    manifest_diff,
+    prepare_outdir,
+    read_manifest,
+    record_key,
+    table_row,
+    write_manifest,
+)
 from harness.runner import RunOptions, Task, isolate_default, plan  # noqa: E402
 
 console = Console(stderr=False, highlight=False)
+errconsole = Console(stderr=True, highlight=False)
 
 
 class CliError(Exception):
@@ -55,9 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--headline", action="store_true",
                     help="the shapes and dtypes that the family's benchmark targets name")
     ap.add_argument("--check-only", action="store_true", help="correctness only: no timing, no roofline profile")
-    ap.add_argument("--out", help="output folder (default runs/<device>-<time>/, git-ignored)")
-    ap.add_argument("--resume", metavar="DIR", help="continue an interrupted output folder, skipping finished records")
-    ap.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
+    ap.add_argument("--out", help="output folder (default runs/<device>-<time>/, git-ignored); must be empty or new")
+    ap.add_argument("--resume", metavar="DIR", help="continue an interrupted output folder, skipping finished records "
+                                                    "(same options and seeds as its manifest.json)")
+    ap.add_argument("--force", action="store_true",
+                    help="--out into a folder that holds something: move it aside to DIR.old-<time> first")
+    ap.add_argument("--seeds", help="comma-separated correctness seeds to replay (default: 3 drawn fresh per run, "
+                                    "written into manifest.json and every record)")
     ap.add_argument("--strict", action="store_true",
                     help="fresh inputs per timed call from a pool, and every timed output checked")
     ap.add_argument("--max-time", type=float,
@@ -76,8 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "math) into DIR")
     ap.add_argument("--sanitize", action="store_true",
                     help="run each CUDA/Triton variant once at a small shape under compute-sanitizer (GPU only)")
+    from harness.byo import add_cli_args as byo_cli_args
     from harness.executors import add_cli_args
 
+    byo_cli_args(ap)  # --cu, --triton, --entry, --block, --numbers, --list
     add_cli_args(ap)
     return ap.parse_args(argv)
 
@@ -145,7 +170,8 @@ def annotate(rec: dict, profile) -> None:
 
 
 def fill_median_speedups(records: list[dict]) -> list[dict]:
-    """Where no interleaved A/B ran (CPU), speed-up = baseline median / variant median, labelled as such."""
+    """Where no paired A/B ran (CPU), speed-up = baseline median / variant median, labelled as such. Never for an
+    interpreted Triton variant against compiled ATen code, and never with a suspect record on either side."""
     changed = []
     base = {(r["family"], r["dtype"], r["shape"]): r for r in records
             if r.get("baseline") and r.get("status") == "ok"}
@@ -153,7 +179,9 @@ def fill_median_speedups(records: list[dict]) -> list[dict]:
         if r.get("status") != "ok" or r.get("baseline") or r.get("speedup_vs_baseline") is not None:
             continue
         b = base.get((r["family"], r["dtype"], r["shape"]))
-        if b and b.get("median_ms") and r.get("median_ms"):
+        if r.get("timing") == "cpu" and r.get("backend") != (b or {}).get("backend"):
+            continue  # the Triton interpreter (or a Python loop) against ATen measures nothing about the kernel
+        if b and b.get("median_ms") and r.get("median_ms") and not (r.get("suspect") or b.get("suspect")):
             r.update(speedup_vs_baseline=b["median_ms"] / r["median_ms"], baseline_name=b["variant"],
                      speedup_method="median-ratio", speedup_text=f"{b['median_ms'] / r['median_ms']:.2f}x")
             changed.append(r)
@@ -242,25 +270,115 @@ def run_sanitize(families: list[str], variants: list[str] | None, args: argparse
     return 0 if all(r["status"] == "clean" for r in results) else 1
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(s) for s in split(text))
+    except ValueError:
+        raise CliError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise CliError("--seeds needs at least one seed")
+    return seeds
+
+
+def manifest_options(args: argparse.Namespace, families: list[str], max_time: float) -> dict:
+    """The options that decide which records a run makes and what they hold: a resume must match them.
+    (--timeout, --executor, --workers, figures and reports do not change a finished record.)"""
+    return {"kernel": args.kernel, "families": families, "dtype": args.dtype, "shape": args.shape,
+            "variants": args.variants, "quick": bool(args.quick), "headline": bool(args.headline),
+            "check_only": bool(args.check_only), "strict": bool(args.strict), "max_time": max_time,
+            "ab_rounds": args.ab_rounds, "gpm": bool(args.gpm), "no_cpu_timing": bool(args.no_cpu_timing),
+            # your own file (harness.byo): which file and launch make the variants; absent options stay out, so a
+            # manifest written before they existed still matches
+            **{k: getattr(args, k) for k in ("cu", "triton", "entry", "block", "numbers")
+               if getattr(args, k, None) is not None}}
+
+
+def open_outdir(args: argparse.Namespace, info: dict, options: dict, seeds: tuple[int, ...] | None):
+    """-> (outdir, seeds, manifest). New folder: refused when it holds anything (unless --force moves it aside).
+    --resume: the manifest's seeds unless --seeds names the same; any other differing option is refused."""
+    from harness import provenance
+
+    if args.resume and args.force:
+        raise CliError("--resume continues a folder, --force moves it aside: choose one")
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise CliError("--resume DIR is the output folder: drop --out (or make it the same folder)")
+    device = {"name": info.get("name") or "cpu", "sm_count": info.get("sm_count"), "cc": info.get("cc")}
+    if args.resume:
+        outdir, _ = prepare_outdir(args.resume, resume=True)
+        old = read_manifest(outdir)
+        if old is None:
+            console.print(f"[yellow]{outdir} has no {MANIFEST} (an older run): its options cannot be checked; "
+                          "writing one now[/]")
+            seeds = seeds or fresh_seeds()
+            manifest = {"format": 1, "created": provenance.now(), "options": options, "seeds": list(seeds),
+                        "git_sha": provenance.git_sha(), "device": device, "families": options["families"],
+                        "argv": sys.argv[1:], "resumes": []}
+        else:
+            manifest = old
+            old_seeds = tuple(old.get("seeds") or ())
+            diff = manifest_diff(old["options"], options)
+            if seeds is not None and seeds != old_seeds:
+                diff.append(f"seeds ({','.join(map(str, old_seeds))} -> {','.join(map(str, seeds))})")
+            if (old.get("device") or {}).get("name") != device["name"]:
+                diff.append(f"device ({(old.get('device') or {}).get('name')} -> {device['name']})")
+            if diff:
+                raise CliError(f"--resume {outdir}: options differ from the run being resumed: {'; '.join(diff)}. "
+                               f"Resume with the same options, or start a new --out folder")
+            seeds = old_seeds
+            if old.get("git_sha") != provenance.git_sha():
+                console.print(f"[yellow]note: resuming at commit {provenance.git_sha()}; the run started at "
+                              f"{old.get('git_sha')} (each record carries its own git_sha)[/]")
+            manifest.setdefault("resumes", []).append({"at": provenance.now(), "git_sha": provenance.git_sha(),
+                                                       "argv": sys.argv[1:]})
+    else:
+        outdir = Path(args.out) if args.out else ROOT / "runs" / \
+            f"{slug(info.get('name') or 'cpu')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        outdir, moved = prepare_outdir(outdir, force=args.force)
+        if moved is not None:
+            console.print(f"--force: the folder's previous contents are now in {moved}")
+        seeds = seeds or fresh_seeds()
+        manifest = {"format": 1, "created": provenance.now(), "options": options, "seeds": list(seeds),
+                    "git_sha": provenance.git_sha(), "device": device, "families": options["families"],
+                    "argv": sys.argv[1:], "resumes": []}
+    try:
+        write_manifest(outdir, manifest)
+    except OSError as e:
+        raise CliError(f"cannot write {outdir / MANIFEST}: {e.strerror or e}") from None
+    return outdir, tuple(seeds), manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise CliError(f"--timeout takes a positive number of seconds, got {args.timeout:g}")
+    if args.max_time is not None and not (math.isfinite(args.max_time) and args.max_time >= 0):
+        raise CliError(f"--max-time takes a non-negative number of seconds, got {args.max_time:g}")
     families = resolve_families(args.kernel)
     from harness.families import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")
-    try:
-        seeds = tuple(int(s) for s in split(args.seeds))
-    except ValueError:
-        raise CliError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise CliError("--seeds needs at least one seed")
+    from harness import byo
+
+    if args.list:
+        try:
+            console.print(byo.list_text(args.list), markup=False)
+        except registry.RegistryError as e:
+            raise CliError(str(e)) from None
+        return 0
+    try:  # --cu / --triton: the student's file as variants, run next to the family baseline
+        byo_variants = byo.cli_variants(args, families)
+    except byo.ByoError as e:
+        raise CliError(str(e)) from None
+    seeds = parse_seeds(args.seeds)
     dtypes = split(args.dtype) if args.dtype else None
     if dtypes:
         unknown = [d for d in dtypes if d not in registry.DTYPES]
         if unknown:
             raise CliError(f"unknown dtype(s) {unknown}; choose from {', '.join(registry.DTYPES)}")
-    variants = split(args.variants) if args.variants else None
+    variants = split(args.variants) if args.variants else byo_variants
     if variants:
         known = {n for f in families for n in registry.REGISTRY[f].variants}
         unknown = [v for v in variants if v not in known]
@@ -293,17 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_sanitize(families, variants, args)
     info = get_device_info()
     console.print(device_line(info))
-    if args.resume:
-        outdir = Path(args.resume)
-        if not (outdir / "records.jsonl").exists():
-            raise CliError(f"--resume {outdir}: no records.jsonl there to resume")
-    else:
-        outdir = Path(args.out) if args.out else ROOT / "runs" / \
-            f"{slug(info.get('name') or 'cpu')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    writer = ResultWriter(outdir, resume=bool(args.resume))
+    on_gpu = torch.cuda.is_available()
+    max_time = args.max_time if args.max_time is not None else (1.0 if on_gpu else 0.1)
+    outdir, seeds, _ = open_outdir(args, info, manifest_options(args, families, max_time), seeds)
+    writer = ResultWriter(outdir, resume=True)  # new folders are empty here; resumed ones keep their records
     todo = [t for t in tasks if not writer.done(t.key)]
     if args.resume:
         console.print(f"resuming {outdir}: {len(tasks) - len(todo)} records done, {len(todo)} to go")
+    console.print(f"seeds: {','.join(map(str, seeds))} (replay with --seeds {','.join(map(str, seeds))})")
     profile = None if args.check_only else load_profile(info, outdir)
     if profile is not None:
         try:
@@ -313,8 +428,6 @@ def main(argv: list[str] | None = None) -> int:
                                                             else profile.to_dict(), indent=1, default=str))
         except Exception:
             pass
-    on_gpu = torch.cuda.is_available()
-    max_time = args.max_time if args.max_time is not None else (1.0 if on_gpu else 0.1)
     prebuild_cuda(todo)
     opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=max_time, timeout_s=args.timeout,
                       warmup_s=0.1 if on_gpu else 0.0,
@@ -342,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                             slurm=executors.slurm_options(args), folder=outdir, on_start=on_start)
         prog.update(bar, description="done")
 
-    records = [r for r in writer.records.values() if r["family"] in families]
-    for r in fill_median_speedups(records):
-        writer.update(r)
+    selected = {t.key for t in tasks}
+    records = [r for r in writer.records.values() if record_key(r) in selected]
+    writer.update_many(fill_median_speedups(records))  # one atomic rewrite: still one line per record
     print_tables(records)
     if not args.no_figures:
         try:
@@ -365,23 +478,25 @@ def main(argv: list[str] | None = None) -> int:
         from harness.compare import compare_main
 
         rc_cmp = compare_main(records, Path(args.compare), args.fail_slower, console=console)
-    lost = list(getattr(executors.LAST_REPORT, "lost", []) or [])
-    if lost:
-        console.print(f"[red]{len(lost)} task(s) ended with no record (a worker or job died): rerun with --resume "
+    missing = [t.label() for t in tasks if not writer.done(t.key)]
+    if missing:
+        console.print(f"[red]{len(missing)} task(s) ended with no record (a worker or job died): rerun with --resume "
                       f"{outdir}[/]")
-    n_bad = sum(r["status"] == "incorrect" for r in records)
-    counts = {s: sum(r["status"] == s for r in records) for s in sorted({r["status"] for r in records})}
+    counts = {s: sum(r["status"] == s for r in records) for s in sorted({str(r["status"]) for r in records})}
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     if not torch.cuda.is_available():
         console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
-    return 1 if (n_bad or rc_cmp or lost) else 0
+    failed = failure_summary(records, missing)
+    if failed:
+        errconsole.print(failed, style="red", soft_wrap=True)
+    return 1 if (failed or rc_cmp) else 0
 
 
 def cli() -> None:
     try:
         sys.exit(main())
-    except CliError as e:
-        console.print(f"error: {e}", style="red")
+    except (CliError, OutputDirError) as e:
+        errconsole.print(f"error: {e}", style="red", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: finished records are in the output folder; continue with --resume DIR")

@@ -208,6 +208,53 @@ __device__ __forceinline__ void warp_select_finish(unsigned long long* list, int
   }
 }
 
+// v3's exact l2 finish for one query (called by all 32 lanes of its warp). The list holds the kc best keys by the
+// expansion |x|^2 + |y|^2 - 2 x.y (the selection ran with threshold rank kc, not k). Steps: sort; last = the kc-th
+// expansion distance (every row never kept has one >= last); each lane recomputes exact fp32 distances sum (x-y)^2
+// for candidates lane, lane+32, ... (x from the shared query tile, y rows from global memory: kc*D*sizeof(T) bytes
+// per query, ~0.2% of the tile traffic at k = 10); sort again by (exact distance, index) and write the k best.
+// Certificate (harness.families.knn.expansion_error with u_prod = 0, no centring): with nx = |x|, dk the exact
+// k-th, Y = nx + sqrt(dk), E = 2 g (nx + Y)^2, g = (D+4) 2^-23: last - E > dk (1+g) proves that no row outside
+// the candidates reaches (or ties) the k-th; ok[q] = 0 sends the query to the launcher's direct-difference pass.
+// (__noinline__: inlined into knn_v3_tc<__half,64>, ptxas spilled 4 B at sm_80; called once per query at the end)
+template <int KB, typename T>
+__device__ __noinline__ void warp_rerank_l2(unsigned long long* list, int kc, int k, int lane, const T* xs_row,
+                                               const T* __restrict__ y, int N, int D, float xnorm2,
+                                               float* __restrict__ out_d, long long* __restrict__ out_i,
+                                               int* __restrict__ ok) {
+  bitonic_sort<false>(list, 2 * KB, lane, 32);
+  const unsigned long long last_key = list[kc - 1];
+  for (int j = lane; j < 2 * KB; j += 32) {
+    unsigned long long key = EMPTY_KEY;
+    if (j < kc && list[j] != EMPTY_KEY) {
+      const int n = (int)key_idx(list[j]);
+      const T* yr = y + (long long)n * D;
+      float acc = 0.f;
+#pragma unroll 4
+      for (int d = 0; d < D; ++d) { float t = to_float(xs_row[d]) - to_float(yr[d]); acc = fmaf(t, t, acc); }
+      key = pack_key(acc, n);
+    }
+    __syncwarp();  // every lane has read list[] before any lane overwrites its slots
+    list[j] = key;
+  }
+  bitonic_sort<false>(list, 2 * KB, lane, 32);
+  for (int j = lane; j < k; j += 32) {
+    out_d[j] = key_dist(list[j]);
+    out_i[j] = key_idx(list[j]);
+  }
+  if (lane == 0) {
+    int certified = 1;
+    if (last_key != EMPTY_KEY && kc < N) {  // fewer than kc keys kept means every row was a candidate
+      const float g = (float)(D + 4) * 1.1920929e-7f;  // (D+4) * 2^-23
+      const float dk = fmaxf(key_dist(list[k - 1]), 0.f), nx = sqrtf(fmaxf(xnorm2, 0.f));
+      const float yb = nx + sqrtf(dk), e = 2.f * g * (nx + yb) * (nx + yb);
+      certified = key_dist(last_key) - e > dk * (1.f + g);
+    }
+    *ok = certified;
+  }
+  __syncwarp();
+}
+
 // =================================================================================================================
 // v2 (fused): the same SIMT distance tile (32 queries x 64 base rows per step) lands in shared memory instead of
 // DRAM, and each warp selects for 4 queries right away: lanes compare two distances each with the query's k-th key,
@@ -314,11 +361,16 @@ __global__ void __launch_bounds__(256) knn_v2_fused(const T* __restrict__ x, con
 // plus the list sorts) becomes the bottleneck; l2 via norms also drops v2's per-element subtract. Accuracy: fp16
 // and bf16 products are exact in fp32, so only the fp32 accumulation rounds (the check's tol_q); on the 1/8-grid
 // data (dups=1) every distance is exact and exact ties still go to the lower index.
+// Exactness (l2): the expansion cancels against |x|^2 (offset data: ~1000 per coordinate loses the neighbours), so
+// the selection keeps kc = k + margin candidates (threshold rank kc) and warp_rerank_l2 ranks them by exact
+// differences and certifies each query; the launcher re-runs refused queries with v2. What it should change: the
+// same tensor-core speed with v2's exactness, at kc*D extra loads per query.
 template <typename T, int KB>
 __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const T* __restrict__ y,
                                                   const float* __restrict__ xnorm, const float* __restrict__ ynorm,
                                                   float* __restrict__ out_d, long long* __restrict__ out_i,
-                                                  int Q, int N, int D, int k, int metric, int vec) {
+                                                  int* __restrict__ ok, int Q, int N, int D, int k, int kc,
+                                                  int metric, int vec) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   constexpr int BQ = 32, BN = 64, BD = 64;               // query tile, base tile, base-tile depth per stage
@@ -410,14 +462,18 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
             float dot = drow[nl];
             return metric == 0 ? (xq + yn[nl]) - 2.0f * dot : (metric == 1 ? -dot : 1.0f - dot * xq * yn[nl]);
           },
-          n0, N, k, lane);
+          n0, N, metric == 0 ? kc : k, lane);
     }
     __syncthreads();  // ds, ys and yn are rewritten by the next tile
   }
   for (int qq = 0; qq < BQ / 8; ++qq) {
     const int ql = warp * (BQ / 8) + qq, q = q0 + ql;
     if (q >= Q) break;
-    warp_select_finish<KB>(lists + ql * 2 * KB, k, lane, out_d + (long long)q * k, out_i + (long long)q * k);
+    if (metric == 0)
+      warp_rerank_l2<KB>(lists + ql * 2 * KB, kc, k, lane, xs + ql * LDX, y, N, D, xn[ql], out_d + (long long)q * k,
+                         out_i + (long long)q * k, ok + q);
+    else
+      warp_select_finish<KB>(lists + ql * 2 * KB, k, lane, out_d + (long long)q * k, out_i + (long long)q * k);
   }
 #else
   __trap();  // WMMA with bf16 needs sm_80+: the launcher's supports() keeps older GPUs away

@@ -5,6 +5,7 @@
     python -m harness info                                       # GPU / NVML / versions / nvcc / CUDA loader
     python -m harness report RESULTS... -o DIR [--profile P]     # report.md + figures from stored records
     python -m harness compare NEW OLD [--fail-slower PCT]        # speed-ups and a regression exit code
+    python -m harness inspect [--kernel matmul] [--arch sm_90a]  # kernel X-ray: regs, occupancy, SASS mix, lints
 
 ``check`` runs every selected (variant, dtype, shape) through the same correctness path as the benchmark (fresh
 inputs per seed, NaN-poisoned outputs, float64 reference) and never times. It runs in this process: a variant that
@@ -54,7 +55,7 @@ def resolve_families(kernel: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- check
-def check_task(task: Any, seeds: tuple[int, ...] = (0, 1, 2), compile_cuda: bool = True) -> dict[str, Any]:
+def check_task(task: Any, seeds: tuple[int, ...] | None = None, compile_cuda: bool = True) -> dict[str, Any]:
     """One record, correctness only: ``run_task`` with timing off (on a GPU as on the CPU).
 
     With ``compile_cuda=False`` a CUDA variant on a machine without a GPU is not even compiled (status skipped)."""
@@ -69,6 +70,10 @@ def check_task(task: Any, seeds: tuple[int, ...] = (0, 1, 2), compile_cuda: bool
         rec = base_record(problem, v, task.dtype, problem.parse_shape(task.shape))
         rec.update(status="skipped", message="CUDA variant, no GPU here: not compiled (see python -m harness compile)")
         return rec
+    if seeds is None:  # fresh per call: a variant cannot know them in advance
+        from harness.records import fresh_seeds
+
+        seeds = fresh_seeds()
     rec = run_task(task, RunOptions(seeds=tuple(seeds), timing=False))
     rec.pop("_recycle_worker", None)
     return rec
@@ -102,8 +107,10 @@ def _plan(args: argparse.Namespace):
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from harness.records import failure_summary, fresh_seeds
+
     try:
-        seeds = tuple(int(s) for s in _split(args.seeds))
+        seeds = tuple(int(s) for s in _split(args.seeds)) if args.seeds is not None else fresh_seeds()
     except ValueError:
         raise CliError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
     if not seeds:
@@ -118,8 +125,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for h in ("family", "variant", "dtype", "shape", "status", "rel err", "message"):
         t.add_column(h, overflow="fold")
     counts: dict[str, int] = {}
+    recs = []
     for task in tasks:
         rec = check_task(task, seeds, compile_cuda=not args.no_compile)
+        recs.append(rec)
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
         style = "red" if rec["status"] in FAILED else ("dim" if rec["status"] == "skipped" else None)
         err = "-" if rec.get("rel_err") is None else f"{rec['rel_err']:.2g}"
@@ -128,7 +137,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                   msg if rec["status"] not in ("ok", "compiled") else "", style=style)
     con.print(t)
     con.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return 1 if any(counts.get(s) for s in FAILED) or LOAD_ERRORS else 0
+    con.print(f"seeds: {','.join(map(str, seeds))} (replay with --seeds {','.join(map(str, seeds))})")
+    failed = failure_summary(recs)  # anything but ok/compiled/skipped fails, as in bench/run.py
+    if failed:
+        print(failed, file=sys.stderr)
+    return 1 if failed or LOAD_ERRORS else 0
 
 
 # ---------------------------------------------------------------------------------------------------- compile
@@ -283,7 +296,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         profile = load_profile_for(args.results, args.profile, records)
     except (OSError, ValueError, KeyError) as e:
         raise CliError(f"cannot read profile: {e}") from None
-    path = write_report(records, profile, args.out, figures=not args.no_figures)
+    try:
+        path = write_report(records, profile, args.out, figures=not args.no_figures)
+    except OSError as e:
+        raise CliError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
     _console().print(f"report: {path} ({len(records)} records)")
     return 0
 
@@ -297,10 +313,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_main(Path(args.new), Path(args.old), args.fail_slower)
 
 
+def cmd_gpu_run(args: argparse.Namespace) -> int:
+    from harness.gpurun import main as gpu_run
+
+    return gpu_run(args)
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", metavar="{check,compile,info,report,compare}")
+    sub = ap.add_subparsers(dest="cmd", metavar="{check,compile,info,report,compare,inspect}")
     sub.required = True
     c = sub.add_parser("check", help="correctness of every selected variant (no timing)")
     c.add_argument("--kernel", default="all", help="family or 'all' (default all)")
@@ -309,7 +331,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--shape", action="append", help="shape, e.g. 7x33 or M=7,N=33 (repeatable)")
     c.add_argument("--quick", action="store_true", help="the families' small shapes (default on the CPU)")
     c.add_argument("--default-shapes", action="store_true", help="the default (GPU) shape set even on the CPU")
-    c.add_argument("--seeds", default="0,1,2", help="correctness seeds (default 0,1,2)")
+    c.add_argument("--seeds", help="comma-separated seeds to replay (default: 3 drawn fresh per run, printed)")
     c.add_argument("--no-compile", action="store_true", help="without a GPU, do not nvcc the CUDA variants")
     c.set_defaults(func=cmd_check)
     c = sub.add_parser("compile", help="nvcc every registered .cu for the target archs; ptxas resource table")
@@ -330,6 +352,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("old", help="old results (folder or records file)")
     c.add_argument("--fail-slower", type=float, metavar="PCT", help="regression when more than PCT%% slower")
     c.set_defaults(func=cmd_compare)
+    from harness.xray import add_parser as add_inspect_parser  # python -m harness inspect (kernel X-ray)
+
+    add_inspect_parser(sub)
+    c = sub.add_parser("gpu-run", help="the one prepared GPU run: steps by priority under a deadline (--plan)")
+    from harness.gpurun import add_args as gpu_run_args
+
+    gpu_run_args(c)
+    c.set_defaults(func=cmd_gpu_run)
     args = ap.parse_args(argv)
     if args.cmd == "check" and not args.shape and not args.default_shapes and not torch.cuda.is_available():
         args.quick = True
@@ -345,7 +375,9 @@ def cli() -> None:
     try:
         sys.exit(main())
     except CliError as e:
-        _console().print(f"error: {e}", style="red")
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {e}", style="red")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -3,8 +3,13 @@
 A check fails (and the variant is never timed) when any of these holds for any output tensor:
 shape or dtype differ from the expected output; an element is NaN/Inf where the reference is finite (so a NaN-poisoned
 element the kernel never wrote fails); ``||out-ref|| / ||ref|| > tol.rel``; or some element has
-``|out-ref| > tol.atol + tol.rtol*|ref|``. Integer outputs must match exactly. The message names the first mismatching
-indices with both values.
+``|out-ref| > tol.atol*rms(ref) + tol.rtol*|ref|`` (``atol`` is in units of the reference's root-mean-square, so the
+bound means the same for softmax outputs of 1e-4 and GEMM outputs of 60). Integer outputs must match exactly. The
+message names the first mismatching indices with both values.
+
+The judge also checks what a call did besides its outputs: a ``style="return"`` variant's tensors must match the
+problem's output spec exactly (dtype, shape, device, strides: ``expected_spec``), and no output may share a byte of
+memory with an input or another output (``overlap``: address ranges, so views at an offset count too).
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ def compare(name: str, out: Any, ref: torch.Tensor, tol: Tolerance, expected_dty
     ref_norm = float(torch.linalg.vector_norm(rr))
     err_norm = float(torch.linalg.vector_norm(diff))
     rel = err_norm / ref_norm if ref_norm > 0 else err_norm
-    elem_bad = diff > (tol.atol + tol.rtol * rr.abs())
+    rms = ref_norm / max(1, rr.numel()) ** 0.5
+    elem_bad = diff > (tol.atol * rms + tol.rtol * rr.abs())
     bad = (nan_bad | nonfinite_bad | elem_bad).reshape(-1)
     max_abs = float(diff.max()) if diff.numel() else 0.0
     nbad = int(bad.sum())
@@ -99,8 +105,8 @@ def compare(name: str, out: Any, ref: torch.Tensor, tol: Tolerance, expected_dty
             where = "; ".join(
                 f"{_idx(i, tuple(r.shape))}: got {o.reshape(-1)[i].item():.6g} want {r.reshape(-1)[i].item():.6g}"
                 for i in first)
-            parts.append(f"{nbad} of {r.numel()} elements outside atol={tol.atol:g}+rtol={tol.rtol:g}*|ref|; "
-                         f"first at {where}")
+            parts.append(f"{nbad} of {r.numel()} elements outside {tol.atol:.3g}*rms(ref)+{tol.rtol:.3g}*|ref| "
+                         f"(rms {rms:.3g}); first at {where}")
         if not rel <= tol.rel:
             parts.append(f"rel. error {rel:.3g} > {tol.rel:g}")
         return CheckResult(False, rel, max_abs, f"{name}: " + "; ".join(parts))
@@ -134,10 +140,56 @@ def inputs_unchanged(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
     for k, t in before.items():
         if not isinstance(t, torch.Tensor):
             continue
-        a = after[k]
+        a = after.get(k)
+        if a is None:
+            return f"input {k!r} was not returned by the variant side"
         same = torch.equal(t.view(torch.uint8) if t.dtype.itemsize == 1 and t.is_floating_point() else t,
                            a.view(torch.uint8) if a.dtype.itemsize == 1 and a.is_floating_point() else a)
         if not same and not (t.is_floating_point() and torch.equal(torch.isnan(t), torch.isnan(a))
                              and torch.equal(torch.nan_to_num(t), torch.nan_to_num(a))):
             return f"input {k!r} was modified by the variant"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ what else a call did
+def tensor_spec(t: torch.Tensor) -> dict[str, Any]:
+    return {"dtype": str(t.dtype), "shape": list(t.shape), "stride": list(t.stride()), "device": t.device.type}
+
+
+def expected_spec(problem: Any, shape: Any, dtype: str, device_type: str) -> dict[str, dict[str, Any]]:
+    """The output spec a variant must meet: ``problem.make_outputs`` on the meta device (no memory)."""
+    try:
+        outs = problem.make_outputs(shape, dtype, torch.device("meta"))
+    except Exception:  # noqa: BLE001 - a family whose make_outputs needs a real device
+        outs = problem.make_outputs(shape, dtype, torch.device("cpu"))
+    return {k: {**tensor_spec(t), "device": device_type} for k, t in outs.items()}
+
+
+def spec_mismatch(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> str | None:
+    """None when the returned outputs have exactly the expected keys' dtype, shape, strides and device."""
+    missing = [k for k in want if k not in got]
+    if missing:
+        return f"missing outputs {missing} (expected {sorted(want)})"
+    for k, w in want.items():
+        g = got[k]
+        if "type" in g:
+            return f"output {k!r}: variant returned {g['type']}, expected a tensor"
+        for field_ in ("dtype", "shape", "device", "stride"):
+            if field_ == "stride" and w["shape"] != g["shape"]:
+                break
+            if g[field_] != w[field_]:
+                return (f"output {k!r}: {field_} {g[field_]} != expected {w[field_]} (outputs must match the "
+                        f"problem's output spec exactly)")
+    return None
+
+
+def overlap(ranges: dict[str, tuple[int, int]]) -> str | None:
+    """None when no two of the named [lo, hi) address ranges share a byte (outputs vs inputs and each other)."""
+    items = sorted((lo, hi, name) for name, (lo, hi) in ranges.items() if hi > lo)
+    for i, (_lo1, hi1, n1) in enumerate(items):
+        for lo2, _hi2, n2 in items[i + 1:]:
+            if lo2 >= hi1:  # sorted by start: nothing later can overlap this one
+                break
+            if n1.startswith("output") or n2.startswith("output"):
+                return f"{n1} and {n2} share memory (storage overlap): an output must be its own buffer"
     return None

@@ -116,10 +116,18 @@ def print_compare(rows: list[dict[str, Any]], fail_slower_pct: float | None = No
                       f"{devs_new}, old {devs_old}[/]")
 
 
+def _error(msg: str) -> None:
+    """Errors go to stderr (one line), whatever console the table goes to."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {msg}", style="red")
+
+
 def compare_main(new: Path | str | list[dict[str, Any]], old: Path | str, fail_slower_pct: float | None = None,
                  console: Any = None) -> int:
     """Load, compare, print. Returns the exit code: 1 when anything regressed (see ``compare``), 2 when the old
     results cannot be read, else 0. ``new`` is an output folder / records file, or the records of the run just done.
+    Lines of a records.jsonl that are not records are skipped and counted on stderr (``records.load_jsonl``).
     """
     from harness.records import load_records
 
@@ -130,10 +138,10 @@ def compare_main(new: Path | str | list[dict[str, Any]], old: Path | str, fail_s
             raise FileNotFoundError(f"{old}: no such file or folder")
         old_recs = load_records([old])
     except (OSError, ValueError, KeyError) as e:
-        console.print(f"error: cannot read results to compare: {e}", style="red")
+        _error(f"cannot read results to compare: {e}")
         return 2
     if not old_recs:
-        console.print(f"error: no records in {old}", style="red")
+        _error(f"no records in {old}")
         return 2
     rows, n_reg = compare(new_recs, old_recs, fail_slower_pct)
     print_compare(rows, fail_slower_pct, console)

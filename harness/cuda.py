@@ -16,8 +16,13 @@ Two ways to run a ``.cu`` file, both as users write CUDA:
 
 Loading prefers pycuda (sharing torch's primary context via ``pycuda.autoprimaryctx``) and falls back to
 cuda-python's ``cuda.core`` where pycuda is not installed. ``WB_CUDA_LOADER=pycuda|cuda.core`` forces one.
-Compiled artefacts are cached under ``$WB_CACHE`` (default ``~/.cache/gpu-workbench``), keyed by a hash of the
-source, every header it includes from ``cuda_src/``, the flags, the instantiations, nvcc's version and the arch.
+Compiled artefacts are cached under ``$WB_CACHE`` (default ``~/.cache/gpu-workbench``). The key is every file the
+compile actually read — nvcc's own dependency list (``-MD -MF``), so headers included with ``<...>`` through ``-I``
+or from the file's folder count as much as ``"..."`` ones — plus the flags, defines, instantiations, nvcc's version,
+the arch and the kind of build (ccache's "direct mode": a per-configuration index lists the dependency sets seen,
+each with the files' sizes, mtimes and SHA-256; a hit needs every file unchanged). Entries are written to a temporary
+folder and renamed into place, under a per-configuration file lock, so parallel workers never see half an entry or
+compile the same thing twice.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 CUDA_SRC = Path(__file__).resolve().parent.parent / "cuda_src"
+REPO_ROOT = CUDA_SRC.parent
 DEFAULT_ARCHS = ("sm_80", "sm_90")  # compiled when no GPU is visible
 # the CUDA C++ storage type of each workbench dtype: Variant.kernel may say "softmax_v1<{T}>"
 CUDA_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "fp64": "double", "int8": "int8_t",
@@ -77,6 +85,21 @@ def nvcc_version() -> str | None:
     out = subprocess.run([nv, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"release ([\d.]+), V([\d.]+)", out)
     return m.group(2) if m else out.strip().splitlines()[-1]
+
+
+@functools.lru_cache(None)
+def cuda_root() -> Path | None:
+    """The CUDA toolkit's folder (the one holding include/cuda_runtime.h): nvcc's own (symlinks followed), else
+    $CUDA_HOME, $CUDA_PATH, /usr/local/cuda. Only makes cache entries portable; a wrong guess costs hits, not
+    correctness, since every file's content is checked anyway."""
+    cands: list[str | Path | None] = []
+    if (nv := nvcc_path()) is not None:
+        cands.append(Path(nv).resolve().parent.parent)  # a wrapper script (/usr/local/bin/nvcc) has no include/
+    cands += [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    for c in cands:
+        if c and (Path(c) / "include" / "cuda_runtime.h").is_file():
+            return Path(c).resolve()
+    return None
 
 
 @functools.lru_cache(None)
@@ -211,19 +234,98 @@ class Build:
     mangled: dict[str, str]  # normalised name -> mangled symbol
 
 
-def _includes(path: Path, seen: set[Path] | None = None) -> list[Path]:
-    """The file and every local header it includes (recursively): all of them key the cache."""
-    seen = seen if seen is not None else set()
-    if path in seen or not path.exists():
+def parse_depfile(text: str, cwd: Path) -> list[Path]:
+    """Prerequisites of a make-style dependency file (nvcc -MD -MF): continuation lines joined, ``\\ `` escapes a
+    space in a path; relative paths are resolved against the compile's working folder."""
+    body = text.replace("\\\n", " ")
+    _, _, deps = body.partition(": ")
+    out: list[Path] = []
+    for tok in re.split(r"(?<!\\)\s+", deps.strip()):
+        if tok:
+            p = Path(tok.replace("\\ ", " "))
+            out.append((p if p.is_absolute() else cwd / p).resolve())
+    return list(dict.fromkeys(out))
+
+
+# Cache keys and dependency indexes name files relative to the repository ("$REPO/cuda_src/x.cu") or the toolkit
+# ("$CUDA/include/cuda_runtime.h"), so a cache built here (make gpu-prep) hits in a copy of the tree elsewhere on the
+# GPU machine. Files outside both (/usr/include, a user's own folder) stay absolute: they are no more portable.
+
+def _roots() -> tuple[tuple[str, Path | None], ...]:
+    return ("$REPO", REPO_ROOT), ("$CUDA", cuda_root())
+
+
+def _portable(path: str | Path) -> str:
+    p = Path(path).resolve()
+    for tag, root in _roots():
+        if root is not None and p.is_relative_to(root):
+            return f"{tag}/{p.relative_to(root).as_posix()}"
+    return str(p)
+
+
+def _local(name: str) -> Path | None:
+    """A _portable name on this machine (None: its root, the toolkit, is not found here)."""
+    for tag, root in _roots():
+        if name == tag or name.startswith(tag + "/"):
+            return None if root is None else root / name[len(tag) + 1:]
+    return Path(name)
+
+
+_PATH_ARG = re.compile(r"^(-I|-isystem|-iquote|-idirafter|-include|-L|--[\w-]+=)?(/.*)$")
+
+
+def _portable_args(args: list[str]) -> list[str]:
+    """nvcc arguments with absolute paths (-I/x, "-I" "/x", --include-path=/x) made _portable, for the cache key."""
+    out = []
+    for a in args:
+        m = _PATH_ARG.match(a)
+        out.append((m.group(1) or "") + _portable(m.group(2)) if m else a)
+    return out
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _signature(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, _sha(path)]
+
+
+def _unchanged(name: str, sig: list) -> bool:
+    """Same size and mtime: unchanged (no read). Otherwise the content hash decides (a touch is not an edit, and a
+    copied tree has new mtimes). ``name`` is _portable: resolved against this copy's roots."""
+    path = _local(name)
+    if path is None:
+        return False
+    try:
+        st = os.stat(path)
+        if [st.st_size, st.st_mtime_ns] == sig[:2]:
+            return True
+        return st.st_size == sig[0] and _sha(path) == sig[2]
+    except OSError:
+        return False
+
+
+def _read_index(index: Path) -> list[dict[str, Any]]:
+    try:
+        entries = json.loads(index.read_text())
+        return entries if isinstance(entries, list) else []
+    except (OSError, ValueError):
         return []
-    seen.add(path)
-    files = [path]
-    for inc in re.findall(r'^\s*#\s*include\s+"([^"]+)"', path.read_text(errors="replace"), re.M):
-        for base in (path.parent, CUDA_SRC):
-            if (base / inc).exists():
-                files += _includes((base / inc).resolve(), seen)
-                break
-    return files
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def first_error(log: str) -> str:
@@ -265,13 +367,21 @@ class CudaSource:
     def __hash__(self) -> int:
         return hash(str(self.path))
 
-    def _key(self, arch: str, kind: str) -> str:
-        h = hashlib.sha256()
-        for f in _includes(Path(self.path)):
-            h.update(f.read_bytes())
-        h.update(json.dumps([kind, arch, list(self.flags), sorted(self.defines.items(), key=str),
-                             sorted(self.instantiate), nvcc_version()], default=str).encode())
+    def _config_key(self, arch: str, kind: str) -> str:
+        """Everything but the files' contents: which index to look in. Paths in it are _portable (the include
+        dirs stay in the key: the same files found through other dirs would be another compile)."""
+        cmd = _portable_args(self._cmd(arch)[1:])  # flags, defines, include dirs; nvcc's path: its version
+        h = hashlib.sha256(json.dumps([kind, arch, _portable(self.path), cmd, sorted(self.instantiate),
+                                       list(self.libs), nvcc_version()], default=str).encode())
         return h.hexdigest()[:24]
+
+    def _lookup(self, index: Path, artefact: str) -> Path | None:
+        for e in _read_index(index):
+            cdir = cache_dir() / str(e.get("dir", ""))
+            files = e.get("files") or {}
+            if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
+                return cdir
+        return None
 
     def _cmd(self, arch: str) -> list[str]:
         nv = nvcc_path()
@@ -294,25 +404,61 @@ class CudaSource:
         return unit
 
     def _build(self, arch: str, kind: str) -> tuple[Path, Path]:
-        """nvcc once per (source, flags, instantiations, nvcc, arch, kind) -> (artefact, ptxas log), cached on disk.
-        kind "cubin": device code for kernel mode; "so": the whole file as a shared library (host mode)."""
-        cdir = cache_dir() / f"{Path(self.path).stem}-{arch}-{self._key(arch, kind)}"
-        out, logf = cdir / ("k.cubin" if kind == "cubin" else "lib.so"), cdir / "ptxas.log"
-        if out.exists():
-            return out, logf
+        """nvcc once per (source and everything it reads, flags, instantiations, nvcc, arch, kind) -> (artefact,
+        ptxas log), cached on disk. kind "cubin": device code for kernel mode; "so": the whole file as a shared
+        library (host mode)."""
+        name = "k.cubin" if kind == "cubin" else "lib.so"
+        stem = f"{Path(self.path).stem}-{arch}-{kind}-{self._config_key(arch, kind)}"
+        index = cache_dir() / f"{stem}.deps.json"
+        hit = self._lookup(index, name)
+        if hit is not None:
+            return hit / name, hit / "ptxas.log"
+        with FileLock(str(cache_dir() / f"{stem}.lock")):
+            hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
+            if hit is not None:
+                return hit / name, hit / "ptxas.log"
+            return self._compile_locked(arch, kind, name, stem, index)
+
+    def _compile_locked(self, arch: str, kind: str, name: str, stem: str, index: Path) -> tuple[Path, Path]:
         libs = [f"-l{lib}" for lib in self.libs]
         extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *libs]
-        with tempfile.TemporaryDirectory() as td:
-            unit = self._unit(Path(td))
-            cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-o", str(Path(td) / out.name), str(unit)]
+        started = time.time_ns()
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
+            tdp = Path(td)
+            unit = self._unit(tdp)
+            depf = tdp / "deps.d"
+            cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-MD", "-MF", str(depf), "-o", str(tdp / name),
+                   str(unit)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             log = res.stdout + res.stderr
             if res.returncode != 0:
                 raise CompileError(f"{first_error(log)}\n{log}")
-            cdir.mkdir(parents=True, exist_ok=True)
-            logf.write_text(log)
-            shutil.copy(Path(td) / out.name, out)  # copied last: the artefact present means a complete entry
-        return out, logf
+            (tdp / "ptxas.log").write_text(log)
+            deps = [p for p in parse_depfile(depf.read_text(), Path.cwd()) if tdp.resolve() not in p.parents]
+            if Path(self.path).resolve() not in deps:
+                deps.insert(0, Path(self.path).resolve())
+            files = {_portable(p): _signature(p) for p in deps}
+            h = hashlib.sha256(stem.encode())
+            for f in sorted(files):
+                h.update(f"{f}\0{files[f][2]}\0".encode())
+            cdir = cache_dir() / f"{stem}-{h.hexdigest()[:16]}"
+            # an input edited while nvcc ran: this build may hold either version, so it is used, never indexed
+            racy = any(sig[1] >= started for sig in files.values())
+            if not cdir.exists():
+                entry = tdp / "entry"
+                entry.mkdir()
+                shutil.move(str(tdp / name), entry / name)
+                shutil.move(str(tdp / "ptxas.log"), entry / "ptxas.log")
+                if racy:
+                    keep = cache_dir() / f".racy-{stem}-{os.getpid()}-{time.time_ns()}"
+                    os.rename(entry, keep)
+                    return keep / name, keep / "ptxas.log"
+                os.rename(entry, cdir)  # atomic: the entry is complete or absent
+            if not racy:
+                entries = [e for e in _read_index(index) if e.get("dir") != cdir.name]
+                entries.insert(0, {"dir": cdir.name, "files": files})
+                _write_atomic(index, json.dumps(entries[:8]).encode())  # the 8 latest dependency sets
+        return cdir / name, cdir / "ptxas.log"
 
     def compile(self, arch: str | None = None) -> Build:
         """nvcc -> cubin for one arch (default: the GPU's, else the first default). Cached on disk."""

@@ -1,8 +1,16 @@
 """Records: one dict per (family, variant, dtype, shape), written as they finish and never lost.
 
-Every finished record is appended to ``records.jsonl`` (flushed and fsynced: a crash or kill -9 loses at most the
-record in flight) and the per-family ``<family>.json`` / ``.csv`` / ``.md`` are rewritten atomically (temp file +
-rename). ``--resume`` reads ``records.jsonl`` back and skips what is already there.
+Every finished record is appended to ``records.jsonl`` (one ``write`` per line, fsynced: a crash or kill -9 loses
+at most the record in flight) and the per-family ``<family>.json`` / ``.csv`` / ``.md`` are rewritten atomically
+(temp file + rename). The file holds exactly one line per record key: replacing a finished record (speed-ups filled
+in at the end of a run) rewrites the file atomically instead of appending a second line, so a plain
+``pandas.read_json(lines=True)`` never double-counts.
+
+``--resume`` reads ``records.jsonl`` back and skips what is already there. Before it appends, a torn last line (a
+kill -9 in the middle of a write) is cut off and kept in ``records.jsonl.torn-<time>``; every reader says on stderr
+how many lines it skipped. ``manifest.json`` holds the run's options, seeds, commit and device: a resume with other
+options is refused (``manifest_diff``), and an output folder that already holds a run is never overwritten
+(``prepare_outdir``: ``--resume`` continues it, ``--force`` moves it aside to ``<dir>.old-<time>``).
 """
 
 from __future__ import annotations
@@ -12,20 +20,46 @@ import io
 import json
 import math
 import os
+import secrets
+import sys
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 STATUSES = ("ok", "incorrect", "compile_error", "runtime_error", "timeout", "compiled", "skipped")
+OK_STATUSES = ("ok", "compiled", "skipped")  # anything else (or no record at all) makes the exit status 1
+KEY_FIELDS = ("family", "variant", "dtype", "shape")
 FIELDS = [  # column order of the CSV; the JSON carries everything
     "family", "variant", "backend", "baseline", "dtype", "shape", "status", "rel_err", "median_ms", "p10_ms",
     "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
-    "speedup_ci95", "baseline_name", "timing", "suspect", "message", "device_name", "git_sha", "timestamp",
+    "speedup_ci95", "baseline_name", "timing", "suspect", "flags", "tolerance", "message", "device_name", "git_sha",
+    "timestamp",
 ]
+MANIFEST = "manifest.json"
+
+
+class OutputDirError(ValueError):
+    """An output folder that cannot be used as asked (one line, user-facing: the CLIs exit 2 with it)."""
 
 
 def record_key(r: dict[str, Any]) -> tuple[str, str, str, str]:
     return (r["family"], r["variant"], r["dtype"], r["shape"])
+
+
+def is_record(obj: Any) -> bool:
+    return isinstance(obj, dict) and all(isinstance(obj.get(k), str) for k in KEY_FIELDS)
+
+
+def fresh_seeds(n: int = 3) -> tuple[int, ...]:
+    """Correctness seeds drawn from the OS entropy pool: a variant cannot know them in advance (31 bits each, so
+    every torch/numpy seeding API takes them)."""
+    return tuple(secrets.randbits(31) for _ in range(n))
+
+
+def stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def _clean(v: Any) -> Any:
@@ -47,15 +81,34 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _flags_text(v: Any) -> str | None:
+    if not v:
+        return None
+    return ";".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def _tolerance_text(v: Any) -> str | None:
+    """A Tolerance as written into a record (a dict such as {"rtol": .., "atol": ..}, or a plain number/string)."""
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return " ".join(f"{k}={x:g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else f"{k}={x}"
+                        for k, x in v.items())
+    return str(v)
+
+
 def flat(r: dict[str, Any]) -> dict[str, Any]:
     roof = r.get("roofline") or {}
     ci = r.get("speedup_ci95")
+    dev = r.get("device")
     return {
         **{k: r.get(k) for k in FIELDS},
-        "pct_of_roofline": roof.get("pct_of_roofline"),
+        "pct_of_roofline": roof.get("pct_of_roofline") if isinstance(roof, dict) else None,
         "suspect": bool(r.get("suspect")),
         "speedup_ci95": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else None,
-        "device_name": (r.get("device") or {}).get("name"),
+        "flags": _flags_text(r.get("flags")),
+        "tolerance": _tolerance_text(r.get("tolerance")),
+        "device_name": dev.get("name") if isinstance(dev, dict) else dev,
     }
 
 
@@ -97,35 +150,187 @@ def markdown_table(records: Iterable[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+# ------------------------------------------------------------------------------------------------ reading
+@dataclass
+class JsonlScan:
+    """What a records.jsonl holds: the records (latest line per key, in order of first appearance) and what was
+    not a record."""
+
+    path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    lines: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, why)
+    superseded: int = 0  # older lines of a key that appears again later (files written before one-line-per-key)
+    torn_tail: bool = False  # the last line has no newline: a write was cut short
+
+    def message(self) -> str | None:
+        """One line for stderr, or None when every line was a record."""
+        parts = []
+        if self.skipped:
+            first = ", ".join(f"line {n}: {why}" for n, why in self.skipped[:3])
+            more = f", +{len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+            parts.append(f"skipped {len(self.skipped)} of {self.lines} line(s) ({first}{more})")
+        if self.superseded:
+            parts.append(f"{self.superseded} older duplicate line(s) superseded by a later line for the same record")
+        return f"{self.path}: " + "; ".join(parts) if parts else None
+
+
+def scan_jsonl(path: str | Path) -> JsonlScan:
+    path = Path(path)
+    data = path.read_bytes()
+    scan = JsonlScan(path, torn_tail=bool(data) and not data.endswith(b"\n"))
+    out: dict[tuple, dict[str, Any]] = {}
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        scan.lines += 1
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            last = n == data.count(b"\n") + 1
+            scan.skipped.append((n, "torn (no newline)" if last and scan.torn_tail else "not JSON"))
+            continue
+        if not is_record(obj):
+            scan.skipped.append((n, "JSON but not a record (no family/variant/dtype/shape)"))
+            continue
+        k = record_key(obj)
+        if k in out:
+            scan.superseded += 1
+        out[k] = obj
+    scan.records = list(out.values())
+    return scan
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def load_jsonl(path: str | Path, *, quiet: bool = False) -> list[dict[str, Any]]:
+    """The records of a records.jsonl (latest line per key). Lines that are not records (a torn last line, other
+    JSON) are skipped and counted on stderr, never silently."""
+    scan = scan_jsonl(path)
+    msg = scan.message()
+    if msg and not quiet:
+        warn(msg)
+    return scan.records
+
+
+def repair_tail(path: Path) -> Path | None:
+    """Cut records.jsonl back to its last complete line before appending (a kill -9 mid-write leaves half a line;
+    appending onto it would make the next finished record unreadable too). The fragment is kept in
+    ``records.jsonl.torn-<time>``; returns that file, or None when the file ended cleanly. A last line that is a
+    whole record but lost only its newline is kept (the newline is added)."""
+    if not path.exists():
+        return None
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return None
+        cut = data.rfind(b"\n") + 1
+        frag = data[cut:]
+        try:
+            whole = is_record(json.loads(frag))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            whole = False
+        if whole:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            return None
+        side = path.with_name(f"{path.name}.torn-{stamp()}")
+        n = 0
+        while side.exists():
+            n += 1
+            side = path.with_name(f"{path.name}.torn-{stamp()}-{n}")
+        side.write_bytes(frag)
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    return side
+
+
 class ResultWriter:
-    """Owns an output folder: records.jsonl (append-only) and per-family json/csv/md (atomic rewrites)."""
+    """Owns an output folder: records.jsonl (one line per record key) and per-family json/csv/md (atomic rewrites).
+
+    ``resume=False`` needs a folder whose records.jsonl is absent or empty (it never deletes records: see
+    ``prepare_outdir``); ``resume=True`` repairs a torn tail, refuses a file with non-record JSON and compacts a file
+    that holds a key twice (written before one-line-per-key)."""
 
     def __init__(self, outdir: Path, resume: bool = False):
         self.outdir = Path(outdir)
-        self.outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputDirError(f"cannot create output folder {self.outdir}: {e.strerror or e}") from None
         self.jsonl = self.outdir / "records.jsonl"
         self.records: dict[tuple, dict[str, Any]] = {}
-        if resume and self.jsonl.exists():
-            for r in load_jsonl(self.jsonl):
-                self.records[record_key(r)] = r
-        elif self.jsonl.exists() and not resume:
-            self.jsonl.unlink()
+        self.torn: Path | None = None  # where a torn tail went (resume)
+        if not self.jsonl.exists():
+            return
+        if not resume:
+            if self.jsonl.stat().st_size:
+                raise OutputDirError(f"{self.jsonl} already holds records: resume it (--resume {self.outdir}) or "
+                                     "choose another output folder")
+            return
+        self.torn = repair_tail(self.jsonl)
+        if self.torn is not None:
+            warn(f"{self.jsonl}: cut a torn last line (a write killed half-way); the fragment is in {self.torn.name}")
+        scan = scan_jsonl(self.jsonl)
+        alien = [(n, why) for n, why in scan.skipped if "not a record" in why]
+        if alien:
+            raise OutputDirError(f"--resume {self.outdir}: records.jsonl line {alien[0][0]} is JSON but not a record "
+                                 f"({len(alien)} such line(s)): not a workbench output folder?")
+        if scan.skipped:  # unreadable lines in the middle (older versions appended onto torn tails): re-run those
+            warn(scan.message() + "; their records will be run again")
+        for r in scan.records:
+            self.records[record_key(r)] = r
+        if scan.superseded or scan.skipped:
+            self._rewrite()  # one line per key from here on
 
     def done(self, key: tuple) -> bool:
         return key in self.records
 
+    def _append(self, r: dict[str, Any]) -> None:
+        line = (json.dumps(r) + "\n").encode()
+        fd = os.open(self.jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(line)
+            while view:  # one write(2) in practice; the loop covers a short write
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _rewrite(self) -> None:
+        atomic_write(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records.values()))
+
     def add(self, r: dict[str, Any]) -> None:
+        """A finished record: appended, or — when its key is already there — replaced in place (atomic rewrite)."""
         r = _clean(r)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records[record_key(r)] = r
+        k = record_key(r)
+        if k in self.records:
+            self.records[k] = r
+            self._rewrite()
+        else:
+            self._append(r)
+            self.records[k] = r
         self.write_family(r["family"])
 
     def update(self, r: dict[str, Any]) -> None:
-        """Replace a finished record (e.g. after speed-ups are known); the jsonl keeps the latest line per key."""
-        self.add(r)
+        """Replace a finished record (e.g. after speed-ups are known): still one line per key."""
+        self.update_many([r])
+
+    def update_many(self, recs: Iterable[dict[str, Any]]) -> None:
+        """Replace several finished records with one atomic rewrite of records.jsonl."""
+        fams = set()
+        for r in recs:
+            r = _clean(r)
+            self.records[record_key(r)] = r
+            fams.add(r["family"])
+        if fams:
+            self._rewrite()
+            for fam in sorted(fams):
+                self.write_family(fam)
 
     def family_records(self, family: str) -> list[dict[str, Any]]:
         return [r for r in self.records.values() if r["family"] == family]
@@ -142,25 +347,14 @@ class ResultWriter:
         head = f"# {family}\n\n"
         if recs:
             d = recs[0].get("device") or {}
-            head += (f"Device: {d.get('name', 'n/a')} · timing: {recs[0].get('timing')} · commit "
-                     f"`{recs[0].get('git_sha')}`\n\n")
+            head += (f"Device: {d.get('name', 'n/a') if isinstance(d, dict) else d} · timing: "
+                     f"{recs[0].get('timing')} · commit `{recs[0].get('git_sha')}`\n\n")
         atomic_write(self.outdir / f"{family}.md", head + markdown_table(recs))
 
 
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Latest line per key wins; a torn last line (killed mid-write) is ignored."""
-    out: dict[tuple, dict[str, Any]] = {}
-    for line in Path(path).read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        out[record_key(r)] = r
-    return list(out.values())
-
-
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Records from output folders (records.jsonl or *.json) or from json files holding a list of records."""
+    """Records from output folders (records.jsonl or *.json) or from json files holding a list of records.
+    Skipped lines and entries are reported on stderr."""
     recs: list[dict[str, Any]] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -168,12 +362,118 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 recs += load_jsonl(p / "records.jsonl")
                 continue
             for f in sorted(p.glob("*.json")):
+                if f.name in (MANIFEST, "profile.json"):
+                    continue
                 data = json.loads(f.read_text())
                 if isinstance(data, list) and data and isinstance(data[0], dict) and "family" in data[0]:
-                    recs += data
+                    recs += _only_records(data, f)
         elif p.suffix == ".jsonl":
             recs += load_jsonl(p)
         else:
             data = json.loads(p.read_text())
-            recs += data if isinstance(data, list) else [data]
+            recs += _only_records(data if isinstance(data, list) else [data], p)
     return recs
+
+
+def _only_records(items: list[Any], where: Path) -> list[dict[str, Any]]:
+    good = [r for r in items if is_record(r)]
+    if len(good) < len(items):
+        warn(f"{where}: skipped {len(items) - len(good)} of {len(items)} entries that are not records")
+    return good
+
+
+# ------------------------------------------------------------------------------------------------ output folders
+def prepare_outdir(path: str | Path, *, resume: bool = False, force: bool = False) -> tuple[Path, Path | None]:
+    """Make ``path`` ready for a run; returns (folder, where an older run was moved to or None).
+
+    A folder that holds anything is refused unless ``resume`` (continue it) or ``force`` (rename it to
+    ``<dir>.old-<time>``; nothing is deleted). A regular file, or a folder that cannot be created or written, is a
+    one-line OutputDirError."""
+    path = Path(path)
+    moved = None
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{path} is a file, not a folder: choose an output folder")
+    if resume:
+        if not path.is_dir() or not ((path / "records.jsonl").exists() or (path / MANIFEST).exists()):
+            raise OutputDirError(f"--resume {path}: no records.jsonl or {MANIFEST} there to resume")
+    elif path.is_dir() and any(not _is_temp(f) for f in path.iterdir()):
+        if not force:
+            what = "holds a run" if (path / "records.jsonl").exists() or (path / MANIFEST).exists() else \
+                "is not empty"
+            raise OutputDirError(f"output folder {path} {what}: continue it with --resume {path}, or pass --force "
+                                 f"to move it aside to {path.name}.old-<time>")
+        moved = path.with_name(f"{path.name}.old-{stamp()}")
+        n = 0
+        while moved.exists():
+            n += 1
+            moved = path.with_name(f"{path.name}.old-{stamp()}-{n}")
+        try:
+            os.rename(path, moved)
+        except OSError as e:
+            raise OutputDirError(f"--force: cannot move {path} aside to {moved.name}: {e.strerror or e}") from None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"cannot create output folder {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):  # no probe file: a kill -9 must not leave one behind
+        raise OutputDirError(f"cannot write to output folder {path}: permission denied")
+    return path, moved
+
+
+def _is_temp(f: Path) -> bool:
+    """A temporary file of ``atomic_write`` left by a kill -9 (``.manifest.json.tmp<pid>``): not a run's content."""
+    return f.name.startswith(".") and ".tmp" in f.name and f.is_file()
+
+
+def read_manifest(outdir: str | Path) -> dict[str, Any] | None:
+    f = Path(outdir) / MANIFEST
+    if not f.exists():
+        return None
+    try:
+        m = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise OutputDirError(f"{f}: unreadable run manifest ({e})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("options"), dict):
+        raise OutputDirError(f"{f}: not a run manifest (no options)")
+    return m
+
+
+def write_manifest(outdir: str | Path, manifest: dict[str, Any]) -> None:
+    atomic_write(Path(outdir) / MANIFEST, json.dumps(_clean(manifest), indent=1, default=str) + "\n")
+
+
+def manifest_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'name (old -> new)' for every option whose value differs (JSON-normalised: tuples compare as lists)."""
+    norm = lambda v: json.loads(json.dumps(_clean(v), default=str))  # noqa: E731
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = norm(old.get(k)), norm(new.get(k))
+        if a != b:
+            out.append(f"{k} ({_short(a)} -> {_short(b)})")
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        v = ",".join(map(str, v))
+    text = "unset" if v is None else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ------------------------------------------------------------------------------------------------ exit status
+def failure_summary(records: Iterable[dict[str, Any]], missing: Iterable[str] = (), show: int = 3) -> str | None:
+    """One line naming what did not end ok/compiled/skipped (counts per status, then the first few), or None."""
+    bad = [r for r in records if r.get("status") not in OK_STATUSES]
+    missing = list(missing)
+    if not bad and not missing:
+        return None
+    counts: dict[str, int] = {}
+    for r in bad:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    if missing:
+        counts["no record"] = len(missing)
+    names = [f"{r.get('family')}/{r.get('variant')} {r.get('dtype')} {r.get('shape')} ({r.get('status')})"
+             for r in bad] + [f"{m} (no record)" for m in missing]
+    more = f", +{len(names) - show} more" if len(names) > show else ""
+    return (f"{len(bad) + len(missing)} failed: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            + " -- " + "; ".join(names[:show]) + more)

@@ -18,6 +18,7 @@ Calling convention of a variant (``Variant.fn``)::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,22 +45,42 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass iff ||out-ref||/||ref|| <= rel  and  |out-ref| <= atol + rtol*|ref| elementwise (NaN/Inf never pass)."""
+    """Pass iff ||out-ref||/||ref|| <= rel  and  |out-ref| <= atol*rms(ref) + rtol*|ref| elementwise (NaN/Inf never
+    pass). ``atol`` is in units of the reference's root-mean-square, so one number means the same at every scale."""
 
     rel: float
     atol: float
     rtol: float
 
+    def tightened(self, other: Tolerance) -> Tolerance:
+        """Each bound the smaller of the two: what a variant's own tolerance may do to the family's."""
+        return Tolerance(min(self.rel, other.rel), min(self.atol, other.atol), min(self.rtol, other.rtol))
 
-# Defaults per dtype of the *inputs*. fp32 is tight enough that a hidden TF32 downcast (rel ~3e-4) fails.
-DEFAULT_TOL: dict[str, Tolerance] = {
-    "fp64": Tolerance(1e-12, 1e-12, 1e-12),
-    "fp32": Tolerance(2e-5, 1e-5, 1e-4),
-    "fp16": Tolerance(2e-3, 2e-3, 1e-2),
-    "bf16": Tolerance(1e-2, 1e-2, 4e-2),
-    "fp8": Tolerance(6e-2, 6e-2, 1.5e-1),
-    "int8": Tolerance(2e-3, 2e-3, 1e-2),
+
+# Unit roundoff u (half an ulp at 1.0) of each precision a result can be declared in. fp8 is e4m3 (3 mantissa bits).
+UNIT_ROUNDOFF: dict[str, float] = {
+    "fp64": 2.0**-53, "fp32": 2.0**-24, "tf32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8, "fp8": 2.0**-4,
 }
+_LOW = ("tf32", "fp16", "bf16", "fp8")  # computed with fp32 accumulation; stored (or multiplied) at this precision
+
+
+def derived_tolerance(precision: str, reduction: int = 1, stages: float = 1.0) -> Tolerance:
+    """The tolerance of a result declared at ``precision`` whose elements each reduce ``reduction`` terms.
+
+    An honest result carries its storage rounding (<= u per element, ~0.43u normwise for random data), ``stages``
+    more roundings at that precision in multi-stage kernels (attention rounds P before P@V), and fp32 accumulation
+    error (~u32·sqrt(K) normwise; the low precisions accumulate in fp32). Normwise the bound is 1.5x that budget:
+    honest results measure 0.1-0.45 of it (fp16/bf16/fp32 softmax, GEMM, naive and FA-style attention, K up to
+    4096), a result rounded one precision lower measures >= 2x (fp16 -> bf16 is 8x the roundoff, fp32 -> tf32 8192x),
+    so it fails at any size. Elementwise the bound is (8 + 2 ln K)x the budget: it grows with the reduction length
+    because the tails do (larger logits and partial sums over longer reductions), so millions of honest elements do
+    not trip it, while a wrong element or a wrong tile still does."""
+    u = UNIT_ROUNDOFF[precision]
+    ua = UNIT_ROUNDOFF["fp32"] if precision in _LOW else u
+    k = max(1, int(reduction))
+    budget = u * stages + ua * math.sqrt(k)
+    elem = (8.0 + 2.0 * math.log(k)) * budget
+    return Tolerance(rel=1.5 * budget, atol=elem, rtol=elem)
 
 
 class Shape(dict):
@@ -157,7 +178,11 @@ class Problem:
     shapes: list[Shape]
     quick: list[Shape]
     options: dict[str, Any] = field(default_factory=dict)  # named non-positional shape options and their defaults
-    tolerance: dict[str, Tolerance] = field(default_factory=dict)  # per-dtype override of DEFAULT_TOL
+    # per-dtype override of the derived tolerance (say why where it is set); None of them may loosen a variant's
+    tolerance: dict[str, Tolerance] = field(default_factory=dict)
+    # (dtype, shape) -> (precision the outputs are declared at, reduction length per output element, extra roundings
+    # at that precision): the derived tolerance's inputs. Default: (dtype, 1, 1).
+    tol_model: Callable[[str, Shape], tuple[str, int, float]] | None = None
     # check(out, ref, inputs, shape, dtype, tol) -> harness.check.CheckResult; None means the default comparison
     check: Callable[..., Any] | None = None
     description: str = ""
@@ -166,6 +191,7 @@ class Problem:
     extra_metrics: Callable[[Shape, float], dict[str, float]] | None = None  # (shape, median_ms) -> e.g. queries/s
     # the shapes (with their dtypes) that the issue's benchmark targets name: `bench/run.py --headline`
     headline: list[tuple[Shape, tuple[str, ...]]] = field(default_factory=list)
+    inout: tuple[str, ...] = ()  # inputs a style="out" variant updates in place (sgemm's C): passed in `out`
     variants: dict[str, Variant] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- variants
@@ -187,10 +213,36 @@ class Problem:
 
         return deco
 
-    def tol(self, dtype: str, variant: Variant | None = None) -> Tolerance:
+    def tol_for(self, dtype: str, shape: Shape, variant: Variant | None = None) -> tuple[Tolerance, dict[str, Any]]:
+        """The tolerance a record is checked at, and how it was made (written into the record).
+
+        Derived from the declared precision's unit roundoff and the reduction length (``derived_tolerance``). A
+        variant that declares a coarser compute precision (``compute_dtype="tf32"`` for an fp32 problem) is checked
+        at that precision, which its record names; a variant's own ``tolerance`` can only tighten the result."""
+        prec, k, stages = self.tol_model(dtype, shape) if self.tol_model else (dtype, 1, 1.0)
+        if variant is not None and variant.compute_dtype in UNIT_ROUNDOFF and prec in UNIT_ROUNDOFF \
+                and UNIT_ROUNDOFF[variant.compute_dtype] > UNIT_ROUNDOFF[prec]:
+            prec = variant.compute_dtype
+        if dtype in self.tolerance and prec == (self.tol_model(dtype, shape)[0] if self.tol_model else dtype):
+            tol, basis = self.tolerance[dtype], f"{self.name} override for {dtype}"
+        elif prec in UNIT_ROUNDOFF:
+            tol = derived_tolerance(prec, k, stages)
+            basis = f"{prec} (u={UNIT_ROUNDOFF[prec]:.3g}), reduction {k}" + (f", {stages:g} roundings"
+                                                                                if stages != 1 else "")
+        else:
+            tol, basis = Tolerance(0.0, 0.0, 0.0), f"{prec}: exact"
+        tightened = False
         if variant is not None and dtype in variant.tolerance:
-            return variant.tolerance[dtype]
-        return self.tolerance.get(dtype, DEFAULT_TOL[dtype])
+            t2 = tol.tightened(variant.tolerance[dtype])
+            tightened, tol = t2 != tol, t2
+        info = {"rel": tol.rel, "atol_rms": tol.atol, "rtol": tol.rtol, "precision": prec, "basis": basis,
+                "tightened_by_variant": tightened}
+        return tol, info
+
+    def tol(self, dtype: str, variant: Variant | None = None, shape: Shape | None = None) -> Tolerance:
+        """``tol_for`` without the provenance; the shape defaults to the first quick shape."""
+        shape = shape if shape is not None else (self.quick or self.shapes or [Shape()])[0]
+        return self.tol_for(dtype, shape, variant)[0]
 
     # ---------------------------------------------------------------- shapes
     def shape(self, **kw: Any) -> Shape:
@@ -265,7 +317,7 @@ def on_gpu() -> bool:
 REGISTRY: dict[str, Problem] = {}
 
 # Families that are planned but may not be registered yet: `--kernel X` says so instead of "unknown".
-FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn")
+FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
 
 
 def register(problem: Problem) -> Problem:

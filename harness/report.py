@@ -6,8 +6,9 @@
 report.md holds the environment block (GPU, driver, CUDA, torch, triton, clocks), then per family: the results table,
 the throughput / ladder figures (relative PNG links, so GitHub renders them) and per (shape, dtype) the napkin math a
 writeup asks for: FLOPs, minimum bytes, arithmetic intensity, ridge point, attainable bound and the fraction of it
-the best variant achieved. Ceilings come from ``record["roofline"]`` (annotated at run time) or from the profile
-given here; without either they read "n/a". Plain GFM tables, no HTML.
+the best variant achieved. Placement is re-derived from each record's raw fields with the profile given here
+(``roofline.model.annotate``), never read from a stored ``record["roofline"]``; without a profile it reads "n/a".
+Plain GFM tables, no HTML.
 """
 
 from __future__ import annotations
@@ -98,15 +99,16 @@ def _best(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _roof_fields(r: dict[str, Any], profile: Any) -> dict[str, Any]:
-    roof = r.get("roofline") or {}
-    if not roof.get("intensity") and profile is not None and r.get("status") == "ok":
-        try:
-            from roofline.model import annotate
+    """Placement re-derived from the record's raw fields and the profile at report time (issue 17): a stored
+    ``record["roofline"]`` may predate the current roofs, so it is never read. No profile: no placement."""
+    if profile is None or r.get("status") != "ok":
+        return {}
+    try:
+        from roofline.model import annotate
 
-            roof = annotate(r, profile) or {}
-        except Exception:
-            roof = {}
-    return roof
+        return annotate(r, _profile_obj(profile)) or {}
+    except Exception:
+        return {}
 
 
 def napkin_rows(recs: list[dict[str, Any]], profile: Any = None) -> list[list[str]]:

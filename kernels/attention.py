@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from harness.registry import interpreter, tuning
+from kernels._tuning import bench_unless_pinned, prune_with_pins
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -92,7 +93,9 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K_ptrs, V_ptrs, offs_m, offs_n, offs_d, lo
 
 
 @triton.autotune(configs=_prefill_configs(), key=["NQ_BUCKET", "NKV_BUCKET", "HEAD_DIM", "IS_CAUSAL"],
-                 prune_configs_by={"early_config_prune": _prune_prefill})
+                 prune_configs_by={"early_config_prune": prune_with_pins(
+                     "attention_prefill", lambda a: "short" if a["Nq"] <= 64 else "long", _prune_prefill)},
+                 do_bench=bench_unless_pinned())
 @triton.jit
 def _attn_fwd_kernel(Q, K, V, Out, Lse, qk_scale,
                      stride_qb, stride_qh, stride_qm, stride_qd,
@@ -226,7 +229,9 @@ def _decode_configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in (pts if tuning() else pts[:1])]
 
 
-@triton.autotune(configs=_decode_configs(), key=["NKV_BUCKET", "HEAD_DIM", "BLOCK_R", "CHUNK"])
+@triton.autotune(configs=_decode_configs(), key=["NKV_BUCKET", "HEAD_DIM", "BLOCK_R", "CHUNK"],
+                 prune_configs_by={"early_config_prune": prune_with_pins("attention_decode", lambda a: "*")},
+                 do_bench=bench_unless_pinned())
 @triton.jit
 def _decode_split_kernel(Q, K, V, Seqlens, Op, Mp, Lp, qk_scale,
                          stride_qb, stride_qh, stride_qm, stride_qd,

@@ -63,12 +63,13 @@ def _unpack_dist(key):
 
 @triton.jit
 def _knn_fused_kernel(
-    x_ptr, y_ptr, keys_in_ptr, keys_out_ptr, dist_ptr, idx_ptr,
+    x_ptr, y_ptr, mu_ptr, keys_in_ptr, keys_out_ptr, dist_ptr, idx_ptr,
     Q, N, D, K, idx_base,
     stride_xq, stride_yn,
     METRIC: tl.constexpr,  # 0 l2, 1 ip, 2 cos
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
     SORT_MERGE: tl.constexpr, HAS_INIT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
+    CENTER: tl.constexpr = False, EXACT: tl.constexpr = False,
 ):
     """One program = BLOCK_Q queries against the whole base (or one chunk of it).
 
@@ -76,6 +77,9 @@ def _knn_fused_kernel(
     stride ``stride_yn``, unit column stride. keys_in_ptr / keys_out_ptr: [Q, K_PAD] int64 packed running top-k
     (contiguous) carried between base chunks (read if HAS_INIT, written if not FINAL). dist_ptr: [Q, K] fp32 and
     idx_ptr: [Q, K] int64 (contiguous), written if FINAL. idx_base: index of this chunk's first base row.
+    mu_ptr: [D] fp32 centre, subtracted from x and y tiles in fp32 (and rounded back to the input dtype for the dot)
+    when CENTER. EXACT (l2 only): direct differences Σ(x−y)² on a [BLOCK_Q, BLOCK_N, BLOCK_D] broadcast instead of
+    tl.dot — exact up to fp32 rounding of the sum, the certificate fallback (small blocks: no tensor cores).
 
     Napkin math per program and N tile: 2·BLOCK_Q·BLOCK_N·D FLOPs on BLOCK_N·D·s bytes of base (L2-resident across
     the Q/BLOCK_Q programs); the base is read from DRAM ~once when the programs run in lockstep.
@@ -88,11 +92,15 @@ def _knn_fused_kernel(
 
     # ‖x‖² once per program (l2 and cos)
     xn = tl.zeros((BLOCK_Q,), dtype=tl.float32)
-    if METRIC != 1:
+    if METRIC != 1 and not EXACT:
         for d0 in range(0, D, BLOCK_D):
             dm = (d0 + offs_d) < D
             xb = tl.load(x_ptr + offs_q[:, None] * stride_xq + (d0 + offs_d)[None, :],
-                         mask=q_mask[:, None] & dm[None, :], other=0.0).to(tl.float32)
+                         mask=q_mask[:, None] & dm[None, :], other=0.0)
+            if CENTER:  # the norm of exactly the (rounded) centred values the dot sees
+                mu = tl.load(mu_ptr + d0 + offs_d, mask=dm, other=0.0)
+                xb = (xb.to(tl.float32) - mu[None, :]).to(xb.dtype)
+            xb = xb.to(tl.float32)
             xn += tl.sum(xb * xb, axis=1)
     rx = 1.0 / tl.sqrt(tl.where(xn > 0, xn, 1.0))  # cos only; padded rows are never stored
 
@@ -117,11 +125,21 @@ def _knn_fused_kernel(
                          mask=q_mask[:, None] & dm[None, :], other=0.0)
             yb = tl.load(y_ptr + offs_n[:, None] * stride_yn + (d0 + offs_d)[None, :],
                          mask=n_mask[:, None] & dm[None, :], other=0.0)
-            acc = tl.dot(xb, tl.trans(yb), acc, input_precision=PRECISION)
-            if METRIC != 1:
-                yf = yb.to(tl.float32)
-                yn += tl.sum(yf * yf, axis=1)
-        if METRIC == 0:
+            if EXACT:
+                diff = xb.to(tl.float32)[:, None, :] - yb.to(tl.float32)[None, :, :]
+                acc += tl.sum(diff * diff, axis=2)
+            else:
+                if CENTER:  # padded columns stay 0 (mu is 0 there); padded rows are masked at selection
+                    mu = tl.load(mu_ptr + d0 + offs_d, mask=dm, other=0.0)
+                    xb = (xb.to(tl.float32) - mu[None, :]).to(xb.dtype)
+                    yb = (yb.to(tl.float32) - mu[None, :]).to(yb.dtype)
+                acc = tl.dot(xb, tl.trans(yb), acc, input_precision=PRECISION)
+                if METRIC != 1:
+                    yf = yb.to(tl.float32)
+                    yn += tl.sum(yf * yf, axis=1)
+        if EXACT:
+            d = acc
+        elif METRIC == 0:
             d = xn[:, None] + yn[None, :] - 2.0 * acc
         elif METRIC == 1:
             d = -acc
@@ -165,27 +183,154 @@ def _knn_fused_kernel(
             live = tl.where(live == m[:, None], INT64_MAX, live)
 
 
-def _config(D: int, K: int, sort_merge: bool, dtype: torch.dtype) -> dict:
+@triton.jit
+def _knn_rerank_kernel(
+    x_ptr, y_ptr, mu_ptr, cand_d_ptr, cand_i_ptr, row_ptr, dist_ptr, idx_ptr, ok_ptr,
+    Q, D, K, KC, stride_xq, stride_yn, u_prod, u_center, gamma,
+    CENTER: tl.constexpr,
+    BLOCK_Q: tl.constexpr, KC_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Stage 2 of the exact l2 search: the KC candidates of each query (from the expansion, ascending) get exact fp32
+    distances Σ(x−y)² (direct differences: no cancellation against ‖x‖², whatever the offset), the K best in
+    (distance, index) order are written, and ok[q] = 1 where the certificate proves them exact.
+
+    cand_d_ptr / cand_i_ptr: [Q, KC] expansion distances (ascending) and base indices; row_ptr: [Q, KC] rows of
+    y_ptr to gather (== cand_i, or arange over a gathered copy when the base lives on the host). Certificate (the
+    formula of harness.families.knn.expansion_error): every non-candidate has expansion distance >= cand_d[q, KC-1]
+    = last, so with E = 2(2u_p·‖x'‖Y + γ(‖x'‖+Y)² + 2√dk·r + r²), Y = ‖x'‖ + √dk + r, r = 1.01·u_c·(2‖x'‖ + √dk):
+    last − E > dk(1+γ) means no row outside the candidates reaches (or ties) the exact k-th dk.
+    Napkin math: Q·KC·D·s bytes of gathered rows (10k × 32 × 128 × 4 = 164 MB at the headline, ~0.1 ms) against
+    the 2·Q·N·D FLOPs of stage 1."""
+    pid = tl.program_id(0)
+    offs_q = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q_mask = offs_q < Q
+    cols = tl.arange(0, KC_PAD)
+    c_mask = q_mask[:, None] & (cols < KC)[None, :]
+    offs_d = tl.arange(0, BLOCK_D)
+    cand = tl.load(cand_i_ptr + offs_q[:, None] * KC + cols[None, :], mask=c_mask, other=0)
+    rows = tl.load(row_ptr + offs_q[:, None] * KC + cols[None, :], mask=c_mask, other=0)
+    acc = tl.zeros((BLOCK_Q, KC_PAD), dtype=tl.float32)
+    nx2 = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        dm = (d0 + offs_d) < D
+        xb = tl.load(x_ptr + offs_q[:, None] * stride_xq + (d0 + offs_d)[None, :],
+                     mask=q_mask[:, None] & dm[None, :], other=0.0).to(tl.float32)
+        yb = tl.load(y_ptr + rows[:, :, None] * stride_yn + (d0 + offs_d)[None, None, :],
+                     mask=c_mask[:, :, None] & dm[None, None, :], other=0.0).to(tl.float32)
+        diff = xb[:, None, :] - yb
+        acc += tl.sum(diff * diff, axis=2)
+        if CENTER:
+            mu = tl.load(mu_ptr + d0 + offs_d, mask=dm, other=0.0)
+            xb = tl.where(dm[None, :], xb - mu[None, :], 0.0)
+        nx2 += tl.sum(xb * xb, axis=1)
+    keys = tl.where(c_mask, _pack(acc, cand), INT64_MAX)
+    m = tl.zeros((BLOCK_Q,), dtype=tl.int64)
+    for j in range(0, K):  # K ordered extractions (K <= KC <= 512, once per query)
+        m = tl.min(keys, axis=1)
+        tl.store(dist_ptr + offs_q * K + j, _unpack_dist(m), mask=q_mask)
+        tl.store(idx_ptr + offs_q * K + j, m & 0xFFFFFFFF, mask=q_mask)
+        keys = tl.where(keys == m[:, None], INT64_MAX, keys)
+    dk = tl.maximum(_unpack_dist(m), 0.0)
+    last = tl.load(cand_d_ptr + offs_q * KC + KC - 1, mask=q_mask, other=0.0)
+    nx = tl.sqrt(nx2)
+    sk = tl.sqrt(dk)
+    r = 1.01 * u_center * (2.0 * nx + sk)
+    yb_ = nx + sk + r
+    err = 2.0 * (2.0 * u_prod * nx * yb_ + gamma * (nx + yb_) * (nx + yb_) + 2.0 * sk * r + r * r)
+    ok = last - err > dk * (1.0 + gamma)
+    tl.store(ok_ptr + offs_q, ok.to(tl.int32), mask=q_mask)
+
+
+def _config(D: int, K: int, sort_merge: bool, dtype: torch.dtype, exact: bool = False) -> dict:
     block_d = min(64 if dtype != torch.float32 else 32, max(16, triton.next_power_of_2(D)))
     if sort_merge:
         k_pad = max(32, triton.next_power_of_2(K))
-        return dict(BLOCK_Q=16, BLOCK_N=k_pad, BLOCK_D=min(block_d, 32), K_PAD=k_pad,
-                    num_warps=8 if k_pad >= 256 else 4)
+        if exact:  # [16, K_PAD, 8] fp32 differences per step
+            return dict(BLOCK_Q=16, BLOCK_N=k_pad, BLOCK_D=8, K_PAD=k_pad, num_warps=8)
+        # BLOCK_Q shrinks with the list: [16, 1024] int64 merge keys spilled 5.3 KB on sm_90a at K_PAD = 512
+        return dict(BLOCK_Q=16 if k_pad <= 128 else max(2, 2048 // k_pad), BLOCK_N=k_pad, BLOCK_D=min(block_d, 32),
+                    K_PAD=k_pad, num_warps=8 if k_pad >= 256 else 4)
     k_pad = max(16, triton.next_power_of_2(K))
-    return dict(BLOCK_Q=64, BLOCK_N=64 if k_pad >= 64 else 128, BLOCK_D=block_d, K_PAD=k_pad, num_warps=8)
+    if exact:  # [16, 32, 8] fp32 differences per step: 32 registers a thread at 4 warps
+        return dict(BLOCK_Q=16, BLOCK_N=32, BLOCK_D=8, K_PAD=k_pad, num_warps=4)
+    # BLOCK_N = 64: at 128 the [64, 128] int64 candidate keys pushed sm_90a to 255 registers + 92 B of spills
+    return dict(BLOCK_Q=64, BLOCK_N=64, BLOCK_D=block_d, K_PAD=k_pad, num_warps=8)
+
+
+def _rerank_config(KC: int) -> dict:
+    kc_pad = max(16, triton.next_power_of_2(KC))
+    # [BLOCK_Q, KC_PAD, 16] gathered fp32 values per step: 4096 (32 a thread at 4 warps) up to KC_PAD = 256
+    return dict(BLOCK_Q=max(1, min(16, 4096 // (kc_pad * 16))), KC_PAD=kc_pad, BLOCK_D=16,
+                num_warps=4 if kc_pad <= 256 else 8)
+
+
+# relative error of one product of tl.dot's inputs: fp32 FMA (ieee) and fp16/bf16 inputs 0 (exact products), TF32
+# rounds each fp32 input to 10 mantissa bits (2^-11 each), 3xTF32 keeps ~21 bits
+U_PROD = {"ieee": 0.0, "tf32x3": 2.0 ** -20, "tf32": 2.0 ** -10, None: 0.0}
+# rounding of the centred values fed to the dot (fp32 in fp32; fp16/bf16 are rounded back to their storage type)
+U_CENTER = {torch.float32: 2.0 ** -24, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+
+
+def candidate_count(k: int, N: int, cap: int = MAX_K) -> int:
+    """Candidates kept from the fast expansion before the exact re-rank: k plus a margin of max(8, k/4), rounded up
+    to a power of two (the list width the kernel pads to anyway), at most N and ``cap``."""
+    want = k + max(8, k // 4)
+    return min(N, cap, 1 << (want - 1).bit_length())
+
+
+def _fused(x, y, K, metric, base_rows, sort_merge, prec, dist, idx, mu=None, exact=False):
+    """One pass of _knn_fused_kernel over the base (chunk by chunk when base_rows > 0) into dist/idx [Q, K]."""
+    Q, D = x.shape
+    N = y.shape[0]
+    cfg = _config(D, K, sort_merge, x.dtype, exact)
+    chunk = base_rows if base_rows and base_rows > 0 else N
+    starts = list(range(0, N, chunk))
+    keys = [torch.empty((Q, cfg["K_PAD"]), device=x.device, dtype=torch.int64) for _ in range(2 if len(starts) > 1
+                                                                                              else 0)]
+    grid = (triton.cdiv(Q, cfg["BLOCK_Q"]),)
+    mu_arg = mu if mu is not None else dist  # dummy pointer when unused
+    for i, c0 in enumerate(starts):
+        yc = y[c0:c0 + chunk]
+        if yc.device != x.device:
+            yc = yc.to(x.device, non_blocking=True)
+        yc = yc.contiguous()
+        final = i == len(starts) - 1
+        k_in = keys[(i + 1) % 2] if i > 0 else idx  # dummy pointer when unused
+        k_out = keys[i % 2] if not final else idx
+        _knn_fused_kernel[grid](
+            x, yc, mu_arg, k_in, k_out, dist, idx,
+            Q, yc.shape[0], D, K, c0,
+            x.stride(0), yc.stride(0),
+            METRIC=METRICS[metric], SORT_MERGE=sort_merge, HAS_INIT=i > 0, FINAL=final,
+            PRECISION=None if exact else prec, CENTER=mu is not None, EXACT=exact,
+            **cfg,
+        )
 
 
 def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows: int = 0, merge: str = "auto",
-        precision: str = "ieee", out: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        precision: str = "ieee", out: dict | None = None, mode: str = "rerank", kc: int | None = None,
+        stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest rows of ``y`` [N, D] for each row of ``x`` [Q, D] -> (dist [Q, k'] fp32 ascending, idx [Q, k'] int64),
     k' = min(k, N); ties go to the lower index.
 
     merge: "auto" (replace-max for k ≤ 128, else sort-merge), "replace" or "sort". precision: tl.dot input precision
-    for fp32 inputs ("ieee" exact fp32 FMA, "tf32x3" split-tf32 tensor cores). base_rows > 0: chunked base (see the
-    module docstring); ``y`` may then live on the host. ``out``: optional {"dist", "idx"} tensors to write into.
+    for fp32 inputs ("ieee" exact fp32 FMA, "tf32x3" split-tf32 tensor cores, "tf32" one tensor-core pass).
+    base_rows > 0: chunked base (see the module docstring); ``y`` may then live on the host. ``out``: optional
+    {"dist", "idx"} tensors to write into.
+
+    mode (metric l2; ip and cos always run the expansion: it is their metric):
+    * "rerank" (default): the expansion on data centred at the base mean keeps ``kc`` candidates (default
+      candidate_count(k, N)), _knn_rerank_kernel ranks them by exact differences and certifies each query; the
+      queries it cannot certify are searched again by "exact". Exact under the family's rule for any data.
+    * "exact": direct differences Σ(x−y)² for every pair (no tensor cores; the fallback, and the ladder's rung 0).
+    * "expansion": the plain one-pass ‖x‖²+‖y‖²−2x·y ranking — NOT exact on offset data (tests use it as the
+      known-wrong kernel the check must reject).
+    stats: optional dict that receives {"kc", "fallback"} (queries that needed the exact pass).
     """
     if metric not in METRICS:
         raise ValueError(f"knn: metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if mode not in ("rerank", "exact", "expansion"):
+        raise ValueError(f"knn: mode must be rerank, exact or expansion, got {mode!r}")
     Q, D = x.shape
     N, D2 = y.shape
     if D2 != D:
@@ -193,33 +338,55 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     K = min(k, N)
     if K > MAX_K:
         raise ValueError(f"knn: k={K} > {MAX_K} is not supported by the Triton kernels")
-    sort_merge = merge == "sort" or (merge == "auto" and K > MAX_K_REPLACE)
-    if not sort_merge and K > MAX_K_REPLACE:
-        raise ValueError(f"knn: merge='replace' supports k <= {MAX_K_REPLACE}, got {K}")
+    if merge not in ("auto", "replace", "sort"):
+        raise ValueError(f"knn: merge must be auto, replace or sort, got {merge!r}")
     x = x.contiguous()
-    cfg = _config(D, K, sort_merge, x.dtype)
     if out is None:
         out = {"dist": torch.empty((Q, K), device=x.device, dtype=torch.float32),
                "idx": torch.empty((Q, K), device=x.device, dtype=torch.int64)}
     prec = precision if x.dtype == torch.float32 else None
-    chunk = base_rows if base_rows and base_rows > 0 else N
-    starts = list(range(0, N, chunk))
-    keys = [torch.empty((Q, cfg["K_PAD"]), device=x.device, dtype=torch.int64) for _ in range(2 if len(starts) > 1
-                                                                                              else 0)]
-    grid = (triton.cdiv(Q, cfg["BLOCK_Q"]),)
-    for i, c0 in enumerate(starts):
-        yc = y[c0:c0 + chunk]
-        if yc.device != x.device:
-            yc = yc.to(x.device, non_blocking=True)
-        yc = yc.contiguous()
-        final = i == len(starts) - 1
-        k_in = keys[(i + 1) % 2] if i > 0 else out["idx"]  # dummy pointer when unused
-        k_out = keys[i % 2] if not final else out["idx"]
-        _knn_fused_kernel[grid](
-            x, yc, k_in, k_out, out["dist"], out["idx"],
-            Q, yc.shape[0], D, K, c0,
-            x.stride(0), yc.stride(0),
-            METRIC=METRICS[metric], SORT_MERGE=sort_merge, HAS_INIT=i > 0, FINAL=final, PRECISION=prec,
-            **cfg,
-        )
+
+    def sort_for(kk: int) -> bool:
+        s = merge == "sort" or (merge == "auto" and kk > MAX_K_REPLACE)
+        if not s and kk > MAX_K_REPLACE:
+            raise ValueError(f"knn: merge='replace' supports k <= {MAX_K_REPLACE}, got {kk}")
+        return s
+
+    if metric != "l2" or mode == "expansion":
+        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"])
+        return out["dist"], out["idx"]
+    KC = min(max(kc or candidate_count(K, N), K), N, MAX_K)
+    if mode == "exact" or KC >= N:  # nothing to prune: every row is a candidate, take the exact pass at once
+        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], exact=True)
+        if stats is not None:
+            stats.update(kc=N, fallback=0)
+        return out["dist"], out["idx"]
+    # stage 1: KC candidates from the expansion on centred data (one fp32 pass over the base for the mean)
+    mu = y.float().mean(0, dtype=torch.float64).float().to(x.device)
+    cand_d = torch.empty((Q, KC), device=x.device, dtype=torch.float32)
+    cand_i = torch.empty((Q, KC), device=x.device, dtype=torch.int64)
+    _fused(x, y, KC, metric, base_rows, sort_for(KC), prec, cand_d, cand_i, mu=mu)
+    # stage 2: exact re-rank + certificate
+    if y.device == x.device:
+        yr, rows = y.contiguous(), cand_i
+    else:  # host-resident base: gather the candidate rows once (Q·KC·D elements)
+        yr = y[cand_i.cpu().reshape(-1)].to(x.device).contiguous()
+        rows = torch.arange(Q * KC, device=x.device, dtype=torch.int64).view(Q, KC)
+    ok = torch.empty(Q, device=x.device, dtype=torch.int32)
+    rc = _rerank_config(KC)
+    _knn_rerank_kernel[(triton.cdiv(Q, rc["BLOCK_Q"]),)](
+        x, yr, mu, cand_d, cand_i, rows, out["dist"], out["idx"], ok,
+        Q, D, K, KC, x.stride(0), yr.stride(0), U_PROD[prec], U_CENTER[x.dtype], (D + 4) * 2.0 ** -23,
+        CENTER=True, **rc,
+    )
+    # stage 3: queries the certificate cannot vouch for (margin too thin for the expansion's error bound)
+    bad = (ok == 0).nonzero()[:, 0]
+    if stats is not None:
+        stats.update(kc=KC, fallback=int(bad.numel()))
+    if bad.numel():
+        d_b = torch.empty((bad.numel(), K), device=x.device, dtype=torch.float32)
+        i_b = torch.empty((bad.numel(), K), device=x.device, dtype=torch.int64)
+        _fused(x[bad].contiguous(), y, K, metric, base_rows, sort_for(K), prec, d_b, i_b, exact=True)
+        out["dist"][bad] = d_b
+        out["idx"][bad] = i_b
     return out["dist"], out["idx"]

@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from harness.registry import interpreter, tuning
+from kernels._tuning import bench_unless_pinned, prune_with_pins
 
 FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
@@ -107,8 +108,16 @@ def _bench(fn, quantiles):
 
 
 # the strides are in the key: a K-major B (stride_bk == 1) is a different kernel from a row-major one
+def _pin_class(named_args) -> str:
+    """Call class of a pinned config (bench/tuned/<gpu>.json, kernels/_tuning.py): the tile list _prune picks from."""
+    if named_args["M"] <= 32:
+        return "small_m"
+    return {1: "8bit", 2: "16bit", 4: "32bit"}.get(named_args["a_ptr"].element_size(), "*")
+
+
 _AUTOTUNE = dict(configs=_configs(), key=["M", "N", "K", "stride_ak", "stride_bk"],
-                 prune_configs_by={"early_config_prune": _prune}, do_bench=_bench)
+                 prune_configs_by={"early_config_prune": prune_with_pins("matmul", _pin_class, _prune)},
+                 do_bench=bench_unless_pinned(_bench))
 
 
 # --------------------------------------------------------------------------------------------- per-tile pieces

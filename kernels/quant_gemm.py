@@ -134,6 +134,73 @@ def _w4a16_kernel(x_ptr, pw_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, M, N, K,
 
 
 @triton.jit
+def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, KW, ROWS_PER_SPLIT,
+                 stride_xm, stride_wk, stride_sg, stride_zg, stride_os,
+                 W4: tl.constexpr, GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Split-K GEMV, no tl.dot: out[pid_k, m, n] = sum over this split's weight rows of x . dequant(W).
+
+    W4: w = packed uint8 [KW = K // 2, N] (row p: k = 2p low nibble, 2p + 1 high), s [K // GROUP, N], z uint8 or 8;
+    each BLOCK_R-row step lies in one group (2 * BLOCK_R divides GROUP) so its scale multiplies the step's integer
+    sum once per column. Else: w = int8 [KW = K, N], s fp32 [N] applied by the caller's epilogue (here: 1).
+    x [M, K] (K contiguous), N contiguous everywhere. out: fp32 [SPLIT, M, N] (stride_os per split) or, for one
+    split, y itself. Grid (cdiv(N, BLOCK_N), SPLIT); ROWS_PER_SPLIT is a multiple of BLOCK_R.
+    """
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    r_begin = pid_k * ROWS_PER_SPLIT
+    r_end = tl.minimum(r_begin + ROWS_PER_SPLIT, KW)
+    for r0 in range(r_begin, r_end, BLOCK_R):
+        rows = r0 + offs_r
+        mask_r = rows < r_end
+        # one coalesced [BLOCK_R, BLOCK_N] tile of weight bytes per step, each byte read once
+        b = tl.load(w_ptr + rows[:, None] * stride_wk + offs_n[None, :], mask=mask_r[:, None] & mask_n[None, :],
+                    other=0)
+        if W4:
+            b = b.to(tl.int32)
+            g = (2 * r0) // GROUP
+            if HAS_ZERO:
+                z = tl.load(z_ptr + g * stride_zg + offs_n, mask=mask_n, other=0).to(tl.int32)
+            else:
+                z = tl.full((BLOCK_N,), 8, tl.int32)
+            s = tl.load(s_ptr + g * stride_sg + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            q_lo = ((b & 0xF) - z[None, :]).to(tl.float32)  # k = 2p
+            q_hi = ((b >> 4) - z[None, :]).to(tl.float32)  # k = 2p + 1
+            xm = mask_m[:, None] & mask_r[None, :]
+            x_lo = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * rows[None, :], mask=xm, other=0.0)
+            x_hi = tl.load(x_ptr + offs_m[:, None] * stride_xm + 2 * rows[None, :] + 1, mask=xm, other=0.0)
+            part = tl.sum(x_lo.to(tl.float32)[:, :, None] * q_lo[None, :, :]
+                          + x_hi.to(tl.float32)[:, :, None] * q_hi[None, :, :], axis=1)
+            acc += part * s[None, :]
+        else:
+            xv = tl.load(x_ptr + offs_m[:, None] * stride_xm + rows[None, :], mask=mask_m[:, None] & mask_r[None, :],
+                         other=0.0)
+            acc += tl.sum(xv.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+    mask = mask_m[:, None] & mask_n[None, :]
+    tl.store(out_ptr + pid_k * stride_os + offs_m[:, None] * N + offs_n[None, :],
+             acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _split_sum_kernel(ws_ptr, s_ptr, y_ptr, MN, N, SPLIT: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+    """y[i] = sum_s ws[s, i] (fixed order: bitwise reproducible) * scale[i % N]; the second, tiny pass of split-K."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < MN
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for sp in range(SPLIT):
+        acc += tl.load(ws_ptr + sp * MN + offs, mask=mask, other=0.0)
+    if HAS_SCALE:
+        acc = acc * tl.load(s_ptr + offs % N, mask=mask, other=0.0)
+    tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _scaled_mm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, y_ptr, M, N, K,
                       stride_am, stride_ak, stride_bk, stride_bn, stride_ym, stride_yn,
                       ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
@@ -254,6 +321,85 @@ def w4a16_gemm(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero:
                         GROUP=group, HAS_ZERO=zero is not None, SPLIT_K=split,
                         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return _finish_split(y, ws)
+
+
+GEMV_M_MAX = 16
+
+
+def _gemv_tiles(M: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_R, BLOCK_N): the [BLOCK_M, BLOCK_R, BLOCK_N] product stays <= 4096 fp32 (32 per thread)."""
+    bm = triton.next_power_of_2(max(M, 1))
+    if bm <= 2:
+        return bm, 16, 128
+    if bm <= 4:
+        return bm, 16, 64
+    return bm, 8, 32
+
+
+def _gemv(x, w, s, z, y, w4, group, split_k):
+    M, K = x.shape
+    KW, N = w.shape
+    bm, br, bn = _gemv_tiles(M)
+    while w4 and (group // 2) % br:
+        br //= 2  # a step of BLOCK_R packed rows stays inside one group
+    steps = triton.cdiv(KW, br)
+    if split_k is None:  # ~2 programs per SM, each with >= 4 steps of the K loop
+        tiles = triton.cdiv(N, bn)
+        split_k = 1
+        while tiles * split_k < 2 * _num_sms(x.device) and steps >= 8 * split_k:
+            split_k *= 2
+    rows = triton.cdiv(steps, split_k) * br
+    split_k = triton.cdiv(KW, rows)
+    xs = x if x.stride(1) == 1 else x.contiguous()
+    one = split_k == 1 and w4  # int8 takes the split-sum pass even unsplit: it applies the column scale
+    ws = y if one else torch.empty((split_k, M, N), dtype=torch.float32, device=x.device)
+    zz = z if z is not None else w
+    _gemv_kernel[(triton.cdiv(N, bn), split_k)](
+        xs, w, s if w4 else w, zz, ws, M, N, KW, rows, xs.stride(0), w.stride(0),
+        s.stride(0) if w4 else 0, zz.stride(0), M * N if not one else 0,
+        W4=w4, GROUP=group if w4 else 1, HAS_ZERO=z is not None, BLOCK_M=bm, BLOCK_R=br, BLOCK_N=bn, num_warps=4)
+    if not one:
+        BLOCK = 1024
+        _split_sum_kernel[(triton.cdiv(M * N, BLOCK),)](ws, s if not w4 else ws, y, M * N, N, SPLIT=split_k,
+                                                        HAS_SCALE=not w4, BLOCK=BLOCK, num_warps=4)
+    return y
+
+
+def w4a16_gemv(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None = None,
+               group: int = 128, out: torch.Tensor | None = None, split_k: int | None = None) -> torch.Tensor:
+    """Decode-M (<= 16) y = x @ dequant_int4(packed, scale, zero, group) without tl.dot: split-K GEMV over
+    [BLOCK_R packed rows x BLOCK_N] byte tiles, fp32 FMAs, the group scale once per step and column, then a fixed-
+    order split sum. Layouts as w4a16_gemm; packed/scale/zero rows must be N-contiguous. group: even, K % group == 0.
+    """
+    if packed.dtype != torch.uint8 or packed.dim() != 2:
+        raise ValueError(f"packed must be uint8 [K // 2, N], got {packed.dtype} {tuple(packed.shape)}")
+    K, N = packed.shape[0] * 2, packed.shape[1]
+    _check_act(x, K)
+    if group < 2 or group % 2 or K % group:
+        raise ValueError(f"group must be even and divide K={K}, got {group}")
+    if scale.shape != (K // group, N) or (zero is not None and zero.shape != (K // group, N)):
+        raise ValueError(f"scale/zero must be [K // group, N] = [{K // group}, {N}], got {tuple(scale.shape)}")
+    if x.shape[0] > GEMV_M_MAX:
+        raise ValueError(f"w4a16_gemv is for decode M <= {GEMV_M_MAX}, got M={x.shape[0]}")
+    for t in (packed, scale) + ((zero,) if zero is not None else ()):
+        if t.stride(1) != 1:
+            raise ValueError("packed, scale and zero must be N-contiguous")
+    y = out if out is not None else torch.empty((x.shape[0], N), dtype=x.dtype, device=x.device)
+    return _gemv(x, packed, scale, zero, y, True, group, split_k)
+
+
+def w8a16_gemv(x: torch.Tensor, qw: torch.Tensor, scale: torch.Tensor, out: torch.Tensor | None = None,
+               split_k: int | None = None) -> torch.Tensor:
+    """Decode-M (<= 16) y = x @ (qw * scale) without tl.dot: split-K GEMV, column scale in the split sum."""
+    K, N = qw.shape
+    _check_act(x, K)
+    if qw.dtype != torch.int8 or scale.shape != (N,) or qw.stride(1) != 1:
+        raise ValueError(f"qw must be N-contiguous int8 [K, N] and scale [N]; got {qw.dtype} {tuple(qw.shape)}, "
+                         f"scale {tuple(scale.shape)}")
+    if x.shape[0] > GEMV_M_MAX:
+        raise ValueError(f"w8a16_gemv is for decode M <= {GEMV_M_MAX}, got M={x.shape[0]}")
+    y = out if out is not None else torch.empty((x.shape[0], N), dtype=x.dtype, device=x.device)
+    return _gemv(x, qw, scale.float().contiguous(), None, y, False, 1, split_k)
 
 
 def _scaled_mm(a, b, sa, sb, out_dtype, out, acc_dtype):

@@ -4,7 +4,7 @@ figures. ``python -m roofline plot RESULTS... -o FIGS`` redraws figures from sto
 Public API (the runner calls these):
     ceilings: nvml_peak_bandwidth, theoretical_peak, Profile, theoretical_profile, measure_profile, get_profile,
               load_profile, known_profile
-    model:    intensity, attainable, ridge, ridges, annotate
+    model:    intensity, attainable, ridge, ridges, annotate, predicted_floor_ms
     plot:     draw_all, roofline_figure, throughput_figure, ladder_figure, save   (import roofline.plot: matplotlib)
 """
 
@@ -18,9 +18,10 @@ from roofline.ceilings import (
     theoretical_peak,
     theoretical_profile,
 )
-from roofline.model import annotate, attainable, intensity, ridge, ridges
+from roofline.model import annotate, attainable, intensity, predicted_floor_ms, ridge, ridges
 
 __all__ = [
     "Profile", "annotate", "attainable", "get_profile", "intensity", "known_profile", "load_profile",
-    "measure_profile", "nvml_peak_bandwidth", "ridge", "ridges", "theoretical_peak", "theoretical_profile",
+    "measure_profile", "nvml_peak_bandwidth", "predicted_floor_ms", "ridge", "ridges", "theoretical_peak",
+    "theoretical_profile",
 ]

@@ -4,7 +4,8 @@
         RESULTS: JSON files holding a list of records (or {"records": [...]}), or folders holding such files (searched
         recursively) and optionally a profile.json. Works without a GPU.
     python -m roofline profile [--out PATH] [--cache-dir DIR]
-        Measure this GPU's ceilings (copy bandwidth, matmul per dtype; ~30 s) and save the profile JSON.
+        Measure this GPU's ceilings (copy bandwidth; per dtype the best library GEMM of a shape sweep after a
+        sustained warm-up, SM clocks logged; ~30-60 s) and save the profile JSON (with the board UUID).
         Without a GPU: a one-line message and exit status 1.
 """
 
@@ -115,11 +116,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else profile_path(dev, args.cache_dir)
     prof.save(out)
     mem = prof.mem
-    print(f"{prof.name}: DRAM nvml {(mem['nvml'] or 0) / 1e12:.3f} TB/s, copy {(mem['measured'] or 0) / 1e12:.3f} TB/s")
+    ds = f", datasheet {mem['datasheet'] / 1e12:.3f} TB/s" if mem.get("datasheet") else ""
+    print(f"{prof.name} ({prof.board_uuid or 'no UUID'}): DRAM nvml {(mem['nvml'] or 0) / 1e12:.3f} TB/s, "
+          f"copy {(mem['measured'] or 0) / 1e12:.3f} TB/s{ds}")
+    print(f"  warm-up: {prof.how.get('warmup')}")
     for dt, c in prof.compute.items():
         th = f"{c['theoretical'] / 1e12:.1f}" if c.get("theoretical") else "-"
         me = f"{c['measured'] / 1e12:.1f}" if c.get("measured") else "-"
-        print(f"  {dt:5s} theoretical {th:>7s} TFLOP/s  measured {me:>7s}  ({prof.how.get(f'compute.{dt}.measured')})")
+        pct = f"{c['library_pct']:.0f}%" if c.get("library_pct") else "-"
+        print(f"  {dt:10s} theoretical {th:>7s} TFLOP/s  measured {me:>7s} ({pct:>4s})  "
+              f"({prof.how.get(f'compute.{dt}.measured')})")
+        if prof.roof_note(dt):
+            print(f"    note: {prof.roof_note(dt)}")
     print(f"saved {out}")
     return 0
 

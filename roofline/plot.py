@@ -174,8 +174,8 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     info: dict[str, Any] = {"labels": [], "skipped": [], "roofs": [], "ridges": {}}
     pts = [(model.intensity(r["flops"], r["bytes"]), model.achieved_flops(r), r) for r in recs]
     pts = [(x, y, r) for x, y, r in pts if x and y]
-    if profile is not None:  # records straight from JSON may lack the runner's annotation
-        pts = [(x, y, r if r.get("roofline") else {**r, "roofline": model.annotate(r, profile)}) for x, y, r in pts]
+    # placement re-derived from the raw fields at drawing time: a stored "roofline" dict may predate the roofs
+    pts = [(x, y, {**r, "roofline": model.annotate(r, profile) if profile is not None else {}}) for x, y, r in pts]
     dtypes = sorted({model.record_compute_dtype(r) for _, _, r in pts},
                     key=lambda d: DTYPE_ORDER.index(d) if d in DTYPE_ORDER else 99)
     if profile is not None and not dtypes:
@@ -208,6 +208,8 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
             for kind, peak, bw, ls in (("theoretical", c.get("theoretical"), nvml, "--"),
                                        ("measured", c.get("measured"), meas or nvml, "-")):
                 if kind == "measured" and not (c.get("measured") or meas):
+                    continue
+                if kind == "measured" and profile.roof_note(d):  # library < 50% of datasheet: not a roof
                     continue
                 peak = peak or (c.get("theoretical") if kind == "measured" else None)
                 if not peak and not bw:

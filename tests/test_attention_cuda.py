@@ -206,5 +206,5 @@ def test_through_registered_problems():
                     v.fn(inputs, out, shape)
                     torch.cuda.synchronize()
                     ref = p.reference(inputs, shape, dt)
-                    res = p.check(out, ref, inputs, shape, dt, p.tol(dt, v))
+                    res = p.check(out, ref, inputs, shape, dt, p.tol(dt, v, shape))
                     assert res.ok, f"{fam}/{vname} {dt} {shape}: {res.message}"

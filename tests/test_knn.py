@@ -74,7 +74,7 @@ def test_triton_fused_quick(shape, dtype):
 
 @pytest.mark.parametrize("metric", ["l2", "ip", "cos"])
 def test_triton_variants_metrics(metric):
-    for name in ("triton_tf32x3", "triton_chunked"):
+    for name in ("triton_tf32x3", "triton_tf32", "triton_chunked", "triton_exact"):
         res, *_ = _run(name, _shape(metric=metric, k=5), "fp32")
         assert res.ok, (name, res.message)
 
@@ -183,16 +183,202 @@ def test_rejects_tf32_level_distances():
 
 
 def test_accepts_near_tie_swap():
+    """Two rows at the same distance up to fp32 rounding (mirror images through the query): a kernel may return
+    them in either order, reporting either one's distance, as long as the list is ascending."""
     s = _shape(k=7)
     inp = P.make_inputs(s, "fp32", 0, CPU)
-    inp["y"][11] = inp["y"][10] + 1e-7  # distinct rows within fp32 rounding of each other
-    inp["x"][0] = inp["y"][10]
+    inp["y"][10] = inp["x"][0] + 0.1 * torch.randn(33, generator=torch.Generator().manual_seed(1))
+    inp["y"][11] = 2 * inp["x"][0] - inp["y"][10]
     ref = P.reference(inp, s, "fp32")
-    out = {"dist": ref["dist"].float().clone(), "idx": ref["idx"].clone()}
-    a, b = out["idx"][0, 0].item(), out["idx"][0, 1].item()
+    a, b = ref["idx"][0, 0].item(), ref["idx"][0, 1].item()
     assert {a, b} == {10, 11}
+    d_a, d_b = ref["dist"][0, 0].item(), ref["dist"][0, 1].item()
+    assert d_a != d_b and abs(d_a - d_b) < 1e-6 * d_a  # a genuine tie, not an exact one
+    out = {"dist": ref["dist"].float().clone(), "idx": ref["idx"].clone()}
     out["idx"][0, 0], out["idx"][0, 1] = b, a
+    out["dist"][0, 1] = out["dist"][0, 0]
     assert P.check(out, ref, inp, s, "fp32").ok
+
+
+# ---------------------------------------------------------------------------------------------- exactness rule
+OFFSET = [s for s in P.quick if s.data == "offset"]
+SEEDS = range(10)
+
+
+def _plain_expansion(inputs, out, shape):
+    """Known-wrong: ‖x‖²+‖y‖²−2x·y in fp32 ranked as it is (no centring, no re-rank) — what the Triton kernels and
+    torch_mm_topk did before; right on N(0,1) data, recall ~0.55 on offset data."""
+    from harness.families.knn import _stable_topk
+
+    x, y = inputs["x"].float(), inputs["y"].float()
+    d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    v, i = _stable_topk(d, min(shape.k, shape.N))
+    return {"dist": v, "idx": i}
+
+
+def _kplus1(inputs, out, shape):
+    """Known-wrong: returns the (k+1)-th neighbour in place of the k-th (exact distances)."""
+    from harness.families.knn import _stable_topk, _torch_dist
+
+    d = _torch_dist(inputs["x"], inputs["y"], shape.metric, mm=False)
+    v, i = _stable_topk(d, shape.k + 1)
+    keep = list(range(shape.k - 1)) + [shape.k]
+    return {"dist": v[:, keep].contiguous(), "idx": i[:, keep].contiguous()}
+
+
+def _swap_adjacent(inputs, out, shape):
+    """Known-wrong: swaps the neighbours at positions 0 and 1 (indices only; distances stay ascending)."""
+    from harness.families.knn import _stable_topk, _torch_dist
+
+    v, i = _stable_topk(_torch_dist(inputs["x"], inputs["y"], shape.metric, mm=False), shape.k)
+    i = i.clone()
+    i[:, [0, 1]] = i[:, [1, 0]]
+    return {"dist": v, "idx": i}
+
+
+def _judge(fn, shape, dtype, seed):
+    inp = P.make_inputs(shape, dtype, seed, CPU)
+    ref = P.reference(inp, shape, dtype)
+    return P.check(fn(inp, None, shape), ref, inp, shape, dtype)
+
+
+@pytest.mark.parametrize("shape", OFFSET, ids=str)
+def test_rejects_plain_expansion_on_offset_data(shape):
+    for seed in SEEDS:
+        res = _judge(_plain_expansion, shape, "fp32", seed)
+        assert not res.ok and res.extra["recall"] < 0.9, (seed, res.message)
+        assert "exactness rule" in res.message or "tolerance" in res.message
+
+
+def test_plain_expansion_fine_on_normal_data():
+    """The rule does not reject the expansion where fp32 suffices (N(0,1) data): it is not tighter than honest fp32."""
+    for s in (_shape(k=7), _shape(k=1)):
+        for seed in range(3):
+            assert _judge(_plain_expansion, s, "fp32", seed).ok
+
+
+def test_rejects_triton_expansion_mode():
+    from kernels.knn import knn
+
+    s = OFFSET[1]  # k = 1
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    d, i = knn(inp["x"], inp["y"], s.k, mode="expansion")
+    res = P.check({"dist": d, "idx": i}, P.reference(inp, s, "fp32"), inp, s, "fp32")
+    assert not res.ok and "not in the top k" in res.message
+
+
+@pytest.mark.parametrize("wrong", [_kplus1, _swap_adjacent], ids=lambda f: f.__name__)
+def test_rejects_wrong_rank(wrong):
+    for s in P.quick:
+        if s.k < 2 or s.N <= s.k:
+            continue
+        for seed in SEEDS:
+            res = _judge(wrong, s, "fp32", seed)
+            assert not res.ok, (str(s), seed)
+
+
+def test_failure_message_names_query_neighbour_and_kth():
+    s = OFFSET[0]
+    res = _judge(_plain_expansion, s, "fp32", 0)
+    m = res.message
+    assert "query" in m and "neighbour idx" in m and "true distance" in m and "k-th true distance" in m, m
+
+
+@pytest.mark.parametrize("name", ["torch_cdist_topk", "torch_mm_topk"])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_baselines_ten_seeds_every_quick_shape(name, dtype):
+    for s in P.quick:
+        for seed in SEEDS if dtype == "fp32" else (11, 12, 13):
+            res = _judge(P.variants[name].fn, s, dtype, seed)
+            assert res.ok and res.extra["recall"] == 1.0 or (res.ok and s.dups), (str(s), seed, res.message)
+
+
+@pytest.mark.parametrize("shape", OFFSET, ids=str)
+def test_triton_fused_ten_seeds_offset(shape):
+    for seed in SEEDS:
+        res, *_ = _run("triton_fused", shape, "fp32", seed=seed)
+        assert res.ok and res.extra["recall"] == 1.0, (seed, res.message)
+
+
+def test_triton_fused_three_seeds_every_quick_shape():
+    for s in P.quick:
+        if s.data == "offset":
+            continue
+        for seed in (1, 2, 3):
+            res, *_ = _run("triton_fused", s, "fp32", seed=seed)
+            assert res.ok, (str(s), seed, res.message)
+
+
+def test_certificate_fallback_is_exact():
+    """kc = k leaves no margin: the certificate cannot vouch, every query takes the exact pass, result still exact."""
+    from kernels.knn import knn
+
+    s = _shape(Q=4, N=200, D=16, k=5, data="offset")
+    inp = P.make_inputs(s, "fp32", 1, CPU)
+    st: dict = {}
+    d, i = knn(inp["x"], inp["y"], 5, kc=5, stats=st)
+    assert st["fallback"] == 4
+    assert P.check({"dist": d, "idx": i}, P.reference(inp, s, "fp32"), inp, s, "fp32").ok
+    st = {}
+    knn(inp["x"], inp["y"], 5, stats=st)
+    assert st["kc"] == 16 and st["fallback"] == 0
+
+
+def test_certificate_refuses_tf32_on_offset_data():
+    """TF32 candidates on data 1000 from the origin: the bound (2^-10 per product) exceeds the margin, so the
+    certificate must refuse (and the exact pass answers) rather than vouch for wrong candidates."""
+    from kernels.knn import knn
+
+    s = _shape(Q=3, N=200, D=16, k=3, data="offset")
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    st: dict = {}
+    d, i = knn(inp["x"], inp["y"], 3, precision="tf32", stats=st)
+    assert st["fallback"] == 3
+    assert P.check({"dist": d, "idx": i}, P.reference(inp, s, "fp32"), inp, s, "fp32").ok
+
+
+def test_baselines_lower_index_with_wide_tie_groups():
+    """More rows tie at rank k than the 2k+16 candidate margin: the baselines still return the lowest indices."""
+    s = _shape(Q=3, N=400, D=8, k=4)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(400, 8, generator=g)
+    x = torch.randn(3, 8, generator=g)
+    tied = torch.randperm(400, generator=g)[:120]
+    y[tied] = x[0] + 0.001  # 120 identical rows, all nearest to query 0
+    inp = {"x": x, "y": y}
+    ref = P.reference(inp, s, "fp32")
+    assert ref["idx"][0].tolist() == sorted(tied.tolist())[:4]
+    for name in ("torch_cdist_topk", "torch_mm_topk"):
+        out = P.variants[name].fn(inp, None, s)
+        assert out["idx"][0].tolist() == ref["idx"][0].tolist(), name
+        assert P.check(out, ref, inp, s, "fp32").ok, name
+
+
+def test_v3_tc_algorithm_emulated():
+    """knn_v3_tc's l2 path step by step in torch (it cannot run here): fp16 inputs, fp32 squared norms, exact fp16
+    products summed in fp32 (the WMMA tile), a kc-candidate list (kc = min(KB, k + margin), KB = v3's list width),
+    the exact fp32 re-rank of the candidates from the uncentred rows, the certificate with u_prod = 0 and no
+    centring, and the v2 (direct differences) fallback for the queries it refuses. Must pass where the expansion
+    alone fails."""
+    from harness.families.knn import _kb, _stable_topk, _torch_dist, rerank_l2, v3_candidates
+
+    for s in OFFSET + [_shape(k=7)]:
+        for seed in range(3):
+            inp = P.make_inputs(s, "fp16", seed, CPU)
+            x, y = inp["x"], inp["y"]
+            k = min(s.k, s.N)
+            kc = v3_candidates(k, s.N)
+            assert k <= kc <= _kb(kc, 64)
+            xf, yf = x.float(), y.float()
+            xn, yn = (xf * xf).sum(1), (yf * yf).sum(1)
+            dt = xn[:, None] + yn[None, :] - 2.0 * (xf @ yf.T)  # fp16 products are exact in fp32
+            cv, ci = _stable_topk(dt, kc)
+            d, i, ok = rerank_l2(x, y, ci, cv[:, -1], k, xn.sqrt(), 0.0, False)
+            rows = (~ok).nonzero()[:, 0]
+            if rows.numel():
+                d[rows], i[rows] = _stable_topk(_torch_dist(x[rows], y, "l2", False), k)
+            res = P.check({"dist": d.float(), "idx": i}, P.reference(inp, s, "fp16"), inp, s, "fp16")
+            assert res.ok, (str(s), seed, res.message)
 
 
 # ---------------------------------------------------------------------------------------------- CUDA
@@ -256,28 +442,61 @@ def test_gpu_every_variant(shape, dtype):
 
 
 _SM90_SCRIPT = r"""
-import sys, torch, triton
+import os, re, shutil, subprocess, sys, tempfile, torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels.knn import _config, _knn_fused_kernel
-sig = {"x_ptr": "*fp16", "y_ptr": "*fp16", "keys_in_ptr": "*i64", "keys_out_ptr": "*i64", "dist_ptr": "*fp32",
-       "idx_ptr": "*i64", "Q": "i32", "N": "i32", "D": "i32", "K": "i32", "idx_base": "i32", "stride_xq": "i32",
-       "stride_yn": "i32"}
-for K, sort_merge in ((10, False), (512, True)):
-    cfg = _config(128, K, sort_merge, torch.float16)
-    nw = cfg.pop("num_warps")
-    consts = dict(METRIC=0, SORT_MERGE=sort_merge, HAS_INIT=True, FINAL=True, PRECISION=None, **cfg)
-    src = ASTSource(_knn_fused_kernel, {**sig, **{c: "constexpr" for c in consts}}, constexprs=consts)
+from kernels.knn import _config, _knn_fused_kernel, _knn_rerank_kernel, _rerank_config
+ptxas = shutil.which("ptxas")  # the system CUDA's (the harness's ptxas report); Triton's PTX ISA may be newer
+def build(fn, sig, consts, nw, name):
+    src = ASTSource(fn, {**sig, **{c: "constexpr" for c in consts}}, constexprs=consts)
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": nw})
-    print(K, c.metadata.shared)
-    assert c.metadata.shared <= 227 * 1024, (K, c.metadata.shared)
+    assert c.metadata.shared <= 227 * 1024, (name, c.metadata.shared)
+    spill = "no ptxas"
+    if ptxas:  # the harness-style ptxas report of the PTX Triton generated: spills must be 0
+        v = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
+        isa = {"13.": "9.0", "12.9": "8.8", "12.8": "8.7"}.get(next((p for p in ("13.", "12.9", "12.8") if
+                                                                 f"release {p}" in v), ""), None)
+        ptx = c.asm["ptx"] if isa is None else re.sub(r"^\.version \d+\.\d+", f".version {isa}", c.asm["ptx"],
+                                                       flags=re.M)
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+            f.write(ptx)
+        r = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", "/dev/null"], capture_output=True, text=True)
+        m = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
+        assert r.returncode == 0 and m, (name, r.stderr[-500:])
+        spill = sum(int(a) + int(b) for a, b in m)
+        # known: the K=512 sort-merge (tl.sort of [4, 1024] int64 keys) still spills ~1.9 KB; every other config 0
+        assert spill == 0 or name.startswith("fused K=512"), (name, r.stderr)
+    print(name, "smem", c.metadata.shared, "spills", spill)
+sig = {"x_ptr": "*fp16", "y_ptr": "*fp16", "mu_ptr": "*fp32", "keys_in_ptr": "*i64", "keys_out_ptr": "*i64",
+       "dist_ptr": "*fp32", "idx_ptr": "*i64", "Q": "i32", "N": "i32", "D": "i32", "K": "i32", "idx_base": "i32",
+       "stride_xq": "i32", "stride_yn": "i32"}
+f32 = {**sig, "x_ptr": "*fp32", "y_ptr": "*fp32"}
+for K, sort_merge, s_, prec, center, exact, dt in (
+        (10, False, sig, None, False, False, torch.float16), (512, True, sig, None, False, False, torch.float16),
+        (32, False, sig, None, True, False, torch.float16), (32, False, f32, "ieee", True, False, torch.float32),
+        (32, False, f32, "tf32", True, False, torch.float32), (32, False, f32, "tf32x3", True, False, torch.float32),
+        (10, False, f32, None, False, True, torch.float32), (256, True, f32, None, False, True, torch.float32)):
+    cfg = _config(128, K, sort_merge, dt, exact)
+    nw = cfg.pop("num_warps")
+    consts = dict(METRIC=0, SORT_MERGE=sort_merge, HAS_INIT=True, FINAL=True, PRECISION=prec, CENTER=center,
+                  EXACT=exact, **cfg)
+    build(_knn_fused_kernel, s_, consts, nw, f"fused K={K} prec={prec} center={center} exact={exact}")
+rsig = {"x_ptr": "*fp32", "y_ptr": "*fp32", "mu_ptr": "*fp32", "cand_d_ptr": "*fp32", "cand_i_ptr": "*i64",
+        "row_ptr": "*i64", "dist_ptr": "*fp32", "idx_ptr": "*i64", "ok_ptr": "*i32", "Q": "i32", "D": "i32",
+        "K": "i32", "KC": "i32", "stride_xq": "i32", "stride_yn": "i32", "u_prod": "fp32", "u_center": "fp32",
+        "gamma": "fp32"}
+for KC in (16, 32, 128, 512):
+    rc = _rerank_config(KC)
+    nw = rc.pop("num_warps")
+    build(_knn_rerank_kernel, rsig, dict(CENTER=True, **rc), nw, f"rerank KC={KC}")
 """
 
 
 def test_triton_compiles_for_sm90():
     """triton.compile for sm_90 without a GPU (a subprocess without TRITON_INTERPRET): catches what the interpreter
-    forgives (non-constexpr globals, layout scratch over the H100's 227 KB of shared memory) for one replace-max and
-    one sort-merge configuration."""
+    forgives (non-constexpr globals, layout scratch over the H100's 227 KB of shared memory) for the candidate stage
+    (fp16, fp32 ieee / tf32 / 3xTF32, centred), sort-merge, the exact fallback and the re-rank kernel; with ptxas on
+    PATH each one's PTX must assemble for sm_90a without spills."""
     import os
     import subprocess
     import sys

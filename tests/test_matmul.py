@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.check import check_outputs, poison_
-from harness.registry import DEFAULT_TOL, get_problem, interpreter
+from harness.registry import derived_tolerance, get_problem, interpreter
 
 P = get_problem("matmul")
 CPU = torch.device("cpu")
@@ -24,7 +24,7 @@ def _run(variant, shape, dtype, device, seed=0):
         assert variant.fn(inputs, out, shape) is None
     else:
         out = variant.fn(inputs, None, shape)
-    return check_outputs(out, ref, P.tol(dtype, variant), expected)
+    return check_outputs(out, ref, P.tol(dtype, variant, shape), expected)
 
 
 def _tf32_round(x: torch.Tensor) -> torch.Tensor:
@@ -92,16 +92,16 @@ def _fp32_case(K=4096):
 
 def test_exact_fp32_passes_default():
     s, x, ref = _fp32_case()
-    res = check_outputs({"c": (x["a"].double() @ x["b"].double()).float()}, ref, P.tol("fp32"))
+    res = check_outputs({"c": (x["a"].double() @ x["b"].double()).float()}, ref, P.tol("fp32", shape=s))
     assert res.ok, res.message
 
 
 def test_tf32_rejected_by_default_fp32_tolerance():
     s, x, ref = _fp32_case()
     c = (_tf32_round(x["a"]).double() @ _tf32_round(x["b"]).double()).float()
-    assert not check_outputs({"c": c}, ref, DEFAULT_TOL["fp32"]), "TF32-rounded inputs must fail fp32"
-    assert not check_outputs({"c": c}, ref, P.tol("fp32"))
-    res = check_outputs({"c": c}, ref, P.tol("fp32", P.variants["triton_matmul_tf32"]))
+    assert not check_outputs({"c": c}, ref, derived_tolerance("fp32", s["K"])), "TF32-rounded inputs must fail fp32"
+    assert not check_outputs({"c": c}, ref, P.tol("fp32", shape=s))
+    res = check_outputs({"c": c}, ref, P.tol("fp32", P.variants["triton_matmul_tf32"], s))
     assert res.ok, res.message  # ... and pass the tf32 variants' own tolerance
     assert 5e-5 < res.rel_err < 2e-3
 
@@ -111,11 +111,11 @@ def test_low_precision_fp32_variant_rejected():
     s, x, ref = _fp32_case()
     for low in (torch.bfloat16, torch.float16):
         c = (x["a"].to(low).double() @ x["b"].to(low).double()).float()
-        res = check_outputs({"c": c}, ref, P.tol("fp32"))
+        res = check_outputs({"c": c}, ref, P.tol("fp32", shape=s))
         assert not res.ok, low
     c = torch.matmul(x["a"].half(), x["b"].half()).float()  # fp16 matmul then upcast
-    assert not check_outputs({"c": c}, ref, P.tol("fp32"))
-    assert not check_outputs({"c": torch.zeros_like(c)}, ref, P.tol("fp32"))
+    assert not check_outputs({"c": c}, ref, P.tol("fp32", shape=s))
+    assert not check_outputs({"c": torch.zeros_like(c)}, ref, P.tol("fp32", shape=s))
 
 
 # ------------------------------------------------------------------------------------------------ variants (CPU)

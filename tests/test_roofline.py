@@ -70,6 +70,88 @@ def test_compute_peaks_match_datasheets(gpu, dtype, tflops, tol):
     assert rel(p.compute[dtype]["theoretical"] / 1e12, tflops) < tol
 
 
+DATASHEET_CASES = [(gpu, key, val) for gpu, spec in ceilings.KNOWN_GPUS.items()
+                   for key, val in spec["datasheet"].items() if key != "mem"]
+
+
+@pytest.mark.parametrize("gpu,dtype,tflops", DATASHEET_CASES)
+def test_roofs_match_published_datasheets(gpu, dtype, tflops):
+    """Every roof formula against the published dense figure (harness.device.KNOWN_GPUS cites the sources):
+    datasheets round to 3-4 digits (L4 tf32: '120 TF sparse' = 60 vs 58 x 2040 MHz x 512 = 60.6)."""
+    p = known_profile(gpu)
+    assert rel(p.compute[dtype]["theoretical"] / 1e12, tflops) < 0.015
+    assert p.compute[dtype]["datasheet"] == pytest.approx(tflops * 1e12)
+
+
+@pytest.mark.parametrize("gpu", list(ceilings.KNOWN_GPUS))
+def test_memory_roofs_match_published_datasheets(gpu):
+    p = known_profile(gpu)
+    assert rel(p.mem["nvml"], p.mem["datasheet"]) < 0.01
+
+
+def test_geforce_tensor_roofs_are_keyed_on_the_accumulate_type():
+    # RTX 4090 (Ada whitepaper): bf16/fp16 with fp32 accumulate 165.2 TF, fp16 accumulate 330.3; fp8 330.3 / 660.6
+    g = known_profile("RTX 4090")
+    assert rel(g.compute["bf16"]["theoretical"], 165.2e12) < 0.002
+    assert rel(g.compute["fp16_acc16"]["theoretical"], 330.3e12) < 0.002
+    assert rel(g.compute["fp8"]["theoretical"], 330.3e12) < 0.002
+    assert rel(g.compute["fp8_acc16"]["theoretical"], 660.6e12) < 0.002
+    # known-wrong: the data-centre table (what the roofline used before) gives the 4090 twice its bf16 roof
+    wrong = theoretical_peak("sm_89", "bf16", 128, 2520)
+    assert rel(wrong, 165.2e12) > 0.9 and rel(wrong, 330.3e12) < 0.002
+    # RTX 3090 (GA102 whitepaper): 71 TF with fp32 accumulate, 142 with fp16 accumulate
+    a = known_profile("RTX 3090")
+    assert rel(a.compute["fp16"]["theoretical"], 71e12) < 0.005 and rel(a.compute["fp16_acc16"]["theoretical"],
+                                                                         142e12) < 0.005
+    # a real device_info dict (GeForce from the name, no explicit flag)
+    d = {"name": "NVIDIA GeForce RTX 4090", "cc": "8.9", "sm_count": 128, "max_sm_clock_mhz": 2520,
+         "max_mem_clock_mhz": 10501, "mem_bus_width_bits": 384}
+    p = ceilings.theoretical_profile(d)
+    assert p.device["geforce"] and rel(p.compute["bf16"]["theoretical"], 165.2e12) < 0.002
+    assert p.compute["bf16"]["datasheet"] == pytest.approx(165.2e12)  # known board: datasheet kept beside
+    # a record that accumulates in fp16 is held to the fp16-accumulate roof
+    rec = _rec(dtype="fp16", accumulate="fp16", flops=2 * 8192**3, bytes=3 * 8192**2 * 2, median_ms=10.0)
+    assert model.record_compute_dtype(rec) == "fp16_acc16"
+    assert model.annotate(rec, p)["attainable_tflops"] == pytest.approx(p.compute["fp16_acc16"]["theoretical"] / 1e12)
+    # data-centre parts run both at one rate: an L4 lists no separate acc16 roof and falls back to fp16
+    l4 = known_profile("L4")
+    assert "fp16_acc16" not in l4.compute and l4.compute_roof("fp16_acc16") == l4.compute_roof("fp16")
+    assert rel(l4.compute["fp16"]["theoretical"], 121e12) < 0.005
+
+
+def test_known_gpu_names():
+    kg = dev_mod.known_gpu
+    assert kg("NVIDIA H100 80GB HBM3") == "H100 SXM" and kg("NVIDIA H100 PCIe") == "H100 PCIe"
+    assert kg("NVIDIA H200") == "H200" and kg("NVIDIA H200 NVL") is None
+    assert kg("NVIDIA A100-SXM4-80GB") == "A100 SXM 80GB" and kg("NVIDIA A100-PCIE-40GB") == "A100 40GB"
+    assert kg("NVIDIA A10") == "A10" and kg("NVIDIA A10G") is None and kg("NVIDIA L4") == "L4"
+    assert kg("NVIDIA GeForce RTX 4090") == "RTX 4090" and kg("NVIDIA GeForce RTX 3090 Ti") is None
+    assert kg("NVIDIA L40S") is None and kg(None) is None
+
+
+def test_h200_datasheet_profile():
+    p = known_profile("H200")
+    assert p.mem["datasheet"] == pytest.approx(4.8e12) and p.mem["nvml"] == pytest.approx(4.8e12)
+    assert rel(p.compute["bf16"]["theoretical"], 989.4e12) < 0.002 and p.board_uuid is None
+    # the lent board reports a 3201 MHz memory clock: NVML's roof is 2.4% above the datasheet, which stays beside it
+    board = ceilings.theoretical_profile({"name": "NVIDIA H200", "cc": "9.0", "sm_count": 132, "uuid": "GPU-h200",
+                                          "max_sm_clock_mhz": 1980, "max_mem_clock_mhz": 3201,
+                                          "mem_bus_width_bits": 6144})
+    assert rel(board.mem["nvml"], 4.917e12) < 1e-3 and board.mem["datasheet"] == pytest.approx(4.8e12)
+    assert board.board_uuid == "GPU-h200"
+
+
+def test_device_facts_live_in_harness_device_one_way():
+    import ast
+
+    for mod in ("harness/device.py",):
+        tree = ast.parse((ROOT / mod).read_text())
+        names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [x for x in names if x.startswith("roofline")], names
+    assert ceilings.nvml_peak_bandwidth is dev_mod.nvml_peak_bandwidth and ceilings.arch_of is dev_mod.arch_of
+
+
 def test_compute_peak_clock_choice():
     # Using NVML's max clock for tensor math would overshoot the datasheet by ~8%: we use 1830 MHz on sm_90.
     assert rel(theoretical_peak("sm_90", "bf16", 132, 1980), 132 * 1830e6 * 4096) < 1e-9
@@ -164,6 +246,65 @@ def test_annotate_skips_untimed_and_handles_missing(h100):
     assert r["intensity"] is None and "note" in r and r["suspect"] is False
     odd = model.annotate(_rec(flops=1e9, bytes=1e6, median_ms=1.0, dtype="fp4", compute_dtype="fp4"), h100)
     assert "memory roof only" in odd["note"]
+
+
+def test_poor_library_roof_is_named_and_set_aside(h100):
+    # H100 run 2: _int_mm reached 130 TOPS = 6.6% of the 1979 TOPS datasheet
+    h100.compute["int8"]["measured"] = 129.7e12
+    h100.how["compute.int8.measured"] = "torch._int_mm int8 -> int32"
+    assert h100.compute_roof("int8") == (pytest.approx(1978.9e12, rel=1e-3), "theoretical")
+    assert h100.compute_roof("bf16") == (790e12, "measured")
+    flops = 2 * 8192**3
+    r = model.annotate(_rec(dtype="int8", flops=flops, bytes=3 * 8192**2, median_ms=flops / 700e12 * 1e3), h100)
+    assert "only 6.6%" in r["note"] and "datasheet roof" in r["note"] and r["roofs"]["compute"] == "theoretical"
+    assert r["pct_of_roofline"] == pytest.approx(700 / 1978.9 * 100, rel=1e-3) and not r["suspect"]
+
+
+def test_above_measured_roof_gets_a_stated_reason(h100):
+    h100.compute["bf16"]["measured"] = 667e12  # the run-2 roof that cuBLAS itself beat at 4096^3
+    flops = 2 * 4096**3
+    r = model.annotate(_rec(flops=flops, bytes=3 * 4096**2 * 2, median_ms=flops / 759e12 * 1e3), h100)
+    assert r["pct_of_roofline"] > 100 and r["above_measured_roof"] and not r["suspect"]
+    assert "not a hardware limit" in r["above_roof_reason"] and r["above_roof_reason"] in r["note"]
+    below = model.annotate(_rec(flops=flops, bytes=3 * 4096**2 * 2, median_ms=flops / 600e12 * 1e3), h100)
+    assert not below["above_measured_roof"] and below["above_roof_reason"] is None
+
+
+def test_annotate_names_another_board(h100):
+    h100.device["uuid"] = "GPU-aaaa"
+    base = dict(flops=1e12, bytes=1e9, median_ms=2.0)
+    other = model.annotate(_rec(device={"uuid": "GPU-bbbb", "name": "NVIDIA H100 80GB HBM3"}, **base), h100)
+    assert other["other_board"] and "GPU-bbbb" in other["note"] and "GPU-aaaa" in other["note"]
+    same = model.annotate(_rec(device={"uuid": "GPU-aaaa"}, **base), h100)
+    assert not same["other_board"] and "GPU-" not in (same.get("note") or "")
+
+
+def test_predicted_floor_ms(h100):
+    # memory-bound: 1 GB at the measured 3.0 TB/s = 0.333 ms; compute-bound: 2*8192^3 at 790 TF = 1.39 ms
+    assert model.predicted_floor_ms(1e6, 1e9, "bf16", h100) == pytest.approx(1e9 / 3.0e12 * 1e3)
+    assert model.predicted_floor_ms(2 * 8192**3, 3 * 8192**2 * 2, "bf16", h100) == pytest.approx(
+        2 * 8192**3 / 790e12 * 1e3)
+    assert model.predicted_floor_ms(0, 1e9, "fp4", h100) == pytest.approx(1e9 / 3.0e12 * 1e3)  # no fp4 roof
+    with pytest.raises(ValueError):
+        model.predicted_floor_ms(1e9, 1e9, "bf16", Profile(device={}, mem={}, compute={}))
+
+
+def test_reports_and_figures_rederive_placement(h100):
+    """A stored 'roofline' dict from before the per-variant roof (753%, suspect) is never shown again."""
+    from harness import report
+    from roofline import plot
+
+    flops = 2 * 4096**3
+    rec = _rec(family="matmul", variant="torch_fp32_tf32", dtype="tf32", shape="M=4096,N=4096,K=4096",
+               flops=flops, bytes=3 * 4096**2 * 4, median_ms=flops / 300e12 * 1e3, tflops=300.0,
+               roofline={"pct_of_roofline": 753.0, "suspect": True, "intensity": 680.0, "bound": "compute"})
+    rows = report.napkin_rows([rec], h100)
+    assert "753%" not in " ".join(rows[0]) and "(suspect)" not in " ".join(rows[0])
+    fresh = model.annotate(rec, h100)
+    assert f"{fresh['pct_of_roofline']:.0f}%" in rows[0]
+    _, info = plot.roofline_figure([rec], h100)
+    assert "above its roof (suspect)" not in info["legend"]
+    assert report.napkin_rows([rec], None)[0][-1] in ("n/a", report.NA)  # no profile: no placement
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -329,6 +470,42 @@ def test_device_layer_with_fake_nvml(monkeypatch):
     assert dev_mod.reason_names(0x40 | 0x20) == ["sw_thermal_slowdown", "hw_thermal_slowdown"]
 
 
+def test_sampler_reports_clock_spread(monkeypatch):
+    """SM clock p10/p90 and spread from the background thread; a steady clock has none (known-wrong: varying)."""
+    import itertools
+
+    clocks = itertools.cycle([1980, 1980, 1755, 1600, 1980])
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0, nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: "h", nvmlDeviceGetHandleByUUID=lambda u: "h",
+        nvmlDeviceGetClockInfo=lambda h, t: next(clocks) if t == 1 else 2619,
+        nvmlDeviceGetPowerUsage=lambda h: 650000, nvmlDeviceGetTemperature=lambda h, t: 70,
+        nvmlDeviceGetCurrentClocksEventReasons=lambda h: 0,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    import time
+
+    with dev_mod.NvmlSampler(period_s=0.002) as s:
+        assert s.running
+        t0 = time.perf_counter()
+        time.sleep(0.06)
+        t1 = time.perf_counter()
+    assert not s.running
+    cs = s.clock_stats(t0, t1)
+    assert cs["p10"] < 1700 and cs["p90"] == 1980 and cs["var_pct"] > 5
+    summ = s.summary()
+    assert summ["sm_clock_mhz_p10"] < 1700 and summ["sm_clock_var_pct"] > 5
+    steady = dev_mod.NvmlSampler()
+    steady.samples = [{"t": float(i), "sm_clock_mhz": 1980} for i in range(10)]
+    assert steady.clock_stats()["var_pct"] == 0.0 and steady.clock_stats(100.0, 200.0)["p10"] == 1980
+
+
+def test_headline_gemms_join_the_roof_sweep():
+    shapes = ceilings._headline_gemms()
+    assert {(4096, 4096, 4096), (8192, 8192, 8192), (256, 14336, 4096)} <= set(shapes)
+    assert all(m >= 128 for m, _, _ in shapes)  # decode-size M is not a compute roof
+
+
 # ------------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
 def test_gpu_profile_and_sampler(tmp_path):
@@ -339,9 +516,12 @@ def test_gpu_profile_and_sampler(tmp_path):
     prof = ceilings.get_profile(tmp_path, measure=True, device=info)
     assert (ceilings.profile_path(info, tmp_path)).exists()
     assert 0.5 < prof.mem["measured"] / prof.mem["nvml"] < 1.02, prof.how
+    assert prof.board_uuid == info["uuid"]
     for dt in ("bf16", "fp16", "fp32"):
         c = prof.compute[dt]
         assert c["measured"] and c["measured"] < 1.05 * c["theoretical"], (dt, c, prof.how)
+        assert c["sweep"] and c["measured"] == max(c["sweep"].values()) and c["clock_mhz_p10"], (dt, c)
+    assert len(prof.compute["bf16"]["sweep"]) >= 5
     n = 1 << 28
     src = torch.empty(n, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)

@@ -32,7 +32,7 @@ def run_variant(name: str, shape: Shape, dtype: str, seed: int = 0, device=CPU):
     else:
         outs = {k: poison_(t) for k, t in P.make_outputs(shape, dtype, device).items()}
         assert v.fn(inputs, outs, shape) is None
-    return check_outputs(outs, P.reference(inputs, shape, dtype), P.tol(dtype, v), P.make_outputs(shape, dtype, CPU))
+    return check_outputs(outs, P.reference(inputs, shape, dtype), P.tol(dtype, v, shape), P.make_outputs(shape, dtype, CPU))
 
 
 def check_fn(fn, shape: Shape, dtype: str = "fp32", seed: int = 0):
@@ -40,7 +40,7 @@ def check_fn(fn, shape: Shape, dtype: str = "fp32", seed: int = 0):
     inputs = P.make_inputs(shape, dtype, seed, CPU)
     y = poison_(P.make_outputs(shape, dtype, CPU)["y"])
     fn(inputs["x"], y)
-    return check_outputs({"y": y}, P.reference(inputs, shape, dtype), P.tol(dtype))
+    return check_outputs({"y": y}, P.reference(inputs, shape, dtype), P.tol(dtype, shape=shape))
 
 
 # ------------------------------------------------------------------------------------------------ problem

@@ -12,7 +12,7 @@ import importlib
 import os
 import traceback
 
-MODULES = ("softmax", "matmul", "attention", "quant_gemm", "knn")
+MODULES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
 LOAD_ERRORS: dict[str, str] = {}
 _loaded = False
 

@@ -38,8 +38,13 @@ DIMS = ("B", "H", "Hkv", "Nq", "Nkv", "D")
 # fp32 works in every variant (the Triton kernels use exact fp32 dots) but is left out of the default sweep: at the
 # GPU shapes it is slow everywhere and FlashAttention/cuDNN do not take it. Add "fp32" here to sweep it.
 DTYPE_LIST = ("bf16", "fp16")
-# fp16: P is rounded to fp16 before the PV product and O to fp16 at the end: ~1e-3 relative in practice
-TOL = {"fp16": Tolerance(3e-3, 2e-3, 1e-2)}
+
+
+def _tol_model(dtype: str, s) -> tuple[str, int, float]:
+    """P is rounded to the input dtype before P@V and O once more at the end: two roundings over Nkv keys (naive
+    all-bf16 attention measures 0.42 of the derived normwise bound at N=4096, FA-style 0.19)."""
+    return dtype, s["Nkv"], 2.0
+
 # LSE is float32 for every input dtype; its error is that of the fp32 score accumulation (~1e-6 relative)
 LSE_TOL = Tolerance(2e-5, 1e-5, 1e-4)
 REF_CHUNK_BYTES = 256 << 20  # float64 score piece per reference chunk
@@ -153,7 +158,7 @@ def min_bytes(s, dtype) -> float:
 PREFILL = register(Problem(
     name="attention", dims=DIMS, dtypes=DTYPE_LIST, make_inputs=make_inputs, make_outputs=make_outputs,
     reference=reference, flops=flops, min_bytes=min_bytes, shapes=[], quick=[], options={"causal": False},
-    tolerance=dict(TOL), check=_check,
+    tol_model=_tol_model, check=_check,
     description="fused attention forward O = softmax(QK^T/sqrt(D))V and LSE; GQA, bottom-right causal",
 ))
 
@@ -224,7 +229,7 @@ def decode_min_bytes(s, dtype) -> float:
 DECODE = register(Problem(
     name="attention_decode", dims=DIMS, dtypes=DTYPE_LIST, make_inputs=decode_make_inputs,
     make_outputs=make_outputs, reference=decode_reference, flops=decode_flops, min_bytes=decode_min_bytes,
-    shapes=[], quick=[], options={"ragged": False}, tolerance=dict(TOL), check=_check, throughput_unit="GB/s",
+    shapes=[], quick=[], options={"ragged": False}, tol_model=_tol_model, check=_check, throughput_unit="GB/s",
     description="decode attention: 1-4 new queries against a KV cache with per-sequence lengths; GQA",
 ))
 

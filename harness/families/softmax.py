@@ -74,6 +74,7 @@ PROBLEM = register(Problem(
         Shape(M=2, N=40000),  # wider than the fused kernel's limit: exercises the online tiles and the skip reason
     ],
     throughput_unit="GB/s",
+    tol_model=lambda dtype, s: (dtype, s["N"], 1.0),  # each output divides by a sum over N terms
     description="row softmax over the last dim of x[M, N]; fp32 compute; memory bound (floor 2·M·N·s bytes)",
 ))
 

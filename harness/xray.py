@@ -1,0 +1,1065 @@
+"""Kernel X-ray without a GPU: registers, spills, shared memory, occupancy, SASS instruction mix, dot precision,
+predicted floor and lints, from the compiler's output alone.
+
+    python -m harness inspect --kernel matmul [--variants a,b] [--arch sm_90a] [--dtype bf16] [--shape 4096x4096x4096]
+    python -m harness inspect --kernel all --json
+
+How a variant becomes a cubin:
+
+* **CUDA** (``backend="cuda"``): the variant's launcher runs once on *meta* tensors (shapes, no data) with
+  ``harness.cuda.Kernel.__call__`` replaced by a recorder, so the X-ray sees exactly the kernels, grid, block and
+  dynamic shared memory the harness would launch; each kernel's cubin is the one ``CudaSource`` builds (nvcc, cached
+  under ``$WB_CACHE``) and ptxas' report gives registers, stack, spills and static shared memory. A host-mode launcher
+  (its own ``.cu`` launch code, e.g. ``cuda_v9_wgmma``) is not run: its registered kernel names are read with the
+  launch (block, dynamic shared memory) reported as unknown.
+* **Triton**: the same launcher run, with the interpreter off, a stand-in driver that names the chosen target
+  (``GPUTarget("cuda", 90, 32)`` for sm_90/sm_90a) and ``triton.compiler.compile`` replaced by a recorder: Triton's own
+  binder builds the ``ASTSource`` (signature, constexprs, divisibility attributes: the same specialisation a real
+  launch gets, so 16-byte vectorisation shows up as it would on the GPU), which is then compiled for the target on
+  the CPU. Autotuned kernels take their first (pruned) config — what ``WB_TUNE=0`` runs. Capturing the ``ASTSource``
+  rather than building one keeps this independent of the signature format, which changed between Triton 3.6 and 3.9.
+
+All of that runs in a worker subprocess (``python -m harness.xray --worker``, ``TRITON_INTERPRET`` unset, torch told
+that a GPU of the chosen arch exists); results are cached on disk under ``$WB_CACHE/xray`` keyed by the sources, the
+tool versions and the arch, and a long-lived worker serves the ``xray_block`` calls of one run, so a run pays at most
+one compile per (kernel, config, arch). SASS comes from ``cuobjdump`` (Triton's wheel ships it in
+``triton/backends/nvidia/bin``; else the CUDA toolkit's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = 6  # bump when the worker's output changes: old cache entries are then ignored
+
+# ------------------------------------------------------------------------------------------------ arch limits
+# Per-SM limits of the CUDA occupancy calculator (CUDA C Programming Guide, "Compute capabilities" table).
+# smem_sm is the largest carveout; every block also pays reserved_smem (1 KB on sm_80+).
+ARCH_LIMITS: dict[str, dict[str, int]] = {
+    "sm_80": dict(sms=108, regs_sm=65536, max_regs_thread=255, max_threads_sm=2048, max_warps_sm=64,
+                  max_blocks_sm=32, smem_sm=167936, smem_block_max=166912, reserved_smem=1024),
+    "sm_86": dict(sms=84, regs_sm=65536, max_regs_thread=255, max_threads_sm=1536, max_warps_sm=48,
+                  max_blocks_sm=16, smem_sm=102400, smem_block_max=101376, reserved_smem=1024),
+    "sm_89": dict(sms=142, regs_sm=65536, max_regs_thread=255, max_threads_sm=1536, max_warps_sm=48,
+                  max_blocks_sm=24, smem_sm=102400, smem_block_max=101376, reserved_smem=1024),
+    "sm_90": dict(sms=132, regs_sm=65536, max_regs_thread=255, max_threads_sm=2048, max_warps_sm=64,
+                  max_blocks_sm=32, smem_sm=233472, smem_block_max=232448, reserved_smem=1024),
+}
+REG_ALLOC_UNIT = 256  # registers are allocated per warp in units of 256 (8 per thread)
+SMEM_ALLOC_UNIT = 128
+SUBPARTITIONS = 4  # each SM's register file is split over 4 schedulers: a warp's registers come from one quarter
+ARCHS = ("sm_90a", "sm_90", "sm_89", "sm_86", "sm_80")
+
+WGMMA_OPS = ("HGMMA", "QGMMA", "IGMMA", "BGMMA")  # Hopper warpgroup MMA (wgmma)
+MMA_OPS = ("HMMA", "IMMA", "DMMA", "BMMA")  # warp-level mma.sync / wmma
+TENSOR_OPS = WGMMA_OPS + MMA_OPS
+TC_DTYPES = ("fp16", "bf16", "fp8", "int8", "tf32")  # compute dtypes that belong on tensor cores
+
+
+def base_arch(arch: str) -> str:
+    """'sm_90a' -> 'sm_90' (the limits table and Triton's capability do not distinguish them)."""
+    return arch[:-1] if arch.endswith("a") else arch
+
+
+def capability(arch: str) -> int:
+    return int(re.sub(r"\D", "", base_arch(arch)))
+
+
+def limits(arch: str) -> dict[str, int]:
+    b = base_arch(arch)
+    if b not in ARCH_LIMITS:
+        raise ValueError(f"no occupancy limits for {arch}; known: {', '.join(ARCH_LIMITS)}")
+    return ARCH_LIMITS[b]
+
+
+def occupancy(arch: str, regs: int, threads: int | None, smem_bytes: int | None) -> dict[str, Any]:
+    """Theoretical occupancy of one block shape on one SM (the CUDA occupancy calculator's rules).
+
+    regs: registers per thread; threads: per block; smem_bytes: static + dynamic shared memory per block (the 1 KB
+    per-block reservation is added here). Returns blocks/SM, warps/SM, occupancy (0..1) and the limiting factor(s)."""
+    lim = limits(arch)
+    if not threads:
+        return {"occupancy": None, "limiter": "unknown block size", "blocks_per_sm": None}
+    warps = -(-threads // 32)
+    by = {"warps": lim["max_warps_sm"] // warps, "blocks": lim["max_blocks_sm"]}
+    regs = max(int(regs or 0), 1)
+    per_warp = -(-regs * 32 // REG_ALLOC_UNIT) * REG_ALLOC_UNIT
+    warps_by_regs = (lim["regs_sm"] // SUBPARTITIONS // per_warp) * SUBPARTITIONS
+    by["registers"] = warps_by_regs // warps
+    if smem_bytes is not None:
+        per_block = -(-(int(smem_bytes) + lim["reserved_smem"]) // SMEM_ALLOC_UNIT) * SMEM_ALLOC_UNIT
+        by["shared memory"] = 0 if smem_bytes > lim["smem_block_max"] else lim["smem_sm"] // per_block
+    blocks = min(by.values())
+    limiters = [k for k, v in by.items() if v == blocks]
+    return {"occupancy": blocks * warps / lim["max_warps_sm"], "blocks_per_sm": blocks,
+            "warps_per_sm": blocks * warps, "limiter": ", ".join(limiters), "by": by}
+
+
+# ------------------------------------------------------------------------------------------------ SASS
+@functools.lru_cache(None)
+def tool(name: str) -> str | None:
+    """cuobjdump / nvdisasm: Triton's bundled copy first (matches its ptxas), else PATH, else the CUDA toolkit."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("triton")
+        if spec and spec.origin:
+            p = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / name
+            if p.exists():
+                return str(p)
+    except Exception:
+        pass
+    p = shutil.which(name)
+    if p:
+        return p
+    for base in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if base and (Path(base) / "bin" / name).exists():
+            return str(Path(base) / "bin" / name)
+    return None
+
+
+_FUNC = re.compile(r"^\s*Function\s*:\s*(\S+)")
+_INSN = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+\{?\s*(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Za-z0-9_]+)*)")
+
+
+@functools.lru_cache(maxsize=64)
+def _sass_cached(path: str, mtime: float) -> dict[str, list[str]]:
+    exe = tool("cuobjdump")
+    if exe is None:
+        raise FileNotFoundError("cuobjdump not found (ships with the triton wheel or the CUDA toolkit)")
+    res = subprocess.run([exe, "-sass", path], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"cuobjdump -sass {Path(path).name}: {res.stderr.strip()[:300]}")
+    funcs: dict[str, list[str]] = {}
+    cur: list[str] | None = None
+    for line in res.stdout.splitlines():
+        m = _FUNC.match(line)
+        if m:
+            cur = funcs.setdefault(m.group(1), [])
+            continue
+        if cur is not None:
+            m = _INSN.match(line)
+            if m:
+                cur.append(m.group(1))
+    return funcs
+
+
+def sass_opcodes(path: str | Path) -> dict[str, list[str]]:
+    """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...)."""
+    p = str(path)
+    return _sass_cached(p, os.path.getmtime(p))
+
+
+@functools.lru_cache(maxsize=64)
+def _res_cached(path: str, mtime: float) -> dict[str, dict[str, int]]:
+    exe = tool("cuobjdump")
+    if exe is None:
+        raise FileNotFoundError("cuobjdump not found")
+    out = subprocess.run([exe, "-res-usage", path], capture_output=True, text=True).stdout
+    res: dict[str, dict[str, int]] = {}
+    cur = None
+    for line in out.splitlines():
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            cur = m.group(1)
+            continue
+        if cur and "REG:" in line:
+            res[cur] = {k: int(v) for k, v in re.findall(r"(\w+(?:\[\d\])?):(\d+)", line)}
+            cur = None
+    return res
+
+
+def res_usage(path: str | Path) -> dict[str, dict[str, int]]:
+    """Function symbol -> cuobjdump -res-usage fields (REG, STACK, SHARED, LOCAL, ...)."""
+    p = str(path)
+    return _res_cached(p, os.path.getmtime(p))
+
+
+def _width(op: str) -> int:
+    mods = op.split(".")[1:]
+    for w in ("256", "128", "64"):
+        if w in mods:
+            return int(w)
+    for m in mods:
+        if m in ("U16", "S16"):
+            return 16
+        if m in ("U8", "S8"):
+            return 8
+    return 32
+
+
+def instruction_mix(ops: Iterable[str]) -> dict[str, Any]:
+    """Counts of the instructions that answer tuning questions, from one function's SASS opcodes."""
+    mix: dict[str, Any] = {"total": 0, "tensor": {}, "ldg": {}, "stg": {}, "ldgsts": {}}
+    simple = {"FFMA": "ffma", "HFMA2": "hfma2", "DFMA": "dfma", "UTMALDG": "utmaldg", "UTMASTG": "utmastg",
+              "UBLKCP": "ubulk", "LDS": "lds", "STS": "sts", "LDSM": "ldsm", "LDL": "ldl", "STL": "stl", "BAR": "bar",
+              "SHFL": "shfl", "MUFU": "mufu", "ATOM": "atom", "ATOMG": "atom", "RED": "atom", "REDG": "atom",
+              "ATOMS": "atoms", "SYNCS": "syncs", "WARPGROUP": "warpgroup"}
+    for k in set(simple.values()):
+        mix[k] = 0
+    for op in ops:
+        mix["total"] += 1
+        base = op.split(".", 1)[0]
+        if base in TENSOR_OPS:
+            key = ".".join(op.split(".")[:2]) if base in WGMMA_OPS else base
+            mix["tensor"][key] = mix["tensor"].get(key, 0) + 1
+        elif base in ("LDG", "STG", "LDGSTS"):
+            d = mix[base.lower()]
+            w = _width(op)
+            d[w] = d.get(w, 0) + 1
+        elif base in simple:
+            mix[simple[base]] += 1
+    mix["tensor_core_ops"] = sum(mix["tensor"].values())
+    mix["wgmma_ops"] = sum(v for k, v in mix["tensor"].items() if k.split(".")[0] in WGMMA_OPS)
+    loads = list(mix["ldg"]) + list(mix["ldgsts"])
+    mix["widest_load_bits"] = max(loads) if loads else 0
+    mix["widest_store_bits"] = max(mix["stg"]) if mix["stg"] else 0
+    mix["global_loads"] = sum(mix["ldg"].values()) + sum(mix["ldgsts"].values())
+    return mix
+
+
+_DOT = re.compile(r"tensor<([^>]*)>\s*\*\s*tensor<([^>]*)>")  # operand types; attributes may hold ': i32' too
+_PREC = re.compile(r"inputPrecision\s*=\s*(\w+)")
+
+
+def dot_precisions(ttir: str) -> list[dict[str, str]]:
+    """Every ``tt.dot`` of a TTIR module: operand element types and input precision (ieee when not printed)."""
+    out = []
+    for line in ttir.splitlines():
+        if not re.search(r"=\s*tt\.dot(_scaled)?\s", line):
+            continue
+        m = _DOT.search(line)
+        if not m:
+            continue
+        p = _PREC.search(line)
+        prec = p.group(1) if p else "ieee"  # the TTIR printer omits the attribute at its ieee default
+        a, b = (t.split(",")[0].rsplit("x", 1)[-1].strip() for t in (m.group(1), m.group(2)))
+        out.append({"precision": prec if a == "f32" else a, "a": a, "b": b})  # precision only applies to f32
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ kernel facts
+def analyze_kernel(cubin: str | Path, symbol: str | None, arch: str, threads: int | None, dyn_smem: int | None,
+                   resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Registers, local memory, shared memory, occupancy and instruction mix of one function of a cubin (or .so).
+
+    resources: ptxas' report (CUDA builds: spill bytes, static smem without the 1 KB reservation); without it the
+    cubin's own resource table is used."""
+    funcs = sass_opcodes(cubin)
+    if symbol is None:
+        if len(funcs) != 1:
+            raise ValueError(f"{Path(cubin).name}: {len(funcs)} functions; name one")
+        symbol = next(iter(funcs))
+    if symbol not in funcs:
+        raise KeyError(f"{symbol} not in {Path(cubin).name} (has {len(funcs)} functions)")
+    ru = res_usage(cubin).get(symbol, {})
+    if resources:
+        regs, static = int(resources.get("registers", 0)), int(resources.get("shared_bytes", 0))
+        stack = int(resources.get("stack_bytes", 0))
+        spill = int(resources.get("spill_store_bytes", 0)) + int(resources.get("spill_load_bytes", 0))
+    else:
+        regs, stack, spill = ru.get("REG", 0), ru.get("STACK", 0), None
+        static = ru.get("SHARED", 0)
+        if capability(arch) >= 90 and static >= 1024:  # sm_90 cubins count the 1 KB reservation in SHARED
+            static -= 1024
+    mix = instruction_mix(funcs[symbol])
+    smem = None if dyn_smem is None else static + int(dyn_smem)
+    occ = occupancy(arch, regs, threads, smem if smem is not None else static)
+    return {"symbol": symbol, "registers": regs, "stack_bytes": stack, "spill_bytes": spill,
+            "local_bytes": ru.get("LOCAL", 0), "static_smem": static, "dynamic_smem": dyn_smem, "threads": threads,
+            "occupancy": occ, "mix": mix}
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+class _Captured(Exception):
+    pass
+
+
+class _FakeLaunch:
+    """Stands in for a compiled Triton kernel: records the grid when JITFunction.run 'launches' it."""
+
+    def __init__(self, rec: dict[str, Any]):
+        self._rec = rec
+
+    def run(self, *args, **kwargs):
+        self._rec["grid"] = [int(a) for a in args[:3]]
+
+    def __getattr__(self, name):  # launch_metadata, _init_handles, function, ... across Triton versions
+        return lambda *a, **k: None
+
+
+class _Env:
+    """Worker-process setup: a pretend GPU for torch, a stand-in Triton driver, recorders for launches."""
+
+    def __init__(self) -> None:
+        import types
+
+        import torch
+
+        self.arch = "sm_90a"
+        self.launches: list[dict[str, Any]] = []
+        env = self
+
+        def props(*a, **k):
+            lim = limits(env.arch)
+            cap = capability(env.arch)
+            return types.SimpleNamespace(name=f"X-ray target {env.arch}", major=cap // 10, minor=cap % 10,
+                                         multi_processor_count=lim["sms"], total_memory=80 << 30,
+                                         L2_cache_size=50 << 20, max_threads_per_multi_processor=lim["max_threads_sm"],
+                                         shared_memory_per_block_optin=lim["smem_block_max"], warp_size=32)
+
+        torch.cuda.is_available = lambda: True
+        torch.cuda.get_device_capability = lambda *a, **k: (capability(env.arch) // 10, capability(env.arch) % 10)
+        torch.cuda.get_device_properties = props
+        torch.cuda.current_device = lambda: 0
+        torch.cuda.device_count = lambda: 1
+        torch.cuda.synchronize = lambda *a, **k: None
+        torch.cuda.current_stream = lambda *a, **k: types.SimpleNamespace(cuda_stream=0)
+
+        import triton
+        import triton.compiler
+        from triton.runtime import autotuner
+        from triton.runtime.driver import driver
+
+        try:
+            from triton.backends.compiler import GPUTarget
+        except ImportError:  # older layout
+            from triton.compiler.compiler import GPUTarget
+        self.GPUTarget = GPUTarget
+
+        class Driver:
+            def get_current_device(self):
+                return ARCHS.index(env.arch)  # one Triton binder cache per target
+
+            def get_current_stream(self, device=None):
+                return 0
+
+            def get_current_target(self):
+                return GPUTarget("cuda", capability(env.arch), 32)
+
+            def get_active_torch_device(self):
+                return torch.device("meta")
+
+            def get_device_interface(self):
+                return torch.cuda
+
+            def get_benchmarker(self):
+                return lambda *a, **k: 0.0
+
+            def get_empty_cache_for_benchmark(self):
+                return torch.empty(0, device="meta")
+
+            def clear_cache(self, cache):
+                pass
+
+        driver.set_active(Driver())
+        self.real_compile = triton.compiler.compile
+
+        def record(src, target=None, options=None, **kw):
+            rec = {"kind": "triton", "src": src, "options": dict(options or {}),
+                   "name": getattr(getattr(src, "fn", None), "__name__", "kernel"), "grid": None}
+            env.launches.append(rec)
+            return _FakeLaunch(rec)
+
+        triton.compiler.compile = record
+        orig_prune = autotuner.Autotuner.prune_configs
+        # first pruned config (what WB_TUNE=0 runs); nothing is benchmarked
+        autotuner.Autotuner.prune_configs = lambda self, kwargs: orig_prune(self, kwargs)[:1]
+        autotuner.Autotuner._bench = lambda self, *a, **k: [0.0, 0.0, 0.0]
+
+        from harness import cuda as hc
+
+        def kernel_call(kself, grid, block, *args, shared=0):
+            grid = tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),)
+            block = tuple(block) if isinstance(block, (tuple, list)) else (int(block),)
+            env.launches.append({"kind": "cuda", "kernel": kself, "name": kself.name, "grid": [int(g) for g in grid],
+                                 "threads": math.prod(int(b) for b in block), "dyn_smem": int(shared)})
+
+        def no_library(self, arch=None):
+            raise _Captured("host-mode launcher")
+
+        hc.Kernel.__call__ = kernel_call
+        hc.CudaSource.library = no_library
+
+
+def _meta_inputs(problem, shape, dtype):
+    """The problem's inputs as meta tensors (shape, dtype, strides; no data): made under FakeTensorMode so that a
+    10k x 1M kNN or an 8192^3 GEMM costs nothing."""
+    import torch
+
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode():
+            ins = problem.make_inputs(shape, dtype, 0, torch.device("cpu"))
+    except Exception:
+        ins = problem.make_inputs(shape, dtype, 0, torch.device("cpu"))  # data-dependent inputs: real, on the CPU
+    return {k: (torch.empty_strided(tuple(v.shape), tuple(v.stride()), dtype=v.dtype, device="meta")
+                if isinstance(v, torch.Tensor) else v) for k, v in ins.items()}
+
+
+def _pick(problem, variant, dtype: str | None, shape_text: str | None):
+    """(dtype, Shape) to inspect: the given ones, else the family's headline shape/dtype the variant supports, else
+    its first supported default or quick shape. Raises ValueError with the reason when none fits."""
+    if dtype and dtype not in variant.dtypes:
+        raise ValueError(f"{variant.name} does not support {dtype} (supports {', '.join(variant.dtypes)})")
+    head_dts = [d for _, dts in problem.headline for d in dts if d in variant.dtypes]
+    dts = [dtype] if dtype else list(dict.fromkeys(head_dts + list(variant.dtypes)))
+    if shape_text:
+        shapes = [problem.parse_shape(shape_text)]
+    else:
+        shapes = [s for s, _ in problem.headline] + list(problem.shapes) + list(problem.quick)
+    reasons = []
+    for dt in dts:
+        for s in shapes:
+            r = variant.skip_reason(s, dt)
+            if r is None:
+                return dt, s
+            reasons.append(r)
+        if shape_text:
+            break
+    raise ValueError(reasons[0] if reasons else "no shape")
+
+
+def _variant_claims_fp32(problem, variant, dtype: str) -> bool:
+    if dtype != "fp32" or (variant.compute_dtype or "fp32") != "fp32":
+        return False
+    return "fp32" not in variant.tolerance  # a looser fp32 tolerance is a declared reduced-precision mode
+
+
+def _cache_root() -> Path:
+    d = Path(os.environ.get("WB_CACHE", Path.home() / ".cache" / "gpu-workbench")) / "xray"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+_COMPILED: dict[str, dict[str, Any]] = {}
+
+
+def _compile_triton(env: _Env, rec: dict[str, Any], arch: str) -> dict[str, Any]:
+    """One Triton compile per (source, specialisation, options, target): cubin + TTIR dots + metadata."""
+    src, opts = rec["src"], rec["options"]
+    key = hashlib.sha256(json.dumps([SCHEMA, src.hash(), sorted((k, repr(v)) for k, v in opts.items()),
+                                     capability(arch)],
+                                    default=str).encode()).hexdigest()[:24]
+    if key in _COMPILED:
+        return _COMPILED[key]
+    d = _cache_root() / "triton"
+    d.mkdir(exist_ok=True)
+    cubin, meta_f = d / f"{key}.cubin", d / f"{key}.json"
+    if cubin.exists() and meta_f.exists():
+        out = json.loads(meta_f.read_text())
+    else:
+        k = env.real_compile(src, target=env.GPUTarget("cuda", capability(arch), 32), options=opts)
+        md = k.metadata
+        get = (lambda n: getattr(md, n, None)) if not isinstance(md, dict) else md.get
+        out = {"symbol": get("name"), "shared": int(get("shared") or 0), "num_warps": int(get("num_warps") or 4),
+               "num_stages": get("num_stages"), "num_ctas": get("num_ctas") or 1,
+               "dots": dot_precisions(k.asm.get("ttir", "")),
+               "constexprs": {str(n): repr(v) for n, v in _constexpr_names(src).items()}}
+        meta_f.write_text(json.dumps(out))
+        cubin.write_bytes(k.asm["cubin"])
+    out["cubin"] = str(cubin)
+    _COMPILED[key] = out
+    return out
+
+
+def _constexpr_names(src) -> dict[str, Any]:
+    """BLOCK sizes etc. by parameter name (ASTSource.constants / .constexprs keys are indices or paths by version)."""
+    consts = getattr(src, "constexprs", None) or getattr(src, "constants", None) or {}
+    try:
+        names = list(src.fn.arg_names)
+    except Exception:
+        return {}
+    out = {}
+    for k, v in consts.items():
+        i = k[0] if isinstance(k, tuple) else k
+        if isinstance(i, int) and i < len(names) and names[i].isupper():
+            out[names[i]] = v
+        elif isinstance(i, str) and i.isupper():
+            out[i] = v
+    return out
+
+
+def _kernel_facts(env: _Env, launch: dict[str, Any], arch: str) -> dict[str, Any]:
+    if launch["kind"] == "triton":
+        t = _compile_triton(env, launch, arch)
+        facts = analyze_kernel(t["cubin"], t["symbol"], arch, 32 * t["num_warps"], t["shared"])
+        facts.update(name=launch["name"], backend="triton", grid=launch.get("grid"), num_warps=t["num_warps"],
+                     num_stages=t["num_stages"], dots=t["dots"], config=t["constexprs"])
+        return facts
+    from harness.cuda import normalize_kernel_name
+
+    k = launch["kernel"]
+    build = k.src.build_for(k.name, arch)
+    key = normalize_kernel_name(k.name)
+    sym = build.mangled.get(key)
+    if sym is None:
+        raise KeyError(f"{k.src.name}: no kernel {k.name!r} in the {arch} build")
+    facts = analyze_kernel(build.cubin, sym, arch, launch.get("threads"), launch.get("dyn_smem"),
+                           resources=build.resources[key].__dict__)
+    facts.update(name=k.name, backend="cuda", grid=launch.get("grid"), dots=[])
+    return facts
+
+
+def _host_mode_facts(variant, dtype: str, arch: str) -> list[dict[str, Any]]:
+    """A launcher with its own host code: the registered kernel names, launch shape unknown."""
+    from harness.cuda import normalize_kernel_name
+
+    src = variant.source
+    out = []
+    for name in variant.kernel_names(dtype):
+        src._ensure_instantiated(name)
+        build = src.build_for(name, arch)
+        key = normalize_kernel_name(name)
+        facts = analyze_kernel(build.cubin, build.mangled[key], arch, None, None,
+                               resources=build.resources[key].__dict__)
+        facts.update(name=name, backend="cuda", grid=None, dots=[],
+                     note="host-mode launcher: block size and dynamic shared memory are set in the .cu, not seen")
+        out.append(facts)
+    return out
+
+
+def _worker_job(env: _Env, job: dict[str, Any]) -> dict[str, Any]:
+    from harness.registry import get_problem
+
+    arch = job["arch"]
+    env.arch = arch
+    out: dict[str, Any] = {"family": job["family"], "variant": job["variant"], "arch": arch, "schema": SCHEMA}
+    problem = get_problem(job["family"])
+    v = problem.variants.get(job["variant"])
+    if v is None:
+        return {**out, "status": "unavailable", "reason": f"no variant {job['variant']!r} in {job['family']}"}
+    out["backend"] = v.backend
+    if v.backend not in ("triton", "cuda"):
+        return {**out, "status": "unavailable", "reason": "library baseline: no kernel source here to inspect"}
+    try:
+        dtype, shape = _pick(problem, v, job.get("dtype"), job.get("shape"))
+    except Exception as e:
+        return {**out, "dtype": job.get("dtype"), "shape": job.get("shape"), "status": "unavailable",
+                "reason": f"skipped: {e}"}
+    out.update(dtype=dtype, shape=shape.key(), flops=float(problem.flops(shape)),
+               bytes=float(problem.min_bytes(shape, dtype)),
+               compute_dtype=v.compute_dtype or (problem.compute_dtype(dtype, shape) if problem.compute_dtype
+                                                 else dtype),
+               claims_fp32=_variant_claims_fp32(problem, v, dtype), description=v.description)
+    if v.backend == "cuda" and v.source is not None and v.source.archs and arch not in v.source.archs:
+        return {**out, "status": "unavailable", "reason": f"{v.source.name} is built for {', '.join(v.source.archs)} "
+                                                          f"only, not {arch}"}
+    env.launches = []
+    host_mode = False
+    try:
+        ins = _meta_inputs(problem, shape, dtype)
+        import torch
+
+        outs = problem.make_outputs(shape, dtype, torch.device("meta")) if v.style == "out" else None
+        v.fn(ins, outs, shape)
+    except _Captured:
+        host_mode = True
+    except Exception as e:
+        if not env.launches:
+            return {**out, "status": "unavailable",
+                    "reason": f"launcher did not run on meta tensors: {type(e).__name__}: {str(e)[:200]}"}
+    kernels, errors, seen = [], [], set()
+    for launch in env.launches:
+        ident = (launch["kind"], launch["name"], id(launch.get("src")), launch.get("threads"), launch.get("dyn_smem"))
+        if launch["kind"] == "cuda":
+            ident = ("cuda", launch["name"], launch.get("threads"), launch.get("dyn_smem"))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        try:
+            kernels.append(_kernel_facts(env, launch, arch))
+        except Exception as e:
+            errors.append(f"{launch['name']}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+    if host_mode or (not env.launches and v.backend == "cuda" and v.kernel):
+        try:
+            kernels += _host_mode_facts(v, dtype, arch)
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+    if not kernels:
+        return {**out, "status": "unavailable", "reason": "; ".join(errors) or "no kernel launched"}
+    return {**out, "status": "ok", "kernels": kernels, "errors": errors}
+
+
+def worker_main() -> None:
+    """Line protocol: one JSON request {"jobs": [...]} per stdin line -> one JSON list per stdout line."""
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # library prints go to the log, not into the protocol
+    sys.stdout = sys.stderr
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ["WB_TUNE"] = "0"
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    env = _Env()
+    from harness import families
+
+    families.load_all()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        results = []
+        for job in req["jobs"]:
+            try:
+                results.append(_worker_job(env, job))
+            except Exception as e:  # never let one variant end the worker
+                results.append({**job, "status": "unavailable", "reason": f"{type(e).__name__}: {e}"[:400]})
+        proto.write(json.dumps(results, default=str) + "\n")
+        proto.flush()
+
+
+# ------------------------------------------------------------------------------------------------ parent side
+def _content_hash() -> str:
+    return _content_hash_for(os.environ.get("WB_FAMILIES", ""))
+
+
+@functools.lru_cache(None)
+def _content_hash_for(extra_families: str) -> str:
+    """Sources whose change can change an X-ray, plus the tool versions."""
+    h = hashlib.sha256()
+    files = sorted([*ROOT.glob("kernels/*.py"), *ROOT.glob("harness/families/*.py"), *ROOT.glob("cuda_src/*"),
+                    ROOT / "harness" / "xray.py", ROOT / "harness" / "cuda.py", ROOT / "harness" / "registry.py"])
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("triton").encode())
+    except Exception:
+        pass
+    try:
+        from harness.cuda import nvcc_version
+
+        h.update(str(nvcc_version()).encode())
+    except Exception:
+        pass
+    for mod in (m.strip() for m in extra_families.split(",") if m.strip()):
+        f = ROOT / (mod.replace(".", "/") + ".py")  # an out-of-tree family and the .cu files beside it
+        for g in sorted([f, *f.parent.glob("*.cu*")]) if f.exists() else []:
+            h.update(g.read_bytes())
+        h.update(mod.encode())
+    h.update(str(SCHEMA).encode())
+    return h.hexdigest()[:16]
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    j = json.dumps([job["family"], job["variant"], job.get("dtype"), job.get("shape"), job["arch"], _content_hash()])
+    return hashlib.sha256(j.encode()).hexdigest()[:24]
+
+
+class _Worker:
+    """A long-lived worker subprocess (imports torch/triton/families once, ~3-5 s)."""
+
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        log = open(_cache_root() / "worker.log", "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.xray", "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True, cwd=str(ROOT), env=env)
+        log.close()
+        self.lock = threading.Lock()
+
+    def ask(self, jobs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        with self.lock:
+            assert self.proc.stdin and self.proc.stdout
+            self.proc.stdin.write(json.dumps({"jobs": jobs}) + "\n")
+            self.proc.stdin.flush()
+            result: list[str] = []
+            t = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()), daemon=True)
+            t.start()
+            t.join(timeout)
+            if not result or not result[0]:
+                self.close()
+                raise RuntimeError("X-ray worker died or timed out (see $WB_CACHE/xray/worker.log)")
+            return json.loads(result[0])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except Exception:
+                self.proc.kill()
+
+
+_WORKERS: list[_Worker] = []
+
+
+def _workers(n: int) -> list[_Worker]:
+    _WORKERS[:] = [w for w in _WORKERS if w.proc.poll() is None]
+    while len(_WORKERS) < n:
+        _WORKERS.append(_Worker())
+    return _WORKERS[:n]
+
+
+@atexit.register
+def _close_workers() -> None:
+    for w in _WORKERS:
+        w.close()
+
+
+def default_arch() -> str:
+    """The GPU's arch; without one the first of WB_ARCHS; else sm_90a (the H100/H200 target of the profiles)."""
+    from harness.cuda import device_arch
+
+    a = device_arch()
+    if a:
+        return a
+    env = [x.strip() for x in os.environ.get("WB_ARCHS", "").split(",") if x.strip()]
+    return env[0] if env else "sm_90a"
+
+
+def raw_xrays(jobs: list[dict[str, Any]], arch: str | None = None, workers: int | None = None,
+              timeout: float = 1800.0) -> list[dict[str, Any]]:
+    """Worker facts for each job {family, variant, dtype?, shape?}: disk cache first, the misses in worker(s)."""
+    arch = arch or default_arch()
+    if base_arch(arch) not in ARCH_LIMITS:
+        raise ValueError(f"unknown arch {arch}; choose from {', '.join(ARCHS)}")
+    jobs = [{**j, "arch": j.get("arch") or arch} for j in jobs]
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    miss = []
+    root = _cache_root() / "results"
+    root.mkdir(exist_ok=True)
+    for i, j in enumerate(jobs):
+        f = root / f"{_job_key(j)}.json"
+        if f.exists():
+            try:
+                out[i] = json.loads(f.read_text())
+                continue
+            except ValueError:
+                pass
+        miss.append(i)
+    if miss:
+        n = max(1, min(workers or min(2, os.cpu_count() or 1), len(miss)))
+        # families first grouped: one worker per half keeps each worker's compile caches warm for its families
+        chunks = [miss[k::n] for k in range(n)] if n > 1 else [miss]
+        results: dict[int, dict[str, Any]] = {}
+
+        def run(w: _Worker, idx: list[int]) -> None:
+            try:
+                res = w.ask([jobs[i] for i in idx], timeout)
+            except Exception as e:
+                res = [{**jobs[i], "status": "unavailable", "reason": str(e)} for i in idx]
+            for i, r in zip(idx, res):
+                results[i] = r
+
+        ws = _workers(n)
+        threads = [threading.Thread(target=run, args=(w, c)) for w, c in zip(ws, chunks)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in miss:
+            r = results[i]
+            out[i] = r
+            if "worker died" not in str(r.get("reason", "")):
+                (root / f"{_job_key(jobs[i])}.json").write_text(json.dumps(r))
+    return [r for r in out if r is not None]
+
+
+# ------------------------------------------------------------------------------------------------ floor and lints
+def load_profile(name: str | None):
+    """'h100' (the committed measured H100 SXM profile), 'h200' (datasheet), or a profile JSON path."""
+    from roofline import ceilings
+
+    name = name or "h100"
+    if name.lower() in ("h100", "h100-sxm"):
+        return ceilings.load_profile(ROOT / "bench" / "results" / "h100-80gb-hbm3" / "profile.json")
+    if name.lower() == "h200":
+        try:
+            return ceilings.known_profile("H200")
+        except KeyError:
+            raise ValueError("no H200 profile in roofline.ceilings.KNOWN_GPUS") from None
+    p = Path(name)
+    if p.exists():
+        return ceilings.load_profile(p)
+    raise ValueError(f"--profile takes h100, h200 or a profile.json path, got {name!r}")
+
+
+def predicted_floor(flops: float, nbytes: float, compute_dtype: str, profile) -> dict[str, Any]:
+    """max(min bytes / memory roof, FLOPs / compute roof of the dtype): the fastest this record can possibly run."""
+    try:  # the shared roofline helper when present, so both sides agree on roofs
+        from roofline.model import predicted_floor_ms  # type: ignore[attr-defined]
+    except ImportError:
+        predicted_floor_ms = None
+    comp, comp_kind = profile.compute_roof(compute_dtype)
+    mem, mem_kind = profile.mem_roof()
+    t_mem = nbytes / mem if mem and nbytes else 0.0
+    t_comp = flops / comp if comp and flops else 0.0
+    ms = max(t_mem, t_comp) * 1e3 if (mem or comp) else None
+    if predicted_floor_ms is not None:
+        try:
+            ms = predicted_floor_ms(flops, nbytes, compute_dtype, profile)
+        except Exception:
+            pass
+    return {"floor_ms": ms, "bound": "memory" if t_mem >= t_comp else "compute", "profile": profile.name,
+            "mem_roof": mem, "mem_roof_kind": mem_kind, "compute_roof": comp, "compute_roof_kind": comp_kind,
+            "compute_dtype": compute_dtype}
+
+
+def lints(rec: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
+    """One line per problem found, each with its evidence."""
+    out: list[str] = []
+    arch = rec.get("arch", "")
+    kernels = rec.get("kernels") or []
+    bound = floor.get("bound") if floor else None
+    cdt = rec.get("compute_dtype")
+    hopper_a = arch == "sm_90a" or (capability(arch) == 90 and rec.get("backend") == "triton")
+    if hopper_a and bound == "compute" and cdt in TC_DTYPES:
+        wg = sum(k["mix"]["wgmma_ops"] for k in kernels)
+        if wg == 0:
+            tc = {op: n for k in kernels for op, n in k["mix"]["tensor"].items()}
+            seen = ", ".join(f"{op}×{n}" for op, n in tc.items()) or "no tensor-core ops at all"
+            out.append(f"compute-bound {cdt} matrix kernel for {arch} without HGMMA/QGMMA/IGMMA (wgmma): {seen}")
+    for k in kernels:
+        mix, name = k["mix"], _short(k["name"])
+        if bound == "memory" and mix["global_loads"] and mix["widest_load_bits"] < 128 and not mix["utmaldg"]:
+            out.append(f"{name}: memory-bound, widest global load {mix['widest_load_bits'] // 8} B < 16 B "
+                       f"(LDG {_widths(mix['ldg']) or 'none'}; LDGSTS {_widths(mix['ldgsts']) or 'none'})")
+        spill = k.get("spill_bytes")
+        if mix["ldl"] or mix["stl"] or spill or k.get("local_bytes") or k.get("stack_bytes"):
+            said = "spill report n/a (Triton)" if spill is None else f"{spill} B spilled (ptxas)"
+            out.append(f"{name}: local memory: {said}, stack {k.get('stack_bytes', 0)} B, "
+                       f"LDL×{mix['ldl']} STL×{mix['stl']} in SASS")
+        occ = k["occupancy"]
+        if occ.get("occupancy") is not None and occ["occupancy"] < 0.25 and "shared memory" not in occ["limiter"]:
+            out.append(f"{name}: occupancy {occ['occupancy']:.1%} ({occ['blocks_per_sm']} block(s) of "
+                       f"{k['threads']} threads/SM) limited by {occ['limiter']}, not shared memory "
+                       f"({k['registers']} regs/thread)")
+        if rec.get("claims_fp32"):
+            tf = [d for d in k.get("dots") or [] if d["a"] == "f32" and d["precision"] in ("tf32", "tf32x3")]
+            if any(d["precision"] == "tf32" for d in tf):
+                out.append(f"{name}: fp32 variant (fp32 tolerance, no tf32 compute_dtype) runs tl.dot at tf32 "
+                           f"(TTIR inputPrecision = tf32 on f32 operands, ~1e-3 rel. error): pass "
+                           f"input_precision='ieee' or declare compute_dtype='tf32'")
+    return out
+
+
+def _widths(d: dict) -> str:
+    return ", ".join(f"{w}-bit×{n}" for w, n in sorted(((int(a), b) for a, b in d.items()), reverse=True))
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 48 else name[:45] + "..."
+
+
+def finish(rec: dict[str, Any], profile=None) -> dict[str, Any]:
+    """Worker facts + predicted floor + lints."""
+    rec = dict(rec)
+    if rec.get("status") == "ok" and profile is not None and rec.get("flops") is not None:
+        rec["floor"] = predicted_floor(rec["flops"], rec["bytes"], rec["compute_dtype"], profile)
+    if rec.get("status") == "ok":
+        rec["lints"] = lints(rec, rec.get("floor"))
+    return rec
+
+
+def xray(family: str, variants: list[str] | None = None, dtype: str | None = None, shape: str | None = None,
+         arch: str | None = None, profile: str | None = None, workers: int | None = None) -> list[dict[str, Any]]:
+    """Full X-rays of a family's Triton and CUDA variants (library baselines are listed as unavailable)."""
+    from harness.registry import get_problem
+
+    jobs = [{"family": family, "variant": name, "dtype": dtype, "shape": shape}
+            for name in get_problem(family).variants if not variants or name in variants]
+    prof = load_profile(profile)
+    return [finish(r, prof) for r in raw_xrays(jobs, arch, workers=workers)]
+
+
+_BLOCKS: dict[tuple, dict[str, Any] | None] = {}
+
+
+def xray_block(family: str, variant: str, dtype: str, shape: Any, arch: str | None = None,
+               profile: str | None = None) -> dict[str, Any] | None:
+    """Compact X-ray of one record for ``records.jsonl``; None for library baselines, when no compiler is usable or
+    ``WB_XRAY=0``. Memoised per process and cached on disk; misses go to one long-lived worker.
+
+    Keys: arch, kernels, regs (max over the record's kernels), spill_bytes (sum; None for Triton), stack_bytes,
+    smem_bytes (max static + dynamic per block), occupancy (min, 0..1), occupancy_limiter, tensor_core_ops (sum),
+    wgmma_ops, widest_load_bits (max LDG/LDGSTS width), tma (UTMALDG seen), dot_precision, floor_ms, bound,
+    floor_profile, lints (list of one-line strings)."""
+    if os.environ.get("WB_XRAY", "1") == "0":
+        return None
+    shape_s = shape.key() if hasattr(shape, "key") else str(shape)
+    key = (family, variant, dtype, shape_s, arch, profile)
+    if key in _BLOCKS:
+        return _BLOCKS[key]
+    block = None
+    try:
+        from harness.registry import REGISTRY
+
+        v = REGISTRY.get(family).variants.get(variant) if family in REGISTRY else None
+        if v is None or v.backend in ("triton", "cuda"):
+            rec = raw_xrays([{"family": family, "variant": variant, "dtype": dtype, "shape": shape_s}], arch)[0]
+            block = compact(finish(rec, load_profile(profile)))
+    except Exception:
+        block = None
+    _BLOCKS[key] = block
+    return block
+
+
+def compact(rec: dict[str, Any]) -> dict[str, Any] | None:
+    if rec.get("status") != "ok":
+        return None
+    ks = rec["kernels"]
+    occs = [k["occupancy"] for k in ks if k["occupancy"].get("occupancy") is not None]
+    worst = min(occs, key=lambda o: o["occupancy"]) if occs else None
+    spills = [k.get("spill_bytes") for k in ks]
+    smem = [(k["static_smem"] + (k["dynamic_smem"] or 0)) for k in ks]
+    precs = sorted({d["precision"] for k in ks for d in k.get("dots") or []})
+    fl = rec.get("floor") or {}
+    return {
+        "arch": rec["arch"], "kernels": len(ks), "regs": max(k["registers"] for k in ks),
+        "spill_bytes": None if any(s is None for s in spills) else sum(spills),
+        "stack_bytes": max(k.get("stack_bytes") or 0 for k in ks),
+        "local_insts": sum(k["mix"]["ldl"] + k["mix"]["stl"] for k in ks),
+        "smem_bytes": max(smem), "occupancy": round(worst["occupancy"], 4) if worst else None,
+        "occupancy_limiter": worst["limiter"] if worst else None,
+        "tensor_core_ops": sum(k["mix"]["tensor_core_ops"] for k in ks),
+        "wgmma_ops": sum(k["mix"]["wgmma_ops"] for k in ks),
+        "widest_load_bits": max(k["mix"]["widest_load_bits"] for k in ks),
+        "tma": any(k["mix"]["utmaldg"] for k in ks),
+        "dot_precision": ",".join(precs) or None,
+        "floor_ms": fl.get("floor_ms"), "bound": fl.get("bound"), "floor_profile": fl.get("profile"),
+        "lints": rec.get("lints", []),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _fmt_kernel_row(k: dict[str, Any]) -> list[str]:
+    mix, occ = k["mix"], k["occupancy"]
+    tc = " ".join(f"{op}×{n}" for op, n in mix["tensor"].items()) or "-"
+    fma = " ".join(f"{n}×{c}" for n, c in (("FFMA", mix["ffma"]), ("HFMA2", mix["hfma2"]), ("DFMA", mix["dfma"]))
+                   if c) or "-"
+    glob = f"ld {_widths(mix['ldg']) or '-'} / st {_widths(mix['stg']) or '-'}"
+    asyn = " ".join(s for s in (f"LDGSTS {_widths(mix['ldgsts'])}" if mix["ldgsts"] else "",
+                                f"TMA×{mix['utmaldg']}" if mix["utmaldg"] else "") if s) or "-"
+    smem = k["static_smem"] + (k["dynamic_smem"] or 0)
+    smem_s = f"{smem / 1024:.1f}" + ("" if k["dynamic_smem"] is not None else "+?")
+    short = {"registers": "regs", "shared memory": "smem", "warps": "warps", "blocks": "blocks"}
+    lim = ",".join(short.get(x, x) for x in str(occ.get("limiter")).split(", "))
+    occ_s = "?" if occ.get("occupancy") is None else f"{occ['occupancy']:.0%} {lim}"
+    spill = "n/a" if k.get("spill_bytes") is None else str(k["spill_bytes"])
+    dots = ",".join(sorted({d["precision"] for d in k.get("dots") or []})) or "-"
+    other = f"{mix['lds']}/{mix['sts']}/{mix['ldsm']} {mix['bar']}/{mix['shfl']}"
+    return [_short(k["name"]), str(k["registers"]), f"{spill}/{mix['ldl']}/{mix['stl']}", smem_s,
+            str(k["threads"] or "?"), occ_s, tc, fma, glob.replace("-bit", ""), asyn.replace("-bit", ""), other, dots]
+
+
+def render(recs: list[dict[str, Any]], con) -> None:
+    from rich.table import Table
+
+    ok = [r for r in recs if r.get("status") == "ok"]
+    t = Table(title=f"kernel X-ray, {recs[0]['arch'] if recs else ''} (compiler output, no GPU)", title_justify="left",
+              header_style="bold")
+    for h in ("variant", "kernel", "regs", "spill B/LDL/STL", "smem KB", "thr", "occupancy (limit)", "tensor ops",
+              "FMA", "global bits×n", "async", "LDS/STS/LDSM BAR/SHFL", "dot"):
+        t.add_column(h, overflow="fold")
+    for r in ok:
+        for i, k in enumerate(r["kernels"]):
+            head = f"{r['variant']} [dim]{r['dtype']}[/]" if i == 0 else ""
+            t.add_row(head, *_fmt_kernel_row(k))
+    if ok:
+        con.print(t)
+    lib = [r["variant"] for r in recs if r.get("status") != "ok" and r.get("backend") not in ("triton", "cuda")]
+    if lib:
+        con.print(f"[dim]not inspected (library baselines): {', '.join(lib)}[/]")
+    for r in recs:
+        if r.get("status") != "ok" and r.get("backend") in ("triton", "cuda"):
+            con.print(f"[dim]{r['variant']}: not inspected: {r.get('reason')}[/]")
+    for r in ok:
+        fl = r.get("floor") or {}
+        if fl.get("floor_ms") is not None:
+            con.print(f"[bold]{r['variant']}[/] {r['dtype']} {r['shape']}: needs ≥ {_fmt_ms(fl['floor_ms'])} on "
+                      f"{fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB at "
+                      f"{(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} GFLOP at "
+                      f"{(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} {fl['compute_roof_kind']})")
+        for line in r.get("lints", []):
+            con.print(f"  [yellow]lint[/] {r['variant']}: {line}")
+        for line in r.get("errors", []):
+            con.print(f"  [red]error[/] {r['variant']}: {line}")
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms * 1e3:.3g} µs" if ms < 1 else f"{ms:.3g} ms"
+
+
+def add_parser(sub) -> None:
+    """Register ``inspect`` on ``python -m harness``'s subparsers."""
+    c = sub.add_parser("inspect", help="kernel X-ray without a GPU: registers, occupancy, SASS mix, floor, lints")
+    c.add_argument("--kernel", default="all", help="family or 'all' (default all)")
+    c.add_argument("--variants", help="comma-separated variant names")
+    c.add_argument("--arch", help=f"target ({', '.join(ARCHS)}); default the GPU's, else WB_ARCHS, else sm_90a")
+    c.add_argument("--dtype", help="dtype (default: the headline dtype the variant supports)")
+    c.add_argument("--shape", help="shape (default: the family's headline shape, else the first that fits)")
+    c.add_argument("--profile", help="device profile for the floor: h100 (measured, default), h200, or a path")
+    c.add_argument("--json", action="store_true", help="machine-readable")
+    c.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from harness.__main__ import CliError, _console, _split, resolve_families
+    from harness.registry import DTYPES, REGISTRY
+
+    fams = resolve_families(args.kernel)
+    if args.arch and base_arch(args.arch) not in ARCH_LIMITS:
+        raise CliError(f"--arch takes one of {', '.join(ARCHS)}, got {args.arch!r}")
+    if args.dtype and args.dtype not in DTYPES:
+        raise CliError(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+    variants = _split(args.variants) or None
+    if variants:
+        known = {n for f in fams for n in REGISTRY[f].variants}
+        bad = [v for v in variants if v not in known]
+        if bad:
+            raise CliError(f"unknown variant(s) {bad}; {args.kernel} has: {', '.join(sorted(known))}")
+    if args.shape:
+        for f in fams:
+            try:
+                REGISTRY[f].parse_shape(args.shape)
+            except ValueError as e:
+                raise CliError(str(e)) from None
+    try:
+        load_profile(args.profile)
+    except (ValueError, OSError) as e:
+        raise CliError(str(e)) from None
+    t0 = time.time()
+    recs = []
+    for f in fams:
+        recs += xray(f, variants, args.dtype, args.shape, args.arch, args.profile)
+    if args.json:
+        print(json.dumps(recs, indent=1, default=str))
+        return 0
+    con = _console()
+    for f in fams:
+        part = [r for r in recs if r["family"] == f]
+        if part:
+            con.rule(f"[bold]{f}")
+            render(part, con)
+    n_ok = sum(r.get("status") == "ok" for r in recs)
+    con.print(f"{n_ok} of {len(recs)} variants X-rayed in {time.time() - t0:.1f} s "
+              f"({sum(len(r.get('lints', [])) for r in recs)} lint(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        worker_main()

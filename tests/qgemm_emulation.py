@@ -1,0 +1,213 @@
+"""Bit-exact CPU emulation of the v4/v5 decode GEMVs in cuda_src/quant_gemm.cu (which cannot run without a GPU).
+
+The 32-bit steps are done as the kernel does them -- ``lop3`` by its truth table, ``prmt`` by its byte selector,
+shifts and xors on uint32 -- with the constants parsed from the .cu itself (the ``#define QG_*`` block), so a changed
+mask or LUT there changes the emulation too. Arithmetic is emulated op by op with one correct rounding each: fp16/bf16
+``hsub2``/``hfma2`` (computed exactly in float64, rounded to 11 / 8 significant bits), fp32 ``fmaf``/adds (float64 ->
+float32), in the kernel's order: 8-k half-precision partials, the group-scale FFMA flush, the warp shuffles (xor 8,
+then 16), the 4-warp shared-memory sum, the split partials summed in split order, one rounding to the output dtype.
+The index math (64-k tasks, SPLIT ranges, 16 slices per CTA, 16 columns per thread, MT-row blocks) is the kernel's.
+``MUTATIONS`` are known-wrong variants the tests must see fail.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CU = Path(__file__).resolve().parent.parent / "cuda_src" / "quant_gemm.cu"
+MUTATIONS = ("lut", "bf16_in_place_hi", "column_pairs", "no_i8_flip", "group_index")
+
+
+def constants(path: Path = CU) -> dict[str, int]:
+    text = path.read_text()
+    return {k: int(v, 16) for k, v in re.findall(r"#define (QG_\w+) (0x[0-9A-Fa-f]+)u?", text)}
+
+
+def lop3(a: np.ndarray, b: int, c: int, lut: int) -> np.ndarray:
+    """PTX lop3.b32 from its 8-bit truth table (a = 0xF0, b = 0xCC, c = 0xAA convention)."""
+    a = a.astype(np.uint32)
+    b, c = np.uint32(b), np.uint32(c)
+    out = np.zeros_like(a)
+    for i in range(8):
+        if lut >> i & 1:
+            out |= (a if i & 4 else ~a) & (b if i & 2 else ~b) & (c if i & 1 else ~c)
+    return out
+
+
+def prmt(a: np.ndarray, b: int, sel: int) -> np.ndarray:
+    """PTX prmt.b32 (default mode): output byte i = byte sel[i] of the 8-byte {b, a}; no sign-replicate bit."""
+    a = a.astype(np.uint64)
+    src = a | (np.uint64(b) << np.uint64(32))
+    out = np.zeros(a.shape, dtype=np.uint64)
+    for i in range(4):
+        s = sel >> (4 * i) & 0xF
+        assert s < 8, "sign-replicate selectors are not emulated"
+        out |= ((src >> np.uint64(8 * s)) & np.uint64(0xFF)) << np.uint64(8 * i)
+    return out.astype(np.uint32)
+
+
+def rnd(v: np.ndarray, bits: int) -> np.ndarray:
+    """Round float64 to ``bits`` significant bits, ties to even (fp16: 11, bf16: 8; normal range only)."""
+    m, e = np.frexp(np.asarray(v, dtype=np.float64))
+    return np.ldexp(np.rint(m * (1 << bits)), e - bits)
+
+
+def halves(u: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint32 holding a half2 / bfloat162 -> (low, high) as float64."""
+    lo, hi = (u & np.uint32(0xFFFF)).astype(np.uint16), (u >> np.uint32(16)).astype(np.uint16)
+    if dtype == "fp16":
+        return lo.view(np.float16).astype(np.float64), hi.view(np.float16).astype(np.float64)
+    f = (lambda h: (h.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64))
+    return f(lo), f(hi)
+
+
+def f32(v) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def _words(rows: np.ndarray) -> np.ndarray:
+    """[..., 16] uint8 (one 16-byte load) -> [..., 4] little-endian uint32 words."""
+    return np.ascontiguousarray(rows).view(np.uint32)
+
+
+def _to_np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+
+
+def _finish(acc_slices, M, N, MT, split_parts, colscale, dtype):
+    """acc_slices[s][sl]: fp32 [M, N] per split and slice -> y (float64 values of the dtype)."""
+    bits = 11 if dtype == "fp16" else 8
+    parts = []
+    for sl_acc in acc_slices:
+        warp = [f32(f32(sl_acc[4 * w] + sl_acc[4 * w + 1]) + f32(sl_acc[4 * w + 2] + sl_acc[4 * w + 3]))
+                for w in range(4)]  # shfl xor 8 pairs slices (0,1), (2,3); xor 16 adds the pairs
+        parts.append(f32(f32(f32(warp[0] + warp[1]) + warp[2]) + warp[3]))
+    if len(parts) == 1:
+        v = parts[0]
+    else:
+        v = np.zeros((M, N))
+        for p in parts:  # v starts at 0.f and adds splits 0, 1, ... (ws read back with __ldcg)
+            v = f32(v + p)
+    if colscale is not None:
+        v = f32(v * colscale[None, :])
+    return rnd(v, bits)
+
+
+def v4_w4a16(x, packed, scale, zero, group, split, mutate: str | None = None, consts=None) -> np.ndarray:
+    """Emulate qgemm_v4_w4a16_gemv; x [M, K] fp16/bf16, packed uint8 [K/2, N], scale [K/g, N], zero or None."""
+    with np.errstate(invalid="ignore", over="ignore"):  # a mutated LUT makes NaN/Inf bit patterns on purpose
+        return _v4(x, packed, scale, zero, group, split, mutate, consts)
+
+
+def _v4(x, packed, scale, zero, group, split, mutate, consts):
+    C = consts or constants()
+    dtype = "fp16" if x.dtype == torch.float16 else "bf16"
+    bits = 11 if dtype == "fp16" else 8
+    M, K = x.shape
+    N = packed.shape[1]
+    KP, R, SLICES = 32, 4, 16
+    assert N % 16 == 0 and group % 64 == 0
+    xs, pk, sc = _to_np(x), _to_np(packed).astype(np.uint8), _to_np(scale)
+    zr = _to_np(zero).astype(np.float64) if zero is not None else np.full(sc.shape, 8.0)
+    lut = C["QG_LOP3_AND_OR"] ^ (0x10 if mutate == "lut" else 0)
+    magic = C["QG_MAGIC_FP16"] if dtype == "fp16" else C["QG_MAGIC_BF16"]
+    mag = 1024.0 if dtype == "fp16" else 128.0
+    hi_in_place = dtype == "fp16" or mutate == "bf16_in_place_hi"
+    T = N // 16  # column-threads, vectorised: thread c owns columns 16c .. 16c + 15
+    tasks = K // (2 * KP)
+    per_split = -(-tasks // split)
+    # word w of a thread holds columns 4w..4w+3; pair h=0 -> (4w, 4w+2), h=1 -> (4w+1, 4w+3)
+    pair_cols = [(0, 2), (1, 3)] if mutate != "column_pairs" else [(0, 1), (2, 3)]
+    acc_splits = []
+    for s in range(split):
+        t_begin, t_end = s * per_split, min(s * per_split + per_split, tasks)
+        slices = []
+        for sl in range(SLICES):
+            acc = np.zeros((M, T, 16))
+            for t in range(t_begin + sl, t_end, SLICES):
+                p0 = t * KP
+                g = (p0 if mutate == "group_index" else 2 * p0) // group  # mutation: packed row taken for k
+                sg = sc[g].reshape(T, 16).astype(np.float64)  # fp16/bf16 -> float exactly
+                zg = zr[g].reshape(T, 16)
+                for rb in range(0, KP, R):
+                    part = np.zeros((M, T, 4, 2, 2))  # [m, thread, word, h, lane of the pair]
+                    for r in range(R):
+                        p = p0 + rb + r
+                        words = _words(pk[p].reshape(T, 16))  # [T, 4]
+                        x0, x1 = xs[:, 2 * p], xs[:, 2 * p + 1]
+                        for w in range(4):
+                            u = words[:, w]
+                            if dtype == "fp16":
+                                raw = [lop3(u, C["QG_MASK_LO"], magic, lut),
+                                       lop3(u, C["QG_MASK_HI_FP16"], magic, lut),
+                                       lop3(u >> np.uint32(8), C["QG_MASK_LO"], magic, lut),
+                                       lop3(u >> np.uint32(8), C["QG_MASK_HI_FP16"], magic, lut)]
+                            elif hi_in_place:  # mutation: the fp16 recipe on bf16 (mantissa too short)
+                                raw = [lop3(u, C["QG_MASK_LO"], magic, lut),
+                                       lop3(u, C["QG_MASK_HI_FP16"], magic, lut),
+                                       lop3(u >> np.uint32(8), C["QG_MASK_LO"], magic, lut),
+                                       lop3(u >> np.uint32(8), C["QG_MASK_HI_FP16"], magic, lut)]
+                            else:
+                                raw = [lop3(u >> np.uint32(sh), C["QG_MASK_LO"], magic, lut) for sh in (0, 4, 8, 12)]
+                            for h in range(2):
+                                ca, cb = (4 * w + pair_cols[h][0], 4 * w + pair_cols[h][1])
+                                z2 = np.stack([zg[:, ca], zg[:, cb]], axis=-1)
+                                lo = np.stack(halves(raw[2 * h], dtype), axis=-1)
+                                hi = np.stack(halves(raw[2 * h + 1], dtype), axis=-1)
+                                q_lo = rnd(lo - rnd(mag + z2, bits), bits)  # hsub2 against {MAGIC + z}
+                                if hi_in_place:  # hfma2(hi, 1/16, -(64 + z))
+                                    q_hi = rnd(hi * 0.0625 + rnd(-(64.0 + z2), bits), bits)
+                                else:
+                                    q_hi = rnd(hi - rnd(mag + z2, bits), bits)
+                                for m in range(M):
+                                    pa = part[m, :, w, h]
+                                    pa = rnd(q_lo * x0[m] + pa, bits)
+                                    part[m, :, w, h] = rnd(q_hi * x1[m] + pa, bits)
+                    for w in range(4):
+                        for h in range(2):
+                            for lane in range(2):
+                                col = 4 * w + pair_cols[h][lane]
+                                acc[:, :, col] = f32(sg[None, :, col] * part[:, :, w, h, lane] + acc[:, :, col])
+            slices.append(acc.reshape(M, N))
+        acc_splits.append(slices)
+    return _finish(acc_splits, M, N, 1, split, None, dtype)
+
+
+def v5_w8a16(x, qw, scale, split, mutate: str | None = None, consts=None) -> np.ndarray:
+    """Emulate qgemm_v5_w8a16_gemv; x [M, K] fp16/bf16, qw int8 [K, N], scale fp32 [N]."""
+    C = consts or constants()
+    dtype = "fp16" if x.dtype == torch.float16 else "bf16"
+    M, K = x.shape
+    N = qw.shape[1]
+    KR, SLICES = 64, 16
+    assert N % 16 == 0
+    xs, sc = _to_np(x), _to_np(scale).astype(np.float32).astype(np.float64)
+    q8 = qw.detach().cpu().numpy().view(np.uint8)
+    T = N // 16
+    tasks = -(-K // KR)
+    per_split = -(-tasks // split)
+    unmagic = -(8388608.0 + 128.0)
+    flip = 0 if mutate == "no_i8_flip" else C["QG_I8_FLIP"]
+    acc_splits = []
+    for s in range(split):
+        t_begin, t_end = s * per_split, min(s * per_split + per_split, tasks)
+        slices = []
+        for sl in range(SLICES):
+            acc = np.zeros((M, T, 16))
+            for t in range(t_begin + sl, t_end, SLICES):
+                for k in range(t * KR, t * KR + KR):
+                    row = q8[k].reshape(T, 16) if k < K else np.zeros((T, 16), np.uint8)
+                    xk = xs[:, k] if k < K else np.zeros(M)
+                    words = _words(row) ^ np.uint32(flip)
+                    for w in range(4):
+                        for j in range(4):
+                            f = prmt(words[:, w], C["QG_MAGIC_F32"], C["QG_PRMT_I8_F32"] | j).view(np.float32)
+                            q = f32(f.astype(np.float64) + unmagic)
+                            acc[:, :, 4 * w + j] = f32(xk[:, None] * q[None, :] + acc[:, :, 4 * w + j])
+            slices.append(acc.reshape(M, N))
+        acc_splits.append(slices)
+    return _finish(acc_splits, M, N, 1, split, sc, dtype)
