@@ -28,19 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402  (before triton: decides the interpreter)
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
+# torch, triton and the registry are imported in main(), after the arguments are parsed: `--help`, `--list` of a bad
+# option and argument errors answer without the ~1.5 s torch import.
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
 
-from harness import provenance, registry  # noqa: E402
 from harness.records import (  # noqa: E402
     MANIFEST,
-    TABLE_COLS,
     OutputDirError,
     ResultWriter,
     failure_summary,
@@ -49,13 +42,20 @@ from harness.records import (  # noqa: E402
     prepare_outdir,
     read_manifest,
     record_key,
-    table_row,
     write_manifest,
 )
-from harness.runner import RunOptions, Task, isolate_default, plan  # noqa: E402
 
-console = Console(stderr=False, highlight=False)
-errconsole = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)  # a log line is never folded mid-word
+errconsole = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _torch():
+    """torch, imported on first use; without a GPU, TRITON_INTERPRET=1 is set before triton is imported."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return torch
 
 
 class CliError(Exception):
@@ -66,10 +66,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel", default="softmax",
-                    help="family: softmax, matmul, attention, quant_gemm, knn, or all (default softmax)")
-    ap.add_argument("--dtype", help="comma-separated dtypes (default: every dtype the family supports)")
+                    help="family: softmax, matmul, attention, quant_gemm, knn, saxpy, sgemm, conv1d, or all "
+                         "(default softmax; --list shows each)")
+    ap.add_argument("--dtype", help="comma-separated dtypes: fp32, fp16, bf16, fp64, fp8, int8 or torch's names "
+                                    "(float16, bfloat16, float32, ...); default every dtype the family supports")
     ap.add_argument("--shape", action="append", help="shape, e.g. 4096x1024 or M=4096,N=1024 (repeatable)")
-    ap.add_argument("--variants", help="comma-separated variant names (default: all)")
+    ap.add_argument("--variants", help="comma-separated variant names, exactly (default: all)")
+    ap.add_argument("--only", metavar="PATTERNS",
+                    help="comma-separated globs over variant names, backends (triton, cuda, torch) or family/variant; "
+                         "e.g. --only 'triton*,cuda_v8*'. The library baseline stays unless --skip names it")
+    ap.add_argument("--skip", metavar="PATTERNS", help="the same patterns, removed from the selection")
     ap.add_argument("--quick", action="store_true", help="the family's small shape set")
     ap.add_argument("--headline", action="store_true",
                     help="the shapes and dtypes that the family's benchmark targets name")
@@ -91,10 +97,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
     ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
+    ap.add_argument("--no-xray", action="store_true",
+                    help="no X-ray block (registers, spills, occupancy, predicted floor) in the records; = WB_XRAY=0")
+    out = ap.add_argument_group("output")
+    out.add_argument("--columns", metavar="LIST",
+                     help="table columns, e.g. variant,status,time,perf or +err,-occ to change the default set; "
+                          "choose from " + ", ".join(_column_names()))
+    out.add_argument("--format", choices=("table", "csv", "json", "md"), default="table",
+                     help="csv/json/md: the selected records to stdout at the end (progress goes to stderr)")
+    out.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress, tables or notes (errors still go to stderr); with --format for pipes")
     ap.add_argument("--compare", metavar="OLD_OUTPUT",
                     help="after the run, speed-up or regression per record against an earlier output folder")
     ap.add_argument("--fail-slower", type=float, metavar="PCT",
-                    help="with --compare: exit non-zero when any record is more than PCT%% slower")
+                    help="with --compare: exit non-zero when a record is more than PCT%% slower with separated "
+                         "95%% intervals (GPU timings only)")
     ap.add_argument("--report", metavar="DIR", help="write a self-contained markdown report (tables, figures, napkin "
                                                     "math) into DIR")
     ap.add_argument("--sanitize", action="store_true",
@@ -107,15 +124,145 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _column_names() -> list[str]:
+    from harness.records import COLUMNS
+
+    return list(COLUMNS)
+
+
 def resolve_families(kernel: str) -> list[str]:
+    from harness import registry
+
     try:
         return registry.resolve_group(kernel)
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
 
 
+# torch's spellings (and a few common ones) of the registry's dtype names
+DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16", "f16": "fp16",
+                 "bfloat16": "bf16", "float64": "fp64", "double": "fp64", "f64": "fp64", "float8_e4m3fn": "fp8",
+                 "float8": "fp8", "e4m3": "fp8", "int8": "int8", "i8": "int8"}
+
+
+def normalize_dtypes(text: str | None) -> list[str] | None:
+    """--dtype: registry names or torch's ("bfloat16", "torch.float16"), case-insensitive; unknown ones are an error
+    naming the valid choices."""
+    if not text:
+        return None
+    from harness.registry import DTYPES
+
+    out, unknown = [], []
+    for d in split(text):
+        key = d.lower().removeprefix("torch.")
+        name = key if key in DTYPES else DTYPE_ALIASES.get(key)
+        if name is None:
+            unknown.append(d)
+        elif name not in out:
+            out.append(name)
+    if unknown:
+        raise CliError(f"unknown dtype(s) {unknown}; choose from {', '.join(DTYPES)} (or torch's float32, float16, "
+                       "bfloat16, float64, float8_e4m3fn, int8)")
+    return out
+
+
+def _matches(pattern: str, family: str, variant) -> bool:
+    from fnmatch import fnmatchcase
+
+    return (fnmatchcase(variant.name, pattern) or pattern == variant.backend or pattern == family
+            or fnmatchcase(f"{family}/{variant.name}", pattern))
+
+
+def select(tasks: list, only: str | None, skip: str | None) -> list:
+    """--only / --skip over planned tasks; a pattern that matches no variant is an error naming the variants."""
+    from harness.registry import REGISTRY
+
+    if not only and not skip:
+        return tasks
+    pats_only, pats_skip = split(only or ""), split(skip or "")
+    variants = {(t.family, t.variant): REGISTRY[t.family].variants[t.variant] for t in tasks}
+    for p in pats_only + pats_skip:
+        if not any(_matches(p, f, v) for (f, _), v in variants.items()):
+            names = sorted({n for _, n in variants})
+            raise CliError(f"--only/--skip pattern {p!r} matches no variant; the selection has: {', '.join(names)}")
+
+    def keep(t) -> bool:
+        v = variants[(t.family, t.variant)]
+        if any(_matches(p, t.family, v) for p in pats_skip):
+            return False
+        return not pats_only or v.baseline or any(_matches(p, t.family, v) for p in pats_only)
+
+    out = [t for t in tasks if keep(t)]
+    if not out:
+        raise CliError("--only/--skip leave nothing to run")
+    return out
+
+
+def not_applicable(tasks: list) -> tuple[list, dict]:
+    """Split off the variant x dtype pairs that can never run (the dtype is not one the variant supports): they are
+    listed once per variant at plan time, never records. Returns (runnable tasks, {(family, variant): dtypes})."""
+    from harness.registry import REGISTRY
+
+    keep, na = [], {}
+    for t in tasks:
+        v = REGISTRY[t.family].variants[t.variant]
+        if t.dtype in v.dtypes:
+            keep.append(t)
+        else:
+            na.setdefault((t.family, t.variant), [])
+            if t.dtype not in na[(t.family, t.variant)]:
+                na[(t.family, t.variant)].append(t.dtype)
+    return keep, na
+
+
+def na_lines(na: dict, width: int) -> list[str]:
+    """One line per family and (supported, unsupported) pattern: 'matmul: fp32 only, not bf16/fp16: cuda_v1...'."""
+    import textwrap
+
+    from harness.registry import REGISTRY
+
+    groups: dict[tuple, list[str]] = {}
+    for (fam, var), dts in na.items():
+        sup = REGISTRY[fam].variants[var].dtypes
+        groups.setdefault((fam, tuple(sup), tuple(dts)), []).append(var)
+    out = []
+    for (fam, sup, dts), names in groups.items():
+        text = f"{fam}: {'/'.join(sup)} only, never {'/'.join(dts)}: {', '.join(names)}"
+        out += textwrap.wrap(text, width=max(40, width), initial_indent="  ", subsequent_indent="    ")
+    return out
+
+
+def list_text(which: str, width: int = 100) -> str:
+    """--list: per family its description, shape syntax with an example, dtypes, each variant with its backend,
+    dtypes and one-line description, then the calling convention for your own files (harness.byo)."""
+    from harness import byo, registry
+
+    registry.all_problems()
+    fams = list(registry.REGISTRY) if which == "all" else registry.resolve_group(which)
+    out = []
+    for f in fams:
+        p = registry.REGISTRY[f]
+        ex = (p.shapes or p.quick or [None])[0]
+        syntax = "x".join(p.dims) + "".join(f",{o}=…" for o in p.options)
+        out.append(f"{f}: {p.description}".rstrip(": "))
+        out.append(f"  shape {syntax}" + (f"   e.g. --shape {ex.key()}" if ex is not None else ""))
+        out.append(f"  dtypes {', '.join(p.dtypes)}; leads with {p.throughput_unit}")
+        nw = max(len(n) for n in p.variants) if p.variants else 8
+        for n, v in p.variants.items():
+            dts = "" if tuple(v.dtypes) == tuple(p.dtypes) else f" [{'/'.join(v.dtypes)}]"
+            head = f"    {n.ljust(nw)}  {v.backend:<6}{' baseline' if v.baseline else ''}{dts}"
+            desc = (v.description or "").strip().splitlines()[0] if v.description else ""
+            room = width - len(head) - 3
+            line = head + (f" — {desc}" if desc and room > 10 else "")
+            out.append(line if len(line) <= width else line[: width - 1] + "…")
+        d = byo.describe(f)
+        if d:
+            out.append(d)
+    return "\n".join(out)
+
+
 def device_line(info: dict) -> str:
-    if not torch.cuda.is_available():
+    if not _torch().cuda.is_available():
         return ("No GPU here: Triton variants run under TRITON_INTERPRET=1, torch baselines on the CPU, .cu variants "
                 "are compiled only. Timings are CPU timings, not GPU figures.")
     return (f"GPU: {info.get('name')} · {info.get('sm_count')} SMs · L2 {info.get('l2_bytes', 0) / 2**20:.0f} MiB · "
@@ -124,6 +271,7 @@ def device_line(info: dict) -> str:
 
 
 def get_device_info() -> dict:
+    torch = _torch()
     try:
         from harness.device import device_info
 
@@ -138,13 +286,26 @@ def get_device_info() -> dict:
         return info
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else platform): records of a CPU run say "cpu: <model>"."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
 
 
 def load_profile(info: dict, outdir: Path):
     """Roof ceilings for % of roofline: measured once per GPU and cached; None on the CPU."""
-    if not torch.cuda.is_available():
+    if not _torch().cuda.is_available():
         return None
     try:
         from roofline.ceilings import get_profile
@@ -153,6 +314,48 @@ def load_profile(info: dict, outdir: Path):
     except Exception as e:
         console.print(f"[yellow]roofline profile unavailable: {type(e).__name__}: {e}[/]")
         return None
+
+
+def fill_xray(records: list[dict], profile: str | None, arch: str | None = None) -> list[dict]:
+    """Give every record an ``xray`` block (None when there is none: a library baseline, a variant that did not
+    build or run, no usable compiler, or WB_XRAY=0), computed here in the parent after the timed run (compiling
+    during it would load the CPU that the timings share). Triton and CUDA kernels are compiled for ``arch`` in one
+    batch (``harness.xray.raw_xrays``, cached on disk); returns the records that changed."""
+    todo = [r for r in records if "xray" not in r]
+    if not todo:
+        return []
+    if os.environ.get("WB_XRAY", "1") == "0":
+        for r in todo:
+            r["xray"] = None
+        return todo
+    try:
+        from harness import xray
+    except Exception as e:  # noqa: BLE001  (the X-ray is extra information: never fails a run)
+        console.print(f"[yellow]X-ray unavailable: {type(e).__name__}: {e}[/]")
+        for r in todo:
+            r["xray"] = None
+        return todo
+    want = [r for r in todo if r.get("backend") in ("triton", "cuda") and r.get("status") in ("ok", "compiled")]
+    t0 = time.time()
+    if want:
+        try:
+            xray.raw_xrays([{k: r[k] for k in ("family", "variant", "dtype", "shape")} for r in want], arch)
+        except Exception as e:  # noqa: BLE001
+            console.print(f"[yellow]X-ray batch failed ({type(e).__name__}: {e}); trying record by record[/]")
+    wanted = {id(r) for r in want}
+    for r in todo:
+        r["xray"] = None
+        if id(r) in wanted:
+            try:
+                r["xray"] = xray.xray_block(r["family"], r["variant"], r["dtype"], r["shape"], arch=arch,
+                                            profile=profile)
+            except Exception:  # noqa: BLE001
+                r["xray"] = None
+    if want:
+        got = sum(r["xray"] is not None for r in want)
+        console.print(f"X-ray: {got} of {len(want)} kernel records ({time.time() - t0:.0f} s, cached; "
+                      "--no-xray or WB_XRAY=0 skips)")
+    return todo
 
 
 def annotate(rec: dict, profile) -> None:
@@ -188,25 +391,103 @@ def fill_median_speedups(records: list[dict]) -> list[dict]:
     return changed
 
 
-def print_tables(records: list[dict]) -> None:
-    fams = sorted({r["family"] for r in records})
-    for fam in fams:
+def table_width() -> int:
+    """The terminal's width, or $COLUMNS, or 80 when piped: tables never wrap."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def print_tables(records: list[dict], columns: list[str] | None = None, width: int | None = None) -> None:
+    from harness.records import render_table, table_legend
+    from harness.registry import REGISTRY
+
+    width = width or table_width()
+    order = [f for f in REGISTRY if any(r["family"] == f for r in records)]
+    order += sorted({r["family"] for r in records} - set(order))
+    all_dropped: list[str] = []
+    for fam in order:
         recs = [r for r in records if r["family"] == fam]
-        t = Table(title=f"{fam}", title_justify="left", show_lines=False, header_style="bold")
-        for _, h in TABLE_COLS:
-            t.add_column(h, overflow="fold")
-        for r in recs:
-            style = {"incorrect": "red", "runtime_error": "red", "timeout": "red", "compile_error": "red",
-                     "skipped": "dim", "compiled": "cyan"}.get(r["status"], None)
-            t.add_row(*table_row(r), style=style)
-        console.print(t)
-        for r in recs:
-            if r["status"] in ("incorrect", "runtime_error", "timeout", "compile_error"):
-                console.print(f"  [red]{r['variant']} {r['dtype']} {r['shape']}[/]: {r.get('message', '')}")
+        lines, dropped = render_table(recs, width=width, columns=columns)
+        all_dropped += [d for d in dropped if d not in all_dropped]
+        console.print(f"\n{fam}", style="bold", markup=False, highlight=False)
+        for text, style in lines:
+            console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+        for line in table_legend(recs, columns):
+            console.print(line[:width], style="dim", markup=False, highlight=False)
+    if all_dropped:
+        console.print(f"(not shown at {width} columns: {', '.join(all_dropped)}; --columns picks, a wider terminal "
+                      "or COLUMNS=160 shows more)", style="dim", markup=False, highlight=False)
 
 
-def check_fits(tasks: list[Task]) -> None:
+def emit(records: list[dict], fmt: str) -> None:
+    """--format csv|json|md: the records to stdout (nothing else goes there)."""
+    import csv
+    import io
+    import json
+
+    from harness.records import csv_fields, flat, markdown_table
+
+    if fmt == "json":
+        sys.stdout.write(json.dumps(records, indent=1, default=str) + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=csv_fields(records), extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow(flat(r))
+        sys.stdout.write(buf.getvalue())
+    elif fmt == "md":
+        for fam in dict.fromkeys(r["family"] for r in records):
+            sys.stdout.write(f"## {fam}\n\n" + markdown_table([r for r in records if r["family"] == fam]) + "\n")
+    sys.stdout.flush()
+
+
+class FamilyTicker:
+    """One line per finished family (and, when piped, a heartbeat line every 30 s): a log never goes silent."""
+
+    def __init__(self, tasks: list, piped: bool, heartbeat_s: float = 30.0):
+        self.left: dict[str, int] = {}
+        for t in tasks:
+            self.left[t.family] = self.left.get(t.family, 0) + 1
+        self.counts: dict[str, dict[str, int]] = {f: {} for f in self.left}
+        self.t0 = {f: None for f in self.left}
+        self.piped, self.heartbeat_s = piped, heartbeat_s
+        self.last = time.time()
+        self.done = 0
+        self.total = len(tasks)
+
+    def start(self, family: str) -> None:
+        if self.t0.get(family) is None:
+            self.t0[family] = time.time()
+
+    def record(self, rec: dict, out) -> None:
+        fam = rec.get("family")
+        self.done += 1
+        if fam not in self.left:
+            return
+        self.start(fam)
+        c = self.counts[fam]
+        c[rec.get("status")] = c.get(rec.get("status"), 0) + 1
+        self.left[fam] -= 1
+        now = time.time()
+        if self.left[fam] == 0:
+            n = sum(c.values())
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+            out.print(f"{fam}: {n} record(s) in {now - self.t0[fam]:.0f} s ({parts}) [{self.done}/{self.total}]",
+                      markup=False, highlight=False)
+            self.last = now
+        elif self.piped and now - self.last >= self.heartbeat_s:
+            out.print(f"  ... {self.done}/{self.total} records; {fam}: {rec.get('variant')} {rec.get('dtype')} "
+                      f"{rec.get('shape')} {rec.get('status')}", markup=False, highlight=False)
+            self.last = now
+
+
+def check_fits(tasks: list) -> None:
     """A shape whose inputs and outputs alone exceed the memory they would live in is a one-line error."""
+    from harness import registry
+
+    torch = _torch()
     if torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
         where = "free GPU memory"
@@ -221,8 +502,9 @@ def check_fits(tasks: list[Task]) -> None:
                            f"inputs and outputs; {where} is {free / 2**30:.1f} GiB")
 
 
-def prebuild_cuda(tasks: list[Task]) -> None:
+def prebuild_cuda(tasks: list) -> None:
     """nvcc every .cu the run needs, in parallel, before the workers start (they then load cached cubins)."""
+    from harness import registry
     from harness.cuda import prebuild
 
     sources = []
@@ -240,6 +522,9 @@ def split(text: str) -> list[str]:
 
 def run_sanitize(families: list[str], variants: list[str] | None, args: argparse.Namespace) -> int:
     import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
 
     from harness import sanitize
 
@@ -285,14 +570,17 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
 def manifest_options(args: argparse.Namespace, families: list[str], max_time: float) -> dict:
     """The options that decide which records a run makes and what they hold: a resume must match them.
     (--timeout, --executor, --workers, figures and reports do not change a finished record.)"""
-    return {"kernel": args.kernel, "families": families, "dtype": args.dtype, "shape": args.shape,
+    dtype = ",".join(normalize_dtypes(args.dtype) or []) or None  # "bfloat16" and "bf16" are the same run
+    return {"kernel": args.kernel, "families": families, "dtype": dtype, "shape": args.shape,
             "variants": args.variants, "quick": bool(args.quick), "headline": bool(args.headline),
             "check_only": bool(args.check_only), "strict": bool(args.strict), "max_time": max_time,
             "ab_rounds": args.ab_rounds, "gpm": bool(args.gpm), "no_cpu_timing": bool(args.no_cpu_timing),
             # your own file (harness.byo): which file and launch make the variants; absent options stay out, so a
             # manifest written before they existed still matches
             **{k: getattr(args, k) for k in ("cu", "triton", "entry", "block", "numbers")
-               if getattr(args, k, None) is not None}}
+               if getattr(args, k, None) is not None},
+            # --only/--skip select records too; absent when unset, like the options above
+            **{k: getattr(args, k) for k in ("only", "skip") if getattr(args, k, None)}}
 
 
 def open_outdir(args: argparse.Namespace, info: dict, options: dict, seeds: tuple[int, ...] | None):
@@ -349,12 +637,39 @@ def open_outdir(args: argparse.Namespace, info: dict, options: dict, seeds: tupl
     return outdir, tuple(seeds), manifest
 
 
+def _set_consoles(args: argparse.Namespace) -> None:
+    """--format csv|json|md keeps stdout for the data (the human output goes to stderr); --quiet silences it."""
+    global console
+    if args.format != "table" or args.quiet:
+        console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=bool(args.quiet))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _set_consoles(args)
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CliError(f"--timeout takes a positive number of seconds, got {args.timeout:g}")
     if args.max_time is not None and not (math.isfinite(args.max_time) and args.max_time >= 0):
         raise CliError(f"--max-time takes a non-negative number of seconds, got {args.max_time:g}")
+    from harness.records import parse_columns
+
+    try:
+        columns = parse_columns(args.columns)
+    except ValueError as e:
+        raise CliError(f"--columns: {e}") from None
+    if args.no_xray:
+        os.environ["WB_XRAY"] = "0"
+    torch = _torch()
+    from harness import provenance, registry
+    from harness.runner import RunOptions, Task, isolate_default, plan
+
+    if args.list:
+        try:
+            console.print(list_text(args.list, width=max(table_width(), 100)), markup=False, highlight=False,
+                          soft_wrap=True)
+        except registry.RegistryError as e:
+            raise CliError(str(e)) from None
+        return 0
     families = resolve_families(args.kernel)
     from harness.families import LOAD_ERRORS
 
@@ -362,22 +677,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")
     from harness import byo
 
-    if args.list:
-        try:
-            console.print(byo.list_text(args.list), markup=False)
-        except registry.RegistryError as e:
-            raise CliError(str(e)) from None
-        return 0
     try:  # --cu / --triton: the student's file as variants, run next to the family baseline
         byo_variants = byo.cli_variants(args, families)
     except byo.ByoError as e:
         raise CliError(str(e)) from None
     seeds = parse_seeds(args.seeds)
-    dtypes = split(args.dtype) if args.dtype else None
-    if dtypes:
-        unknown = [d for d in dtypes if d not in registry.DTYPES]
-        if unknown:
-            raise CliError(f"unknown dtype(s) {unknown}; choose from {', '.join(registry.DTYPES)}")
+    dtypes = normalize_dtypes(args.dtype)
     variants = split(args.variants) if args.variants else byo_variants
     if variants:
         known = {n for f in families for n in registry.REGISTRY[f].variants}
@@ -392,8 +697,17 @@ def main(argv: list[str] | None = None) -> int:
                      headline=args.headline)
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
-    if dtypes and not tasks:
-        raise CliError(f"no {args.kernel} variant supports dtype(s) {dtypes}")
+    tasks = select(tasks, args.only, args.skip)
+    tasks, na = not_applicable(tasks)
+    if not tasks:
+        what = f"dtype(s) {', '.join(dtypes)}" if dtypes else "any planned dtype"
+        sup = "; ".join(f"{v}: {'/'.join(registry.REGISTRY[f].variants[v].dtypes)}" for f, v in na)
+        raise CliError(f"no selected {args.kernel} variant supports {what}" + (f" ({sup})" if sup else ""))
+    if na:
+        console.print(f"not applicable (the variant never supports the dtype; {sum(map(len, na.values()))} pair(s) "
+                      "left out, not records):", style="dim", markup=False)
+        for line in na_lines(na, table_width()):
+            console.print(line, style="dim", markup=False, highlight=False)
     if args.shape:
         check_fits(tasks)
     if any(registry.REGISTRY[t.family].variants[t.variant].backend == "cuda" for t in tasks):
@@ -420,12 +734,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"resuming {outdir}: {len(tasks) - len(todo)} records done, {len(todo)} to go")
     console.print(f"seeds: {','.join(map(str, seeds))} (replay with --seeds {','.join(map(str, seeds))})")
     profile = None if args.check_only else load_profile(info, outdir)
+    profile_file = None
     if profile is not None:
         try:
             import json
 
             (outdir / "profile.json").write_text(json.dumps(profile if isinstance(profile, dict)
                                                             else profile.to_dict(), indent=1, default=str))
+            profile_file = str(outdir / "profile.json")
         except Exception:
             pass
     prebuild_cuda(todo)
@@ -433,13 +749,19 @@ def main(argv: list[str] | None = None) -> int:
                       warmup_s=0.1 if on_gpu else 0.0,
                       ab_rounds=args.ab_rounds, gpm=args.gpm, isolate=isolate_default() and not args.no_isolate,
                       time_on_cpu=not args.no_cpu_timing, timing=not args.check_only)
-    stamp = {"device": info, "git_sha": provenance.git_sha(), "versions": provenance.versions()}
+    # a CPU run's records name the CPU ("cpu: <model>"); the manifest keeps the device name it always had
+    rec_device = info if on_gpu else {**info, "name": f"cpu: {cpu_model()}"}
+    stamp = {"device": rec_device, "git_sha": provenance.git_sha(), "versions": provenance.versions()}
+    ticker = FamilyTicker(todo, piped=not console.is_terminal)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as prog:
+                  console=console, transient=False, disable=not console.is_terminal) as prog:
         bar = prog.add_task("starting", total=len(todo))
 
         def on_start(t: Task) -> None:
+            ticker.start(t.family)
             prog.update(bar, description=t.label()[:70])
 
         def on_record(rec: dict) -> None:
@@ -448,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
             annotate(rec, profile)
             writer.add(rec)
             prog.advance(bar)
+            ticker.record(rec, prog.console)
 
         from harness import executors
 
@@ -457,8 +780,12 @@ def main(argv: list[str] | None = None) -> int:
 
     selected = {t.key for t in tasks}
     records = [r for r in writer.records.values() if record_key(r) in selected]
-    writer.update_many(fill_median_speedups(records))  # one atomic rewrite: still one line per record
-    print_tables(records)
+    changed = {id(r): r for r in fill_median_speedups(records)}
+    changed.update({id(r): r for r in fill_xray(records, profile_file)})
+    writer.update_many(changed.values())  # one atomic rewrite: still one line per record
+    records = [r for r in writer.records.values() if record_key(r) in selected]
+    if args.format == "table":
+        print_tables(records, columns)
     if not args.no_figures:
         try:
             from roofline.plot import draw_all
@@ -477,15 +804,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         from harness.compare import compare_main
 
-        rc_cmp = compare_main(records, Path(args.compare), args.fail_slower, console=console)
+        rc_cmp = compare_main(Path(args.compare), records, args.fail_slower, console=console)
     missing = [t.label() for t in tasks if not writer.done(t.key)]
     if missing:
         console.print(f"[red]{len(missing)} task(s) ended with no record (a worker or job died): rerun with --resume "
                       f"{outdir}[/]")
     counts = {s: sum(r["status"] == s for r in records) for s in sorted({str(r["status"]) for r in records})}
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    if not torch.cuda.is_available():
+    if not on_gpu:
         console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
+    if args.format != "table":
+        emit(records, args.format)
     failed = failure_summary(records, missing)
     if failed:
         errconsole.print(failed, style="red", soft_wrap=True)

@@ -569,3 +569,185 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
       }
     }
 }
+
+// =====================================================================================================================
+// v8b — the portable (sm_80+) mma.sync rung, tuned (GPU-unverified). Same warp/fragment structure as v8 (128x128x32,
+// 8 warps of 64x32, ldmatrix + ldmatrix.trans, m16n8k16, fp32 accumulation); what changes:
+// (1) XOR-swizzled shared memory instead of padded rows. ldmatrix reads 8 rows of 16 B per phase; A's 64-B rows put
+//     rows r and r+2 on the same four banks (4-way conflict unpadded), B's 256-B rows put all 8 rows on the same
+//     banks (8-way). Swizzle: A's 16-B chunk c of row r lives at c ^ ((r/2) % 4), B's at c ^ (r % 8): every 8-row
+//     phase hits 8 distinct 16-B bank groups, like v8's padding, but a stage is 16 KB instead of 18.5 KB, so 4 stages
+//     take 64 KB (v8: 3 stages, 55.5 KB) — one more slice in flight (~2.6 us of DRAM latency hidden at ~600 TF/s
+//     needs ~3 slices of 128x128x32 per SM in flight) and still two CTAs per SM on an H100 (2 x 64 KB < 227 KB).
+// (2) Grouped tile order (as the Triton kernels and v10): 1-D grid, GROUP_M = 8 tile rows per band, so the CTAs
+//     resident at once share A and B panels in L2 (matters at 8192^3, where A + B = 256 MB >> 50 MB of L2).
+// (3) The cp.async wait moves before the ldmatrix of the slice and the next slice's copies are issued right after the
+//     barrier (as v8), with STAGES-2 = 2 groups allowed in flight.
+// Expectation: v8's 241 TF/s (32% of cuBLAS) -> ~300-380 TF/s; the rest of the way to 70% needs larger warp tiles
+// (64x64: 8 ldmatrix per 32 mma instead of 6 per 16) and an smem-staged, 16-B-store epilogue — template parameters
+// here (BM, BN, WARPS_M, WARPS_N, STAGES) so a GPU session can sweep them.
+// Launch: grid (ceil(M/BM) * ceil(N/BN)), block 32*WARPS_M*WARPS_N, dynamic shared STAGES*(BM+BN)*BK*sizeof(T) bytes.
+constexpr int V8B_GROUP_M = 8;
+
+// V8B_TILE_ORDER_BEGIN
+__host__ __device__ __forceinline__ void v8b_tile_coords(int t, int tiles_m, int tiles_n, int& pm, int& pn) {
+  const int per_group = V8B_GROUP_M * tiles_n;
+  const int first_m = (t / per_group) * V8B_GROUP_M;
+  const int rows = min(tiles_m - first_m, V8B_GROUP_M);
+  const int r = t % per_group;
+  pm = first_m + r % rows;
+  pn = r / rows;
+}
+// V8B_TILE_ORDER_END
+
+// Element offsets inside one stage. A [BM][BK], BK = 32: 4 chunks of 8 per row; B [BK][BN]: BN/8 chunks per row.
+template <int BK> __device__ __forceinline__ int v8b_sw_a(int r, int k) {
+  static_assert(BK == 32 || BK == 64, "A rows must be 4 or 8 16-byte chunks");
+  constexpr int CH = BK / 8, ROWS_PER_128B = 8 / CH;  // rows sharing one 128-B bank line
+  return r * BK + (((k >> 3) ^ ((r / ROWS_PER_128B) % CH)) << 3) + (k & 7);
+}
+template <int BN> __device__ __forceinline__ int v8b_sw_b(int r, int n) {
+  static_assert(BN % 64 == 0, "B rows must be whole 128-B bank lines");
+  return r * BN + (((n >> 3) ^ (r & 7)) << 3) + (n & 7);
+}
+
+// __launch_bounds__(..., 2): two CTAs per SM (<= 128 registers a thread at 256 threads); uncapped, ptxas takes 168 and
+// the SM holds one CTA, so a CTA's barrier stalls would idle the tensor cores.
+template <typename T, int BM, int BN, int BK, int WARPS_M, int WARPS_N, int STAGES>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2)
+    hgemm_v8b_mma_swizzle(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, int M, int N, int K) {
+  constexpr int NT = 32 * WARPS_M * WARPS_N;
+  constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+  constexpr int MI = WM / 16, NI = WN / 8;
+  constexpr int A_STAGE = BM * BK, B_STAGE = BK * BN;
+  static_assert(WM % 16 == 0 && WN % 16 == 0 && BK % 16 == 0, "warp tile must be a multiple of 16x16, BK of 16");
+  static_assert(STAGES >= 2, "need at least double buffering");
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* As = reinterpret_cast<T*>(smem_raw);
+  T* Bs = As + STAGES * A_STAGE;
+
+  const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
+  int pm, pn;
+  v8b_tile_coords(blockIdx.x, tiles_m, tiles_n, pm, pn);
+  const int bm = pm * BM, bn = pn * BN;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+  const bool async_ok = (K % 8 == 0) && (N % 8 == 0) && aligned16(A) && aligned16(B);
+  const int KT = (K + BK - 1) / BK;
+
+  auto load_slice = [&](int s, int kt) {
+    const int k0 = kt * BK;
+    T* as = As + s * A_STAGE;
+    T* bs = Bs + s * B_STAGE;
+    if (async_ok) {
+#pragma unroll
+      for (int c = tid; c < BM * BK / 8; c += NT) {
+        const int r = c / (BK / 8), k = (c % (BK / 8)) * 8;
+        const bool ok = (bm + r < M) && (k0 + k < K);
+        const T* src = ok ? &A[(size_t)(bm + r) * K + k0 + k] : A;
+        cp_async_16(&as[v8b_sw_a<BK>(r, k)], src, ok);
+      }
+#pragma unroll
+      for (int c = tid; c < BK * BN / 8; c += NT) {
+        const int r = c / (BN / 8), n = (c % (BN / 8)) * 8;
+        const bool ok = (k0 + r < K) && (bn + n < N);
+        const T* src = ok ? &B[(size_t)(k0 + r) * N + bn + n] : B;
+        cp_async_16(&bs[v8b_sw_b<BN>(r, n)], src, ok);
+      }
+    } else {  // element-wise fallback (K or N not a multiple of 8, or a misaligned view), same swizzled layout;
+              // not unrolled: unrolled 4x it costs ~40 registers and spills under the 128-register cap
+      const uint16_t* A16 = reinterpret_cast<const uint16_t*>(A);
+      const uint16_t* B16 = reinterpret_cast<const uint16_t*>(B);
+      uint16_t* as16 = reinterpret_cast<uint16_t*>(as);
+      uint16_t* bs16 = reinterpret_cast<uint16_t*>(bs);
+#pragma unroll 1
+      for (int i = tid; i < BM * BK; i += NT) {
+        const int r = i / BK, k = i % BK;
+        as16[v8b_sw_a<BK>(r, k)] = (bm + r < M && k0 + k < K) ? A16[(size_t)(bm + r) * K + k0 + k] : (uint16_t)0;
+      }
+#pragma unroll 1
+      for (int i = tid; i < BK * BN; i += NT) {
+        const int r = i / BN, n = i % BN;
+        bs16[v8b_sw_b<BN>(r, n)] = (k0 + r < K && bn + n < N) ? B16[(size_t)(k0 + r) * N + bn + n] : (uint16_t)0;
+      }
+    }
+  };
+
+  float acc[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < KT) load_slice(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < KT; ++kt) {
+    // STAGES-1+kt groups committed, the oldest kt+1 hold slices 0..kt: STAGES-2 pending means slice kt landed; the
+    // barrier publishes every thread's copies and retires all reads of slot (kt-1) % STAGES, refilled just below
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nk = kt + STAGES - 1;
+      if (nk < KT) load_slice(nk % STAGES, nk);
+      cp_async_commit();
+    }
+    const T* as = As + (kt % STAGES) * A_STAGE;
+    const T* bs = Bs + (kt % STAGES) * B_STAGE;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t afrag[MI][4], bfrag[NI][2];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        const int r = wm * WM + mi * 16 + (lane % 16);
+        ldmatrix_x4(afrag[mi], &as[v8b_sw_a<BK>(r, kk + (lane / 16) * 8)]);
+      }
+#pragma unroll
+      for (int nj = 0; nj < NI / 2; ++nj) {
+        uint32_t r[4];
+        const int n = wn * WN + nj * 16 + (lane / 16) * 8;
+        ldmatrix_x4_trans(r, &bs[v8b_sw_b<BN>(kk + (lane % 16), n)]);
+        bfrag[2 * nj][0] = r[0];
+        bfrag[2 * nj][1] = r[1];
+        bfrag[2 * nj + 1][0] = r[2];
+        bfrag[2 * nj + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) mma_16816<T>(acc[mi][ni], afrag[mi], bfrag[ni]);
+    }
+  }
+  cp_async_wait<0>();
+
+  using T2 = typename Pair<T>::type;
+  const bool pair_ok = (N % 2 == 0) && ((reinterpret_cast<uintptr_t>(C) & 3) == 0);
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+      const int col = bn + wn * WN + ni * 8 + (lane % 4) * 2;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = bm + wm * WM + mi * 16 + lane / 4 + h * 8;
+        if (row >= M || col >= N) continue;
+        T* p = C + (size_t)row * N + col;
+        const float v0 = acc[mi][ni][2 * h], v1 = acc[mi][ni][2 * h + 1];
+        if (pair_ok) {
+          T2 v;
+          v.x = from_float<T>(v0);
+          v.y = from_float<T>(v1);
+          *reinterpret_cast<T2*>(p) = v;
+        } else {
+          p[0] = from_float<T>(v0);
+          if (col + 1 < N) p[1] = from_float<T>(v1);
+        }
+      }
+    }
+}

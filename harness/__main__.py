@@ -4,7 +4,7 @@
     python -m harness compile [--kernel all] [--arch sm_90]      # nvcc every registered .cu; ptxas resource table
     python -m harness info                                       # GPU / NVML / versions / nvcc / CUDA loader
     python -m harness report RESULTS... -o DIR [--profile P]     # report.md + figures from stored records
-    python -m harness compare NEW OLD [--fail-slower PCT]        # speed-ups and a regression exit code
+    python -m harness compare OLD NEW [--fail-slower PCT]        # noise-aware changes, regression exit code
     python -m harness inspect [--kernel matmul] [--arch sm_90a]  # kernel X-ray: regs, occupancy, SASS mix, lints
 
 ``check`` runs every selected (variant, dtype, shape) through the same correctness path as the benchmark (fresh
@@ -307,10 +307,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import compare_main
 
-    for p in (args.new, args.old):
+    for p in (args.old, args.new):
         if not Path(p).exists():
             raise CliError(f"no such results file or folder: {p}")
-    return compare_main(Path(args.new), Path(args.old), args.fail_slower)
+    return compare_main(Path(args.old), Path(args.new), args.fail_slower)
 
 
 def cmd_gpu_run(args: argparse.Namespace) -> int:
@@ -347,10 +347,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--profile", help="roofline profile JSON (default: profile.json next to the records)")
     c.add_argument("--no-figures", action="store_true", help="tables only")
     c.set_defaults(func=cmd_report)
-    c = sub.add_parser("compare", help="speed-ups of NEW against OLD; exit 1 on a regression")
-    c.add_argument("new", help="new results (folder or records file)")
+    c = sub.add_parser("compare", help="OLD NEW (as diff and git): noise-aware change per record, geomean per "
+                                       "family; exit 1 on a regression")
     c.add_argument("old", help="old results (folder or records file)")
-    c.add_argument("--fail-slower", type=float, metavar="PCT", help="regression when more than PCT%% slower")
+    c.add_argument("new", help="new results (folder or records file)")
+    c.add_argument("--fail-slower", type=float, metavar="PCT",
+                   help="regression: more than PCT%% slower with separated 95%% intervals, GPU timings only")
     c.set_defaults(func=cmd_compare)
     from harness.xray import add_parser as add_inspect_parser  # python -m harness inspect (kernel X-ray)
 

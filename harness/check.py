@@ -166,11 +166,11 @@ def expected_spec(problem: Any, shape: Any, dtype: str, device_type: str) -> dic
 
 
 def spec_mismatch(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> str | None:
-    """None when the returned outputs have exactly the expected keys' dtype, shape, strides and device."""
-    missing = [k for k in want if k not in got]
-    if missing:
-        return f"missing outputs {missing} (expected {sorted(want)})"
+    """None when every returned output has exactly the expected dtype, shape, strides and device. A missing output is
+    the comparison's business (a family may make one optional: attention baselines return no LSE)."""
     for k, w in want.items():
+        if k not in got:
+            continue
         g = got[k]
         if "type" in g:
             return f"output {k!r}: variant returned {g['type']}, expected a tensor"

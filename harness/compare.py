@@ -1,21 +1,32 @@
-"""Compare two runs: speed-up per matching record, and a regression gate for CI.
+"""Compare two runs, noise-aware: ``python -m harness compare OLD NEW`` (the order of diff and git).
 
-Records match on (family, variant, dtype, shape, device name). Speed-up = old median / new median, so 2.0 means the
-new run is twice as fast. A record is a *regression* when its new median is more than ``fail_slower_pct`` percent
-above the old one, or when it was ``ok`` before and is now incorrect / failing (a broken kernel is slower than any
-threshold). Records present on one side only are listed ("new only" / "old only") and never counted.
+Records match on (family, variant, dtype, shape, device name). ``change`` = new median / old median - 1 (+10% = the
+new run is 10% slower); ``speedup`` = old / new. Each median carries a 95% interval (distribution-free, from the
+order statistics of its stored samples; without samples the p10..p90 range, which is wider). A record is
 
-    python bench/run.py --kernel softmax --out runs/new --compare runs/old --fail-slower 5    # exit 1 on a regression
-    python -m harness compare runs/new runs/old --fail-slower 5
+- **slower** / **faster** only when the two intervals are separated *and* the change is above the threshold
+  (``fail_slower_pct``, else 2%); otherwise **same** (within noise) — so re-running one commit twice reports no
+  regression;
+- a **regression** when it is slower with a threshold given, on GPU timings only (CPU timings never gate: they
+  measure the interpreter and a shared machine), or **broken** (ok before, failing now; that gates everywhere).
+
+Rows that were only compiled or skipped on both sides are counted, not listed. A geometric mean of old/new per family
+summarises the matched timed rows.
+
+    python -m harness compare runs/old runs/new --fail-slower 5          # exit 1 on a regression
+    python bench/run.py --kernel softmax --out runs/new --compare runs/old --fail-slower 5
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 FAILED = ("incorrect", "compile_error", "runtime_error", "timeout")
+NOISE_PCT = 2.0  # the smallest change called faster/slower when no threshold is given
+Z95 = 1.959964
 
 
 def match_key(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
@@ -28,17 +39,39 @@ def _timed(r: dict[str, Any] | None) -> bool:
     return bool(r) and r.get("status") == "ok" and bool(r.get("median_ms"))
 
 
-def compare(new_records: Iterable[dict[str, Any]], old_records: Iterable[dict[str, Any]],
+def median_interval(r: dict[str, Any]) -> tuple[float, float]:
+    """A 95% interval of the record's median: order statistics of ``samples_ms`` (n >= 6: ranks n/2 -+ 1.96 sqrt(n)/2),
+    else its p10..p90 range, else the median itself (an interval of zero width, which never overlaps by luck)."""
+    s = r.get("samples_ms")
+    if isinstance(s, list) and len(s) >= 6:
+        xs = sorted(float(x) for x in s if isinstance(x, (int, float)))
+        n = len(xs)
+        if n >= 6:
+            half = Z95 * math.sqrt(n) / 2
+            lo = max(0, math.floor(n / 2 - half) - 1)
+            hi = min(n - 1, math.ceil(n / 2 + half))
+            return xs[lo], xs[hi]
+    p10, p90 = r.get("p10_ms"), r.get("p90_ms")
+    if isinstance(p10, (int, float)) and isinstance(p90, (int, float)) and p10 <= p90:
+        return float(p10), float(p90)
+    m = float(r["median_ms"])
+    return m, m
+
+
+def is_cpu(r: dict[str, Any] | None) -> bool:
+    return bool(r) and r.get("timing") in ("cpu", None)
+
+
+def compare(old_records: Iterable[dict[str, Any]], new_records: Iterable[dict[str, Any]],
             fail_slower_pct: float | None = None) -> tuple[list[dict[str, Any]], int]:
     """Rows (one per key on either side, new-run order first) and the number of regressions.
 
-    Each row: family, variant, dtype, shape, device, old_ms, new_ms, speedup (old/new), change_pct ((new-old)/old),
-    old_status, new_status, verdict ("faster" | "slower" | "same" | "regression" | "broken" | "new only" |
-    "old only" | "not timed") and regression (bool). Without a threshold nothing is a regression by speed, but
-    "broken" (ok before, failing now) always counts.
-    """
+    Each row: family, variant, dtype, shape, device, old_ms, new_ms, old_ci, new_ci, speedup (old/new), change_pct,
+    separated, cpu, old_status, new_status, verdict ("faster" | "slower" | "same" | "regression" | "broken" |
+    "fixed" | "compiled" | "skipped" | "new only" | "old only" | "not timed") and regression (bool)."""
     new = {match_key(r): r for r in new_records}
     old = {match_key(r): r for r in old_records}
+    effect = NOISE_PCT if fail_slower_pct is None else max(float(fail_slower_pct), 0.0)
     rows: list[dict[str, Any]] = []
     n_reg = 0
     for key in [*new, *(k for k in old if k not in new)]:
@@ -48,23 +81,33 @@ def compare(new_records: Iterable[dict[str, Any]], old_records: Iterable[dict[st
             "family": fam, "variant": var, "dtype": dt, "shape": shape, "device": dev,
             "old_ms": a.get("median_ms") if a else None, "new_ms": b.get("median_ms") if b else None,
             "old_status": a.get("status") if a else None, "new_status": b.get("status") if b else None,
-            "speedup": None, "change_pct": None, "regression": False,
+            "old_ci": None, "new_ci": None, "speedup": None, "change_pct": None, "separated": False,
+            "cpu": is_cpu(a) or is_cpu(b), "regression": False,
         }
+        sa, sb = row["old_status"], row["new_status"]
         if a is None:
             row["verdict"] = "new only"
         elif b is None:
             row["verdict"] = "old only"
-        elif a.get("status") == "ok" and b.get("status") in FAILED:
-            row["verdict"] = "broken"
-            row["regression"] = True
+        elif sa == "ok" and sb in FAILED:
+            row.update(verdict="broken", regression=True)
+        elif sa in FAILED and sb == "ok":
+            row["verdict"] = "fixed"
         elif _timed(a) and _timed(b):
-            sp = float(a["median_ms"]) / float(b["median_ms"])
+            oa, ob = median_interval(a), median_interval(b)
             change = (float(b["median_ms"]) / float(a["median_ms"]) - 1.0) * 100.0
-            row.update(speedup=sp, change_pct=change)
-            if fail_slower_pct is not None and change > fail_slower_pct:
-                row.update(verdict="regression", regression=True)
+            sep = ob[0] > oa[1] or ob[1] < oa[0]
+            row.update(speedup=float(a["median_ms"]) / float(b["median_ms"]), change_pct=change, old_ci=oa,
+                       new_ci=ob, separated=sep)
+            if sep and change > effect:
+                gate = fail_slower_pct is not None and not row["cpu"]
+                row.update(verdict="regression" if gate else "slower", regression=gate)
+            elif sep and change < -effect:
+                row["verdict"] = "faster"
             else:
-                row["verdict"] = "faster" if change < -1.0 else ("slower" if change > 1.0 else "same")
+                row["verdict"] = "same"
+        elif sa == sb and sa in ("compiled", "skipped"):
+            row["verdict"] = sa
         else:
             row["verdict"] = "not timed"
         n_reg += row["regression"]
@@ -72,48 +115,90 @@ def compare(new_records: Iterable[dict[str, Any]], old_records: Iterable[dict[st
     return rows, n_reg
 
 
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def geomeans(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int, bool]]:
+    """family -> (geometric mean of old/new over its matched timed rows, how many, any CPU timing)."""
+    acc: dict[str, list[float]] = {}
+    cpu: dict[str, bool] = {}
+    for r in rows:
+        if r["speedup"]:
+            acc.setdefault(r["family"], []).append(math.log(r["speedup"]))
+            cpu[r["family"]] = cpu.get(r["family"], False) or r["cpu"]
+    return {f: (math.exp(sum(v) / len(v)), len(v), cpu[f]) for f, v in acc.items()}
 
 
 def _default_console():
-    import os
-    import sys
-
     from rich.console import Console
 
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=160 if wide else None)
+    return Console(highlight=False, soft_wrap=True)
 
 
-def print_compare(rows: list[dict[str, Any]], fail_slower_pct: float | None = None, console: Any = None) -> None:
-    """A rich table, one row per match; regressions red, speed-ups green."""
-    from rich.table import Table
+def _fit(cols: list[list[str]], heads: list[str], right: set[int], width: int, shrink: list[int]) -> list[str]:
+    """Plain-text rows no wider than ``width``: the ``shrink`` columns lose characters (ellipsis) first."""
+    w = [max([len(h)] + [len(c) for c in col]) for h, col in zip(heads, cols, strict=True)]
+    total = sum(w) + 2 * (len(w) - 1)
+    for i in shrink:
+        if total <= width:
+            break
+        cut = min(total - width, w[i] - max(6, len(heads[i])))
+        if cut > 0:
+            w[i] -= cut
+            total -= cut
+
+    def cell(text: str, i: int) -> str:
+        text = text if len(text) <= w[i] else text[: w[i] - 1] + "…"
+        return text.rjust(w[i]) if i in right else text.ljust(w[i])
+
+    lines = ["  ".join(cell(h, i) for i, h in enumerate(heads)).rstrip()]
+    for j in range(len(cols[0]) if cols else 0):
+        lines.append("  ".join(cell(cols[i][j], i) for i in range(len(cols))).rstrip())
+    return [ln[:width] for ln in lines]
+
+
+def print_compare(rows: list[dict[str, Any]], fail_slower_pct: float | None = None, console: Any = None,
+                  width: int | None = None) -> None:
+    """Timed, broken and one-sided rows, one line each (regressions red, faster green); compiled-only and skipped
+    rows are counted; then the geometric mean per family."""
+    import shutil
+
+    from harness import fmt
 
     console = console or _default_console()
-    title = "new vs old (speed-up = old median / new median)"
-    if fail_slower_pct is not None:
-        title += f"; regression: > {fail_slower_pct:g}% slower"
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for h in ("family", "variant", "dtype", "shape", "old ms", "new ms", "speed-up", "change", "verdict"):
-        t.add_column(h, overflow="fold")
-    for r in rows:
-        style = {"regression": "red", "broken": "red", "faster": "green", "new only": "dim", "old only": "dim",
-                 "not timed": "dim"}.get(r["verdict"])
-        sp = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-        ch = "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"
-        verdict = r["verdict"]
-        if verdict in ("broken", "not timed"):
-            verdict += f" ({r['old_status']} -> {r['new_status']})"
-        t.add_row(r["family"], r["variant"], r["dtype"], r["shape"], _ms(r["old_ms"]), _ms(r["new_ms"]), sp, ch,
-                  verdict, style=style)
-    console.print(t)
+    width = width or max(60, shutil.get_terminal_size((100, 24)).columns)
+    thr = f"> {fail_slower_pct:g}% slower with separated 95% intervals" if fail_slower_pct is not None else \
+        f"no threshold: faster/slower need separated 95% intervals and > {NOISE_PCT:g}%"
+    console.print(f"old -> new (change = new/old - 1; {thr}; CPU timings never gate)", markup=False)
+    shown = [r for r in rows if r["verdict"] not in ("compiled", "skipped")]
+    counted = {v: sum(r["verdict"] == v for r in rows) for v in ("compiled", "skipped")}
+    if shown:
+        heads = ["variant", "dtype", "shape", "old", "new", "change", "verdict"]
+        cols: list[list[str]] = [[] for _ in heads]
+        styles = []
+        for r in shown:
+            verdict = r["verdict"] + (" (cpu)" if r["cpu"] and r["verdict"] in ("slower", "faster") else "")
+            if r["verdict"] in ("broken", "fixed", "not timed"):
+                verdict += f" ({r['old_status']} -> {r['new_status']})"
+            vals = [f"{r['family']}/{r['variant']}", r["dtype"], r["shape"], fmt.ms(r["old_ms"]), fmt.ms(r["new_ms"]),
+                    "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%", verdict]
+            for i, v in enumerate(vals):
+                cols[i].append(v)
+            styles.append({"regression": "red", "broken": "red", "faster": "green", "fixed": "green",
+                           "new only": "dim", "old only": "dim", "not timed": "dim"}.get(r["verdict"]))
+        lines = _fit(cols, heads, {3, 4, 5}, width, shrink=[2, 0, 6])
+        console.print(lines[0], style="bold", markup=False)
+        for line, style in zip(lines[1:], styles, strict=True):
+            console.print(line, style=style, markup=False)
+    extra = [f"{n} {v}-only on both sides (not listed)" for v, n in counted.items() if n]
+    if extra:
+        console.print("; ".join(extra), style="dim", markup=False)
+    for fam, (g, n, cpu) in geomeans(rows).items():
+        console.print(f"{fam}: geomean speed-up old/new {fmt.ratio(g)} over {n} timed record(s)"
+                      + (" (CPU timings: informative only)" if cpu else ""), markup=False)
     matched = [r for r in rows if r["old_status"] and r["new_status"]]
     if not matched and rows:
         devs_new = sorted({r["device"] for r in rows if r["verdict"] == "new only"})
         devs_old = sorted({r["device"] for r in rows if r["verdict"] == "old only"})
-        console.print(f"[yellow]no record matches (family, variant, dtype, shape, device); devices: new "
-                      f"{devs_new}, old {devs_old}[/]")
+        console.print(f"no record matches (family, variant, dtype, shape, device); devices: old {devs_old}, new "
+                      f"{devs_new}", style="yellow", markup=False)
 
 
 def _error(msg: str) -> None:
@@ -123,29 +208,41 @@ def _error(msg: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {msg}", style="red")
 
 
-def compare_main(new: Path | str | list[dict[str, Any]], old: Path | str, fail_slower_pct: float | None = None,
-                 console: Any = None) -> int:
-    """Load, compare, print. Returns the exit code: 1 when anything regressed (see ``compare``), 2 when the old
-    results cannot be read, else 0. ``new`` is an output folder / records file, or the records of the run just done.
-    Lines of a records.jsonl that are not records are skipped and counted on stderr (``records.load_jsonl``).
-    """
+def _latest(recs: list[dict[str, Any]]) -> str:
+    return max((str(r.get("timestamp") or "") for r in recs), default="")
+
+
+def compare_main(old: Path | str | list[dict[str, Any]], new: Path | str | list[dict[str, Any]],
+                 fail_slower_pct: float | None = None, console: Any = None) -> int:
+    """Load, compare, print. OLD first, NEW second (like diff and git); either may be an output folder, a records
+    file or a list of records (the run just done). Returns 1 when anything regressed, 2 when a side cannot be read
+    or holds no records, else 0."""
     from harness.records import load_records
 
     console = console or _default_console()
+
+    def load(side: Path | str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if isinstance(side, list):
+            return side
+        if not Path(side).exists():
+            raise FileNotFoundError(f"{side}: no such file or folder")
+        return load_records([side])
+
     try:
-        new_recs = list(new) if isinstance(new, list) else load_records([new])
-        if not Path(old).exists():
-            raise FileNotFoundError(f"{old}: no such file or folder")
-        old_recs = load_records([old])
+        old_recs, new_recs = load(old), load(new)
     except (OSError, ValueError, KeyError) as e:
         _error(f"cannot read results to compare: {e}")
         return 2
     if not old_recs:
         _error(f"no records in {old}")
         return 2
-    rows, n_reg = compare(new_recs, old_recs, fail_slower_pct)
+    if _latest(old_recs) and _latest(new_recs) and _latest(old_recs) > _latest(new_recs):
+        console.print("note: the OLD results are newer than the NEW ones; the order is OLD NEW (as diff and git)",
+                      style="yellow", markup=False)
+    rows, n_reg = compare(old_recs, new_recs, fail_slower_pct)
     print_compare(rows, fail_slower_pct, console)
     if n_reg:
-        console.print(f"[red]{n_reg} regression(s)[/] against {old}")
+        console.print(f"{n_reg} regression(s) against {old if not isinstance(old, list) else 'the old records'}",
+                      style="red", markup=False)
         return 1
     return 0

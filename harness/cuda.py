@@ -22,7 +22,9 @@ or from the file's folder count as much as ``"..."`` ones — plus the flags, de
 the arch and the kind of build (ccache's "direct mode": a per-configuration index lists the dependency sets seen,
 each with the files' sizes, mtimes and SHA-256; a hit needs every file unchanged). Entries are written to a temporary
 folder and renamed into place, under a per-configuration file lock, so parallel workers never see half an entry or
-compile the same thing twice.
+compile the same thing twice. Keys and indexes name files relative to the repository or the CUDA toolkit
+(``$REPO/cuda_src/x.cu``, ``$CUDA/include/cuda_runtime.h``; absolute only outside both), so a cache built here by
+``make gpu-prep`` hits in a copy of the tree at another path (the GPU machine's) whose files have the same bytes.
 """
 
 from __future__ import annotations
@@ -250,6 +252,7 @@ def parse_depfile(text: str, cwd: Path) -> list[Path]:
 # Cache keys and dependency indexes name files relative to the repository ("$REPO/cuda_src/x.cu") or the toolkit
 # ("$CUDA/include/cuda_runtime.h"), so a cache built here (make gpu-prep) hits in a copy of the tree elsewhere on the
 # GPU machine. Files outside both (/usr/include, a user's own folder) stay absolute: they are no more portable.
+
 
 def _roots() -> tuple[tuple[str, Path | None], ...]:
     return ("$REPO", REPO_ROOT), ("$CUDA", cuda_root())

@@ -31,10 +31,13 @@ from typing import Any
 STATUSES = ("ok", "incorrect", "compile_error", "runtime_error", "timeout", "compiled", "skipped")
 OK_STATUSES = ("ok", "compiled", "skipped")  # anything else (or no record at all) makes the exit status 1
 KEY_FIELDS = ("family", "variant", "dtype", "shape")
-FIELDS = [  # column order of the CSV; the JSON carries everything
+FIELDS = [  # column order of the CSV; the JSON carries everything. The shape's dimensions (M, N, K, ...) follow
+    # "shape" as columns of their own (``csv_fields``); the 95% interval is two numeric columns.
     "family", "variant", "backend", "baseline", "dtype", "shape", "status", "rel_err", "median_ms", "p10_ms",
     "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
-    "speedup_ci95", "baseline_name", "timing", "suspect", "flags", "tolerance", "message", "device_name", "git_sha",
+    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "timing", "suspect", "flags", "tolerance",
+    "xray_regs", "xray_spill_bytes", "xray_smem_bytes", "xray_occupancy", "xray_tc_ops", "xray_widest_load_bits",
+    "xray_dot_precision", "floor_ms", "measured_over_floor", "xray_lints", "message", "device_name", "git_sha",
     "timestamp",
 ]
 MANIFEST = "manifest.json"
@@ -97,56 +100,352 @@ def _tolerance_text(v: Any) -> str | None:
     return str(v)
 
 
-def flat(r: dict[str, Any]) -> dict[str, Any]:
-    roof = r.get("roofline") or {}
+def shape_dims(r: dict[str, Any]) -> dict[str, Any]:
+    """The shape's dimensions as a dict ({"M": 4096, "N": 4096, "K": 4096}): ``shape_dims`` if the record has it,
+    else parsed from the shape key ("M=4096,N=4096,K=4096"); numbers become ints or floats."""
+    dims = r.get("shape_dims")
+    if isinstance(dims, dict) and dims:
+        return dict(dims)
+    out: dict[str, Any] = {}
+    for part in str(r.get("shape") or "").split(","):
+        k, eq, v = part.partition("=")
+        if not eq:
+            continue
+        try:
+            out[k.strip()] = int(v) if v.strip().lstrip("-").isdigit() else float(v)
+        except ValueError:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def csv_fields(records: Iterable[dict[str, Any]]) -> list[str]:
+    """FIELDS with the shape's dimensions (in order of first appearance) inserted after "shape"."""
+    dims: list[str] = []
+    for r in records:
+        for d in shape_dims(r):
+            if d not in dims and d not in FIELDS:
+                dims.append(d)
+    i = FIELDS.index("shape") + 1
+    return FIELDS[:i] + dims + FIELDS[i:]
+
+
+def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None] | None:
+    """(speed-up, 95% lo, 95% hi) against the library baseline, or None when there is none or it means nothing:
+    a CPU timing of an interpreted Triton variant (TRITON_INTERPRET) against compiled ATen code measures the
+    interpreter, not the kernel."""
+    sp = r.get("speedup_vs_baseline")
+    if sp is None or r.get("baseline"):
+        return None
+    if r.get("timing") == "cpu" and r.get("backend") == "triton":
+        return None
     ci = r.get("speedup_ci95")
+    lo, hi = (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return float(sp), lo, hi
+
+
+def measured_over_floor(r: dict[str, Any]) -> float | None:
+    """GPU median / the X-ray's predicted floor (>= 1 unless something is wrong); None for CPU timings."""
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    fl, med = x.get("floor_ms"), r.get("median_ms")
+    if r.get("status") != "ok" or r.get("timing") in (None, "cpu") or not fl or not med:
+        return None
+    return float(med) / float(fl)
+
+
+def flat(r: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row: FIELDS plus the shape's dimensions; lists and dicts as short text, numbers as numbers."""
+    roof = r.get("roofline") or {}
     dev = r.get("device")
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    sp = speedup_shown(r)
+    dims = {k: v for k, v in shape_dims(r).items() if k not in FIELDS}
     return {
         **{k: r.get(k) for k in FIELDS},
+        **dims,
         "pct_of_roofline": roof.get("pct_of_roofline") if isinstance(roof, dict) else None,
         "suspect": bool(r.get("suspect")),
-        "speedup_ci95": f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else None,
+        "speedup_vs_baseline": sp[0] if sp else None,
+        "speedup_lo": sp[1] if sp else None,
+        "speedup_hi": sp[2] if sp else None,
+        "speedup_method": r.get("speedup_method") if sp else None,
         "flags": _flags_text(r.get("flags")),
         "tolerance": _tolerance_text(r.get("tolerance")),
+        "xray_regs": x.get("regs"), "xray_spill_bytes": x.get("spill_bytes"), "xray_smem_bytes": x.get("smem_bytes"),
+        "xray_occupancy": x.get("occupancy"), "xray_tc_ops": x.get("tensor_core_ops"),
+        "xray_widest_load_bits": x.get("widest_load_bits"), "xray_dot_precision": x.get("dot_precision"),
+        "floor_ms": x.get("floor_ms"), "measured_over_floor": measured_over_floor(r),
+        "xray_lints": " | ".join(x.get("lints") or []) or None,
         "device_name": dev.get("name") if isinstance(dev, dict) else dev,
     }
 
 
-def fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else ""
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:.0f}"
-    return str(v)
+# ------------------------------------------------------------------------------------------------ tables
+STATUS_SHORT = {"ok": "ok", "skipped": "skip", "compiled": "built", "incorrect": "WRONG", "compile_error": "cc-err",
+                "runtime_error": "crash", "timeout": "t/o"}
+FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x"}
+FLAG_LEGEND = {"L": "launch-bound (median < 5x an empty launch: measures the launch, not the kernel)",
+               "U": "unstable (samples drifted or clocks varied)", "S": "suspect (above its roof, or work hidden)",
+               "x": "X-ray lint (python -m harness inspect)"}
 
 
-TABLE_COLS = [("variant", "variant"), ("shape", "shape"), ("dtype", "dtype"), ("status", "status"),
-              ("rel_err", "rel err"), ("median_ms", "median ms"), ("tflops", "TFLOP/s"), ("gbps", "GB/s"),
-              ("pct_of_roofline", "% roof"), ("speedup", "vs baseline")]
+@dataclass(frozen=True)
+class Column:
+    head: str
+    prio: int  # columns are dropped highest-prio first when the table does not fit (0: never dropped)
+    right: bool = True
+    doc: str = ""
 
 
-def table_row(r: dict[str, Any]) -> list[str]:
-    f = flat(r)
-    sp = r.get("speedup_vs_baseline")
-    sp_txt = "-"
+COLUMNS: dict[str, Column] = {
+    "variant": Column("variant", 0, False, "variant name"),
+    "backend": Column("backend", 9, False, "triton, cuda or torch"),
+    "shape": Column("shape", 8, False, "shape key (default: a header line per shape and dtype)"),
+    "dtype": Column("dtype", 8, False, "dtype (default: in the header line)"),
+    "status": Column("status", 0, False, "ok, skip (reason follows), built (CUDA compiled, not run), WRONG, crash"),
+    "time": Column("median", 1, True, "median time per call"),
+    "p10": Column("p10", 9, True, "10th percentile time"),
+    "p90": Column("p90", 9, True, "90th percentile time"),
+    "perf": Column("perf", 1, True, "throughput: FLOP/s, or B/s for memory-bound families (the header says)"),
+    "vs_lib": Column("×lib", 2, True, "speed-up against the library baseline (lib = the baseline itself)"),
+    "ci": Column("95% CI", 7, True, "95% interval of the speed-up"),
+    "roof": Column("%roof", 3, True, "% of the attainable roofline"),
+    "err": Column("rel err", 8, True, "relative error against the float64 reference"),
+    "regs": Column("regs", 4, True, "registers per thread (X-ray)"),
+    "spill": Column("spill", 5, True, "spilled bytes (X-ray)"),
+    "smem": Column("smem", 9, True, "shared memory per block (X-ray)"),
+    "occ": Column("occ", 4, True, "theoretical occupancy (X-ray)"),
+    "tc": Column("TC ops", 9, True, "tensor-core instructions in the SASS (X-ray)"),
+    "floor": Column("floor", 9, True, "predicted floor time (X-ray, device profile)"),
+    "flags": Column("flags", 2, False, "L launch-bound, U unstable, S suspect, x X-ray lint"),
+}
+DEFAULT_COLUMNS = ("variant", "status", "time", "perf", "vs_lib", "roof", "regs", "spill", "occ", "flags")
+
+
+def parse_columns(text: str | None) -> list[str]:
+    """``--columns`` ("variant,status,time" or "+err,-occ" to add to / remove from the defaults)."""
+    if not text:
+        return list(DEFAULT_COLUMNS)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    cols = list(DEFAULT_COLUMNS) if all(p[0] in "+-" for p in parts) else []
+    for p in parts:
+        name = p.lstrip("+-")
+        if name not in COLUMNS:
+            raise ValueError(f"unknown column {name!r}; choose from {', '.join(COLUMNS)}")
+        if p.startswith("-"):
+            cols = [c for c in cols if c != name]
+        elif name not in cols:
+            cols.append(name)
+    for must in ("variant", "status"):
+        if must not in cols:
+            cols.insert(0 if must == "variant" else 1, must)
+    return cols
+
+
+def perf_unit(records: Iterable[dict[str, Any]]) -> str:
+    """'B/s' when the family leads with bandwidth, else 'FLOP/s'."""
+    units = [r.get("throughput_unit") for r in records if r.get("throughput_unit")]
+    return "B/s" if units and units[0] == "GB/s" else "FLOP/s"
+
+
+def flag_letters(r: dict[str, Any]) -> str:
+    flags = list(r.get("flags") or [])
+    if r.get("suspect") and "suspect" not in flags:
+        flags.append("suspect")
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    if x.get("lints"):
+        flags.append("lint")
+    return "".join(dict.fromkeys(FLAG_LETTERS.get(str(f), str(f)[:1].upper()) for f in flags))
+
+
+def _regs_of(r: dict[str, Any]) -> Any:
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    if x.get("regs") is not None:
+        return x["regs"]
+    res = r.get("resources")
+    if isinstance(res, dict):
+        regs = [k.get("registers") for k in res.values() if isinstance(k, dict) and k.get("registers") is not None]
+        return max(regs) if regs else res.get("registers")
+    return None
+
+
+def cells(r: dict[str, Any], unit: str | None = None) -> dict[str, str]:
+    """Every column's text for one record (the one number formatter: harness.fmt)."""
+    from harness import fmt
+
+    unit = unit or perf_unit([r])
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    roof = r.get("roofline") if isinstance(r.get("roofline"), dict) else {}
+    sp = speedup_shown(r)
     if r.get("baseline"):
-        sp_txt = "baseline"
-    elif sp is not None:
-        sp_txt = r.get("speedup_text") or f"{sp:.2f}x"
-    status = r["status"] + (" (suspect)" if r.get("suspect") else "")
-    vals = {**f, "status": status, "speedup": sp_txt,
-            "pct_of_roofline": None if f["pct_of_roofline"] is None else f"{f['pct_of_roofline']:.0f}%"}
-    return [fmt(vals.get(k)) for k, _ in TABLE_COLS]
+        vs = "lib"
+    elif sp:
+        vs = fmt.ratio(sp[0])
+    else:
+        vs = "-"
+    if unit == "B/s":
+        perf = fmt.plain(r["gbps"] * 1e9) if isinstance(r.get("gbps"), (int, float)) else "-"
+    else:
+        perf = fmt.plain(r["tflops"] * 1e12) if isinstance(r.get("tflops"), (int, float)) else "-"
+    occ = x.get("occupancy")
+    spill = x.get("spill_bytes")
+    return {
+        "variant": str(r.get("variant")), "backend": str(r.get("backend") or "-"), "shape": str(r.get("shape")),
+        "dtype": str(r.get("dtype")), "status": STATUS_SHORT.get(str(r.get("status")), str(r.get("status"))),
+        "time": fmt.ms(r.get("median_ms")), "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
+        "perf": perf if r.get("median_ms") else "-", "vs_lib": vs,
+        "ci": fmt.interval(sp[1], sp[2]) if sp else "-",
+        "roof": fmt.pct(roof.get("pct_of_roofline")),
+        "err": fmt.sig(r["rel_err"], 2) if isinstance(r.get("rel_err"), float) and r["rel_err"] >= 1e-3
+        else (f"{r['rel_err']:.1e}" if isinstance(r.get("rel_err"), (int, float)) else "-"),
+        "regs": str(_regs_of(r)) if _regs_of(r) is not None else "-",
+        "spill": "-" if spill is None else (str(spill) if spill < 1000 else fmt.si(spill, "B", space=False)),
+        "smem": "-" if x.get("smem_bytes") is None else fmt.si(x["smem_bytes"], "B", space=False),
+        "occ": "-" if occ is None else f"{occ * 100:.0f}%",
+        "tc": "-" if x.get("tensor_core_ops") is None else str(x["tensor_core_ops"]),
+        "floor": fmt.ms(x.get("floor_ms")),
+        "flags": flag_letters(r),
+    }
 
 
-def markdown_table(records: Iterable[dict[str, Any]]) -> str:
+def note_of(r: dict[str, Any]) -> str | None:
+    """What a row that did not run says instead of numbers: the skip reason or the failure's first line."""
+    if r.get("status") in ("ok", "compiled"):
+        return None
+    msg = str(r.get("message") or r.get("status") or "").strip().splitlines()
+    return msg[0] if msg else ""
+
+
+def _cut(text: str, n: int) -> str:
+    if len(text) <= n:
+        return text
+    if n <= 1:
+        return text[:n]
+    return text[: n - 1] + "…"
+
+
+def _cut_middle(text: str, n: int) -> str:
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 2 + (n - 1) % 2
+    return text[:head] + "…" + text[len(text) - (n - 1 - head):]
+
+
+def shape_label(r: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in shape_dims(r).items()) or str(r.get("shape"))
+
+
+def render_table(records: list[dict[str, Any]], width: int = 80, columns: list[str] | None = None,
+                 group: bool | None = None) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Plain-text table lines that never exceed ``width``: ``[(line, style)]`` and the columns dropped to fit.
+
+    Rows are grouped under a header line per (shape, dtype) unless the shape or dtype is a column. Columns are
+    dropped highest-prio first until the table fits, then variant names are shortened in the middle. A row that
+    did not run shows its reason in place of the numbers."""
+    cols = list(columns or DEFAULT_COLUMNS)
+    if group is None:
+        group = "shape" not in cols and "dtype" not in cols
+    unit = perf_unit(records)
+    heads = {c: COLUMNS[c].head for c in cols}
+    if "perf" in heads:
+        heads["perf"] = unit
+    rows = [(r, cells(r, unit), note_of(r)) for r in records]
+    numeric = [c for c in cols if c not in ("variant", "status")]
+    sep = 2
+
+    def widths(cs: list[str]) -> dict[str, int]:
+        w = {c: len(heads[c]) for c in cs}
+        for _, cl, note in rows:
+            for c in cs:
+                if note is not None and c in numeric:
+                    continue
+                w[c] = max(w[c], len(cl[c]))
+        return w
+
+    dropped: list[str] = []
+    while True:
+        w = widths(cols)
+        total = sum(w.values()) + sep * (len(cols) - 1)
+        if total <= width:
+            break
+        if sep == 2:
+            sep = 1
+            continue
+        cand = [c for c in cols if COLUMNS[c].prio > 0]
+        if not cand:
+            break
+        worst = max(cand, key=lambda c: (COLUMNS[c].prio, cols.index(c)))
+        cols.remove(worst)
+        dropped.append(worst)
+        numeric = [c for c in cols if c not in ("variant", "status")]
+    w = widths(cols)
+    total = sum(w.values()) + sep * (len(cols) - 1)
+    if total > width:
+        w["variant"] = max(8, w["variant"] - (total - width))
+    gap = " " * sep
+
+    def line(vals: dict[str, str]) -> str:
+        out = []
+        for c in cols:
+            v = _cut_middle(vals[c], w[c]) if c == "variant" else _cut(vals[c], w[c])
+            out.append(v.rjust(w[c]) if COLUMNS[c].right else v.ljust(w[c]))
+        return gap.join(out).rstrip()
+
+    out: list[tuple[str, str | None]] = [(_cut(line(heads), width), "bold")]
+    last = None
+    for r, cl, note in rows:
+        if group:
+            g = (shape_label(r), str(r.get("dtype")))
+            if g != last:
+                out.append((_cut(f"· {g[0]} · {g[1]}", width), "dim bold"))
+                last = g
+        style = {"skipped": "dim", "compiled": "cyan"}.get(str(r.get("status")),
+                                                           None if r.get("status") == "ok" else "red")
+        if note is None:
+            out.append((_cut(line(cl), width), style))
+        else:
+            lead = [c for c in cols if c in ("variant", "status")]
+            text = gap.join((_cut_middle(cl[c], w[c]) if c == "variant" else cl[c]).ljust(w[c]) for c in lead)
+            out.append((_cut(f"{text}{gap}{note}", width), style))
+    return out, dropped
+
+
+def table_legend(records: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
+    """One line per flag letter that appears ("flags: L launch-bound (...)"); none when no record has a flag."""
+    if "flags" not in (columns or DEFAULT_COLUMNS):
+        return []
+    seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
+    return [f"flags: {c} {FLAG_LEGEND.get(c, c)}" for c in seen]
+
+
+def table_row(r: dict[str, Any], columns: list[str] | None = None) -> list[str]:
+    """The cells of one record for ``columns`` (a skip or failure puts its reason in the last column)."""
+    cols = list(columns or MD_COLUMNS)
+    cl = cells(r)
+    note = note_of(r)
+    vals = [cl[c] for c in cols]
+    if note is not None:
+        vals[-1] = note
+    return vals
+
+
+MD_COLUMNS = ("variant", "shape", "dtype", "status", "time", "perf", "vs_lib", "ci", "roof", "regs", "spill", "occ",
+              "flags")
+
+
+def markdown_table(records: Iterable[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A GFM table (no width limit): the throughput column's header carries its unit; a row that did not run
+    carries its reason in a last "note" column."""
+    records = list(records)
+    cols = list(columns or MD_COLUMNS)
+    unit = perf_unit(records)
+    heads = [unit if c == "perf" else COLUMNS[c].head for c in cols] + ["note"]
     out = io.StringIO()
-    out.write("| " + " | ".join(h for _, h in TABLE_COLS) + " |\n")
-    out.write("|" + "---|" * len(TABLE_COLS) + "\n")
+    out.write("| " + " | ".join(heads) + " |\n")
+    out.write("|" + "---|" * len(heads) + "\n")
     for r in records:
-        out.write("| " + " | ".join(c.replace("|", "\\|") for c in table_row(r)) + " |\n")
+        cl = cells(r, unit)
+        row = [cl[c] for c in cols] + [note_of(r) or ""]
+        out.write("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |\n")
     return out.getvalue()
 
 
@@ -339,7 +638,7 @@ class ResultWriter:
         recs = self.family_records(family)
         atomic_write(self.outdir / f"{family}.json", json.dumps(recs, indent=1))
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=FIELDS)
+        w = csv.DictWriter(buf, fieldnames=csv_fields(recs))
         w.writeheader()
         for r in recs:
             w.writerow(flat(r))

@@ -22,6 +22,7 @@ The tolerance of a record is the family's, derived from the dtype's unit roundof
 from __future__ import annotations
 
 import builtins
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -36,6 +37,7 @@ import torch
 
 from harness import check as chk
 from harness import timing as tm
+from harness.records import fresh_seeds
 from harness.registry import Problem, RegistryError, Shape, Variant, get_problem, interpreter
 
 
@@ -56,7 +58,7 @@ class Task:
 
 @dataclass
 class RunOptions:
-    seeds: tuple[int, ...] = (0, 1, 2)  # correctness seeds; the CLI draws fresh ones per run
+    seeds: tuple[int, ...] = field(default_factory=fresh_seeds)  # drawn fresh (OS entropy); pass some to replay
     strict: bool = False  # check 16 randomly chosen timed outputs per record instead of `sample_checks`
     sample_checks: int = 3  # timed calls whose outputs are checked in full (chosen after the call, at random)
     warmup_s: float = 0.1
@@ -291,17 +293,39 @@ class VariantSide:
                 sampler = None
         kw = dict(prepare=prepare, device=dev, warmup_s=opts.warmup_s, max_s=opts.max_time_s,
                   min_n=opts.min_n if on_gpu else 3, flush_l2=opts.flush_l2)
+        with sampler if sampler is not None else contextlib.nullcontext():  # one sampler over all timed loops
+            self._timed_loops(res, call, call_base, prepare, consider_last, seed_base, st, kw, sampler,
+                              base_side is not None and ab_rounds > 0, ab_rounds)
         if sampler is not None:
-            with sampler:
-                t = tm.time_calls(call, sampler=sampler, **kw)
             res["nvml"] = sampler.summary()
-        else:
-            t = tm.time_calls(call, **kw)
+        consider_last()
+        _sync()
+        res["samples"] = [{**p, "outputs": _cpu(p.get("outputs") or {}), "inputs": _cpu(p["inputs"])}
+                          for p in reservoir]
+        res["timed_calls"] = st["n"]
+        return res
+
+    def _timed_loops(self, res: dict, call: Callable, call_base: Callable, prepare: Callable,
+                     consider_last: Callable, seed_base: int, st: dict, kw: dict, sampler: Any, ab: bool,
+                     ab_rounds: int) -> None:
+        opts, shape, dev = self.opts, self.shape, self.dev
+        on_gpu = dev.type == "cuda"
+        t = tm.time_calls(call, sampler=sampler, **kw)
         _sync()
         res["timing"] = t.as_dict()
         if opts.graph and on_gpu:
             try:
-                res["graph"] = tm.time_graph(call, prepare=prepare, device=dev, flush_l2=opts.flush_l2).as_dict()
+                consider_last()
+
+                def refill(i: int) -> None:  # a graph replays fixed addresses: new contents, same buffers
+                    fresh = self.problem.make_inputs(shape, self.dtype, seed_base + 1 + st["made"], dev)
+                    st["made"] += 1
+                    for k, x in fresh.items():
+                        if isinstance(x, torch.Tensor):
+                            st["inputs"][k].copy_(x)
+
+                res["graph"] = tm.time_graph(call, prepare=refill, device=dev, flush_l2=opts.flush_l2).as_dict()
+                st["ran"] = False  # the captured call's output is the graph's, not a timed sample to judge
             except Exception as e:  # noqa: BLE001 - capture can fail (host syncs, allocations): say why
                 res["graph"] = {"note": f"graph timing unavailable: {type(e).__name__}: {e}"[:300]}
         if on_gpu and opts.gpm:
@@ -311,15 +335,13 @@ class VariantSide:
                 res["gpm"] = gpm_dram_bw(lambda: call(0))
             except Exception as e:  # noqa: BLE001
                 res["gpm"] = {"available": False, "note": f"{type(e).__name__}: {e}"}
-        if base_side is not None and ab_rounds > 0:
-            pr = tm.paired(call_base, call, prepare=prepare, rounds=ab_rounds, device=dev, flush_l2=opts.flush_l2)
-            res["paired"] = {"base_ms": list(pr.a_ms), "var_ms": list(pr.b_ms)}
-        consider_last()
-        _sync()
-        res["samples"] = [{**p, "outputs": _cpu(p.get("outputs") or {}), "inputs": _cpu(p["inputs"])}
-                          for p in reservoir]
-        res["timed_calls"] = st["n"]
-        return res
+        if ab:
+            pr = tm.paired(call_base, call, prepare=prepare, rounds=ab_rounds, device=dev, flush_l2=opts.flush_l2,
+                           sampler=sampler)
+            # both sides under the same clock conditions: one clock spread for the pair, written with it
+            res["paired"] = {"base_ms": list(pr.a_ms), "var_ms": list(pr.b_ms), "order": list(pr.order),
+                             "clock_mhz_p10": pr.clock_mhz_p10, "clock_mhz_p90": pr.clock_mhz_p90,
+                             "flags": list(pr.flags), "notes": list(pr.notes)}
 
 
 # ============================================================================================ the judge
@@ -464,9 +486,13 @@ def _fill_timing(rec: dict, problem: Problem, shape: Shape, tp: dict, base: Vari
             rec.update(baseline_name=base.name, speedup_text="suspect: not compared")
             return
         ab = tm.paired_speedup(tp["paired"]["base_ms"], tp["paired"]["var_ms"])
+        pr = tp["paired"]
         rec.update(speedup_vs_baseline=ab["speedup"], speedup_ci95=ab["ci95"], speedup_text=ab["text"],
                    baseline_name=base.name, speedup_method=ab.get("method", "paired-rounds"),
-                   speedup_rounds=len(tp["paired"]["var_ms"]))
+                   speedup_rounds=len(pr["var_ms"]), paired_clock_mhz=[pr.get("clock_mhz_p10"),
+                                                                       pr.get("clock_mhz_p90")])
+        if "unstable" in (pr.get("flags") or []) and "unstable" not in rec["flags"]:
+            rec["flags"].append("unstable")
 
 
 # ============================================================================================ the two sides

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WB_CACHE", str(ROOT / ".cache"))  # compiled cubins shared by tests and CLI runs in CI
+os.environ.setdefault("WB_XRAY", "0")  # no X-ray compile per CLI run in tests; tests that need it set WB_XRAY=1
 
 
 def pytest_configure(config):
@@ -28,3 +29,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _xray_where_tested(request, monkeypatch):
+    """WB_XRAY=0 above keeps CLI runs cheap; the X-ray's own tests (and tests marked xray) need it on."""
+    if request.module.__name__.endswith("test_xray") or "xray" in request.keywords:
+        monkeypatch.setenv("WB_XRAY", "1")

@@ -140,7 +140,7 @@ def test_cli_compile_softmax():
 
     res = _harness("compile", "--kernel", "softmax")
     if nvcc_path() is None:
-        assert res.returncode == 2 and "nvcc not found" in res.stdout
+        assert res.returncode == 2 and "nvcc not found" in res.stderr
         return
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "softmax_v3_block" in res.stdout and "registers" in res.stdout
@@ -152,7 +152,7 @@ def test_cli_check_and_bad_input():
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "ok" in res.stdout and "incorrect" not in res.stdout
     bad = _harness("report", str(ROOT / "no-such-run"), "-o", "/tmp/never")
-    assert bad.returncode == 2 and bad.stdout.startswith("error:") and "Traceback" not in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stdout + bad.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- benchmarks

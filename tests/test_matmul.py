@@ -50,7 +50,9 @@ def test_registry_entries():
             assert v.style == "return", v.name
         uses_tf32 = "tf32" in v.name
         assert uses_tf32 == v.description.startswith("tf32:"), v.name  # labelled in name and description alike
-        assert uses_tf32 == (v.tolerance.get("fp32") is not None), v.name  # and only they get a looser fp32
+        # and only they are checked at tf32's roundoff (declared, and written into every record's tolerance)
+        assert uses_tf32 == (v.compute_dtype == "tf32"), v.name
+        assert uses_tf32 == (P.tol_for("fp32", P.quick[0], v)[1]["precision"] == "tf32"), v.name
     assert len(P.shapes) <= 10 and len(P.quick) <= 5
     assert str(P.parse_shape("4096x4096x14336")) == "M=4096,N=4096,K=14336"
 

@@ -1,5 +1,6 @@
 """Raw-CUDA variants of the matmul family: the SGEMM ladder (v1-v7, fp32), mma.sync (v8, fp16/bf16) and, on
-Hopper, wgmma + TMA (v9, bf16/fp16, host mode).
+Hopper, host-mode wgmma + TMA kernels: v9 (one warpgroup), v10 (warp-specialised, persistent, 128x256 tiles) and
+v11 (fp8 e4m3 -> bf16, the same structure with QGMMA).
 
 ``harness/families/matmul.py`` owns the Problem (C[M,N] = A[M,K] @ B[K,N], row-major contiguous, inputs
 ``{"a": A, "b": B}``, output ``{"c": C}`` in the input dtype) and calls :func:`register_cuda_variants`.
@@ -10,6 +11,8 @@ sm_90 (tests/test_matmul_cuda.py checks it).
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import torch
 
@@ -59,6 +62,17 @@ V8_TYPES = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
 V8_KERNELS = {dt: SRC.kernel(V8.replace("{T}", ct)) for dt, ct in V8_TYPES.items()}
 for _k in V8_KERNELS.values():
     _k.set_max_dynamic_shared(V8_SMEM)
+
+# ---------------------------------------------------------------------------------------------- v8b: swizzled mma.sync
+# 128x128x32, 8 warps of 64x32, 4 cp.async stages, XOR-swizzled shared memory (no padding), grouped 1-D tile order.
+V8B_BM, V8B_BN, V8B_BK, V8B_WARPS_M, V8B_WARPS_N, V8B_STAGES = 128, 128, 32, 2, 4, 4
+V8B = f"hgemm_v8b_mma_swizzle<{{T}},{V8B_BM},{V8B_BN},{V8B_BK},{V8B_WARPS_M},{V8B_WARPS_N},{V8B_STAGES}>"
+V8B_THREADS = 32 * V8B_WARPS_M * V8B_WARPS_N
+V8B_SMEM = V8B_STAGES * (V8B_BM + V8B_BN) * V8B_BK * 2  # bytes: 65536 (> 48 KB: opt-in)
+V8B_KERNELS = {dt: SRC.kernel(V8B.replace("{T}", ct)) for dt, ct in V8_TYPES.items()}
+for _k in V8B_KERNELS.values():
+    _k.set_max_dynamic_shared(V8B_SMEM)
+GRID_X_MAX = 2**31 - 1
 
 # ------------------------------------------------------------------------------------------------ v9: wgmma + TMA
 V9_BM, V9_BN, V9_BK = 128, 128, 64
@@ -122,19 +136,36 @@ def _v8_supports(shape, dtype):
     return _grid_check(_cdiv(N, V8_BN), _cdiv(M, V8_BM))
 
 
-# v9 runs in host mode: the .cu encodes the TMA tensor maps and launches. Loaded on first use.
+def _v8b(inputs, out, shape):
+    a, b, c = _abc(inputs, out)
+    M, N, K = _dims(shape)
+    tiles = _cdiv(M, V8B_BM) * _cdiv(N, V8B_BN)
+    V8B_KERNELS[a.dtype]((tiles,), (V8B_THREADS,), a, b, c, M, N, K, shared=V8B_SMEM)
+
+
+def _v8b_supports(shape, dtype):
+    M, N, _ = _dims(shape)
+    tiles = _cdiv(M, V8B_BM) * _cdiv(N, V8B_BN)
+    return f"{tiles} tiles exceed grid.x = {GRID_X_MAX}" if tiles > GRID_X_MAX else None
+
+
+# v9-v11 run in host mode: the .cu encodes the TMA tensor maps and launches. Loaded on first use.
 _v9_lib = None
+_VP, _I = ctypes.c_void_p, ctypes.c_int
+SM90_LAUNCHERS = {  # exported launcher -> ctypes argument types (all return an int error code, 0 = ok)
+    "launch_hgemm_v9_wgmma": [_I, _VP, _VP, _VP, _I, _I, _I, _VP],
+    "launch_hgemm_v10_wgmma_ws": [_I, _VP, _VP, _VP, _I, _I, _I, _VP],
+    "launch_qgemm_v11_fp8_wgmma_ws": [_VP, _VP, _VP, _VP, _VP, _I, _I, _I, _VP],
+}
 
 
 def _v9_library():
     global _v9_lib
     if _v9_lib is None:
-        import ctypes
-
         lib = SRC_SM90.library("sm_90a")
-        lib.launch_hgemm_v9_wgmma.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                              ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-        lib.launch_hgemm_v9_wgmma.restype = ctypes.c_int
+        for name, argtypes in SM90_LAUNCHERS.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, _I
         _v9_lib = lib
     return _v9_lib
 
@@ -161,8 +192,87 @@ def _v9_supports(shape, dtype):
     return _grid_check(_cdiv(N, V9_BN), _cdiv(M, V9_BM))
 
 
+# ------------------------------------------------------------------------------ v10: warp-specialised wgmma (sm_90a)
+# 128x256x64 tiles, 4-stage TMA ring, 1 producer + 2 consumer warpgroups (384 threads), persistent grid.
+V10_BM, V10_BN, V10_BK, V10_STAGES, V10_THREADS = 128, 256, 64, 4, 384
+V10_SMEM = V10_STAGES * (V10_BM + V10_BN) * V10_BK * 2 + 1024  # 197632 B (+ 1 KB to align the ring to 1024 B)
+V10_KERNEL = "hgemm_v10_wgmma_ws<{T}>"
+GROUP_M = 8  # cuda_src/matmul_sm90.cu sm90ws::GROUP_M (the persistent tile order)
+
+
+def _sm90_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return None  # no GPU: the runner only compiles (status "compiled")
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) != (9, 0):
+        return f"wgmma/TMA need sm_90a (Hopper); this GPU is sm_{major}{minor}"
+    return None
+
+
+def _v10(inputs, out, shape):
+    a, b, c = _abc(inputs, out)
+    M, N, K = _dims(shape)
+    stream = torch.cuda.current_stream().cuda_stream
+    err = _v9_library().launch_hgemm_v10_wgmma_ws(V9_DTYPES[a.dtype], ptr(a), ptr(b), ptr(c), M, N, K, stream)
+    if err != 0:
+        raise RuntimeError(f"launch_hgemm_v10_wgmma_ws failed with error {err} (M={M}, N={N}, K={K})")
+
+
+def _v10_supports(shape, dtype):
+    reason = _sm90_reason()
+    if reason:
+        return reason
+    _, N, K = _dims(shape)
+    if K % 8 or N % 8:
+        return "TMA needs 16-byte row strides: K and N must be multiples of 8"
+    return None  # persistent grid: no grid-size limit
+
+
+# ------------------------------------------------------------------------------ v11: fp8 e4m3 wgmma (sm_90a)
+# 128x128x128 tiles, 6-stage ring, same roles as v10; B is made K-major (B^T contiguous) inside the timed call.
+V11_BM, V11_BN, V11_BK, V11_STAGES = 128, 128, 128, 6
+V11_SMEM = V11_STAGES * (V11_BM + V11_BN) * V11_BK + 1024  # 197632 B
+V11_KERNEL = "qgemm_v11_fp8_wgmma_ws"
+
+
+def _v11(inputs, out, shape):
+    a, c = inputs["a"].contiguous(), out["c"]
+    # fp8 wgmma reads B K-major: a timed transposing copy, K*N bytes read + written (the torch._scaled_mm baseline
+    # pays the same copy to make B column-major for cuBLASLt)
+    bt = inputs["b"].t().contiguous()
+    M, N, K = _dims(shape)
+    stream = torch.cuda.current_stream().cuda_stream
+    err = _v9_library().launch_qgemm_v11_fp8_wgmma_ws(ptr(a), ptr(bt), ptr(c), ptr(inputs["a_scale"]),
+                                                      ptr(inputs["b_scale"]), M, N, K, stream)
+    if err != 0:
+        raise RuntimeError(f"launch_qgemm_v11_fp8_wgmma_ws failed with error {err} (M={M}, N={N}, K={K})")
+
+
+def _v11_supports(shape, dtype):
+    reason = _sm90_reason()
+    if reason:
+        return reason
+    _, _, K = _dims(shape)
+    if K % 16:
+        return "TMA needs 16-byte row strides: K (fp8 bytes per row of A and B^T) must be a multiple of 16"
+    return None
+
+
+def tile_order(tiles_m: int, tiles_n: int, group_m: int = GROUP_M) -> list[tuple[int, int]]:
+    """The persistent kernels' tile index -> (tile row, tile column) map (sm90ws::ws_tile_coords), for tests and
+    for reasoning about which panels of A and B one wave of CTAs shares."""
+    out = []
+    for t in range(tiles_m * tiles_n):
+        per_group = group_m * tiles_n
+        first_m = (t // per_group) * group_m
+        rows = min(tiles_m - first_m, group_m)
+        r = t % per_group
+        out.append((first_m + r % rows, r // rows))
+    return out
+
+
 def register_cuda_variants(problem) -> None:
-    """Add cuda_v1..cuda_v9 to the matmul Problem (called from harness/families/matmul.py)."""
+    """Add cuda_v1..cuda_v11 to the matmul Problem (called from harness/families/matmul.py)."""
     for rung, name, kname, tile, threads, desc in SGEMM:
         fn, sup = _make_sgemm(rung, kname, tile, threads)
         problem.add_variant(name, "cuda", fn, dtypes=("fp32",), source=SRC, kernel=kname, ladder=rung,
@@ -170,10 +280,23 @@ def register_cuda_variants(problem) -> None:
     problem.add_variant("cuda_v8_mma", "cuda", _v8, dtypes=("fp16", "bf16"), source=SRC, kernel=V8, ladder=8,
                         supports=_v8_supports,
                         description="mma.sync m16n8k16 + ldmatrix, 3-stage cp.async ring, fp32 accumulation")
+    problem.add_variant("cuda_v8b_mma_swizzle", "cuda", _v8b, dtypes=("fp16", "bf16"), source=SRC, kernel=V8B,
+                        ladder=8, supports=_v8b_supports,
+                        description="(GPU-unverified) v8 with XOR-swizzled shared memory (no padding), 4 cp.async "
+                                    "stages, grouped tile order; portable sm_80+")
     if SRC_SM90.path.exists():
         problem.add_variant("cuda_v9_wgmma", "cuda", _v9, dtypes=("fp16", "bf16"), source=SRC_SM90,
                             kernel=V9_KERNEL, ladder=9, supports=_v9_supports,
                             description="Hopper wgmma m64nNk16 fed by TMA + mbarrier pipeline (host-mode launcher)")
+        problem.add_variant("cuda_v10_wgmma_ws", "cuda", _v10, dtypes=("fp16", "bf16"), source=SRC_SM90,
+                            kernel=V10_KERNEL, ladder=10, supports=_v10_supports,
+                            description="(GPU-unverified) warp-specialised wgmma: TMA producer warpgroup + 2 consumer "
+                                        "warpgroups (setmaxnreg), 128x256x64 tiles, 4 stages, persistent grouped order")
+        problem.add_variant("cuda_v11_fp8_wgmma", "cuda", _v11, dtypes=("fp8",), source=SRC_SM90,
+                            kernel=V11_KERNEL, ladder=11, supports=_v11_supports,
+                            description="(GPU-unverified) fp8 e4m3 wgmma (QGMMA) like v10, 128x128x128, fp32 promotion "
+                                        "per k-slice, per-tensor scales -> bf16; B made K-major in the call (timed)")
 
 
-__all__ = ["register_cuda_variants", "SRC", "SRC_SM90", "KERNELS", "V8_KERNELS", "SGEMM", "CudaUnavailable"]
+__all__ = ["register_cuda_variants", "SRC", "SRC_SM90", "KERNELS", "V8_KERNELS", "V8B_KERNELS", "SGEMM",
+           "CudaUnavailable", "tile_order"]
