@@ -587,9 +587,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
 // (64x64: 8 ldmatrix per 32 mma instead of 6 per 16) and an smem-staged, 16-B-store epilogue — template parameters
 // here (BM, BN, WARPS_M, WARPS_N, STAGES) so a GPU session can sweep them.
 // Launch: grid (ceil(M/BM) * ceil(N/BN)), block 32*WARPS_M*WARPS_N, dynamic shared STAGES*(BM+BN)*BK*sizeof(T) bytes.
-constexpr int V8B_GROUP_M = 8;
-
 // V8B_TILE_ORDER_BEGIN
+constexpr int V8B_GROUP_M = 8;
 __host__ __device__ __forceinline__ void v8b_tile_coords(int t, int tiles_m, int tiles_n, int& pm, int& pn) {
   const int per_group = V8B_GROUP_M * tiles_n;
   const int first_m = (t / per_group) * V8B_GROUP_M;

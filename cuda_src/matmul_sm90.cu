@@ -287,9 +287,8 @@ using sm90::smem_u32;
 // or two rows of A and *every* column panel of B. At 8192^3 with 128x256 tiles (64 x 32 tiles): a wave of 132 tiles
 // reads 8 A panels + 16.5 B panels = 8x128 + 16.5x256 = 5,248 rows of K per k-step, against 4.1x128 + 32x256 = 8,720
 // in row-major order: 40% less L2->SM and DRAM->L2 traffic per wave.
+// WS_TILE_ORDER_BEGIN (tests/test_matmul_cuda.py compiles this block with g++ and checks it is a bijection)
 constexpr int GROUP_M = 8;
-
-// WS_TILE_ORDER_BEGIN (tests/test_matmul_cuda.py compiles this function with g++ and checks it is a bijection)
 __host__ __device__ __forceinline__ void ws_tile_coords(int t, int tiles_m, int tiles_n, int& pm, int& pn) {
   const int per_group = GROUP_M * tiles_n;        // tiles in one band of GROUP_M tile rows
   const int first_m = (t / per_group) * GROUP_M;  // the band's first tile row

@@ -58,6 +58,17 @@ def median_interval(r: dict[str, Any]) -> tuple[float, float]:
     return m, m
 
 
+def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(baseline median / variant median, 95% lo, hi), the interval from each median's own 95% interval (the
+    ladder's and the report's one metric against the library)."""
+    if not (base.get("median_ms") and r.get("median_ms")):
+        return None
+    blo, bhi = median_interval(base)
+    vlo, vhi = median_interval(r)
+    v = float(base["median_ms"]) / float(r["median_ms"])
+    return v, (blo / vhi if vhi else v), (bhi / vlo if vlo else v)
+
+
 def is_cpu(r: dict[str, Any] | None) -> bool:
     return bool(r) and r.get("timing") in ("cpu", None)
 

@@ -1,34 +1,33 @@
-"""A self-contained report folder from records: report.md (GitHub-flavoured markdown) + figures/ (PNG, SVG, PDF).
+"""A self-contained report folder from records: report.md (short, GFM) + tables.md (every row) + figures/.
 
     python -m harness report runs/h100-20261126-1830 -o report/            # any machine, from stored records
     write_report(records, profile, outdir)                                 # from code (bench/run.py)
 
-report.md holds the environment block (GPU, driver, CUDA, torch, triton, clocks), then per family: the results table,
-the throughput / ladder figures (relative PNG links, so GitHub renders them) and per (shape, dtype) the napkin math a
-writeup asks for: FLOPs, minimum bytes, arithmetic intensity, ridge point, attainable bound and the fraction of it
-the best variant achieved. Placement is re-derived from each record's raw fields with the profile given here
-(``roofline.model.annotate``), never read from a stored ``record["roofline"]``; without a profile it reads "n/a".
-Plain GFM tables, no HTML.
+report.md reads top-down like a writeup: a provenance line, the **summary** (per family: the best variant against
+the library as a ratio of medians with its 95% interval, % of the roof, launch-bound / unstable / suspect notes and
+one sentence of napkin math), **one roofline**, the environment, then per family its figures, the napkin-math table
+and the timed rows of its largest shapes; rows that were only compiled, skipped or not applicable are summarised in
+one line each. Every row of every family is in tables.md, so report.md stays under ~200 lines for ``--kernel all``.
+Placement is re-derived from each record's raw fields with the profile given here (``roofline.model.annotate``),
+never read from a stored ``record["roofline"]``; without a profile it reads "n/a". Numbers go through
+``harness.fmt``, the one formatter of tables, report and figures. Plain GFM, no HTML.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from harness.records import markdown_table
+from harness import fmt
+from harness.records import markdown_table, shape_label
 
 NA = "n/a"
+TIMED_ROWS = 24  # per family in report.md; tables.md has them all
 
 
 def _si(v: float | None, unit: str = "") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return NA
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}".rstrip()
+    text = fmt.si(v, unit)
+    return NA if text == fmt.NA else text
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -82,10 +81,13 @@ def environment(records: list[dict[str, Any]], profile: Any = None) -> list[tupl
         try:
             mem, mem_src = p.mem_roof()
             rows.append(("memory roof", f"{_si(mem, 'B/s')} ({mem_src})"))
+            roofs = []
             for dt in sorted(p.compute):
                 c, src = p.compute_roof(dt)
                 if c:
-                    rows.append((f"{dt} compute roof", f"{_si(c, 'FLOP/s')} ({src})"))
+                    roofs.append(f"{dt} {_si(c, 'FLOP/s')}" + ("" if src == "measured" else f" ({src})"))
+            if roofs:  # one row: the environment table stays short
+                rows.append(("compute roofs (measured unless noted)", ", ".join(roofs)))
         except Exception:
             pass
     if d.get("note"):
@@ -174,50 +176,251 @@ def _family_order(records: list[dict[str, Any]]) -> list[str]:
     return [f for f in FAMILIES if f in fams] + sorted(fams - set(FAMILIES))
 
 
+def _roof_of(r: dict[str, Any], profile: Any) -> dict[str, Any]:
+    return _roof_fields(r, profile) if r is not None else {}
+
+
+def anchor_group(recs: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, Any]]] | None:
+    """The (shape, dtype) a family's summary speaks for: the largest (FLOPs, then bytes) with a timed library baseline
+    and a timed variant, else the largest with anything timed."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in recs:
+        groups.setdefault((str(r.get("shape")), str(r.get("dtype"))), []).append(r)
+
+    def size(rs: list[dict[str, Any]]) -> tuple[float, float]:
+        return float(rs[0].get("flops") or 0), float(rs[0].get("bytes") or 0)
+
+    timed = {k: rs for k, rs in groups.items() if any(_timed(r) for r in rs)}
+    full = {k: rs for k, rs in timed.items() if any(_timed(r) and r.get("baseline") for r in rs)
+            and any(_timed(r) and not r.get("baseline") for r in rs)}
+    pool = full or timed
+    if not pool:
+        return None
+    (shape, dt), rs = max(pool.items(), key=lambda kv: size(kv[1]))
+    return shape, dt, rs
+
+
+def _timed(r: dict[str, Any]) -> bool:
+    return r.get("status") == "ok" and bool(r.get("median_ms"))
+
+
+def _throughput(r: dict[str, Any]) -> str:
+    if r.get("throughput_unit") == "GB/s" and r.get("gbps") is not None:
+        return fmt.si(float(r["gbps"]) * 1e9, "B/s")
+    if r.get("tflops") is not None:
+        return fmt.si(float(r["tflops"]) * 1e12, "FLOP/s")
+    return NA
+
+
+def flag_notes(recs: list[dict[str, Any]]) -> str:
+    """'2 launch-bound (a, b), 1 unstable (c)' over a family's timed records; '' when none."""
+    from harness.records import flag_letters
+
+    names = {"L": "launch-bound", "U": "unstable", "S": "suspect"}
+    out = []
+    for letter, word in names.items():
+        hit = [r for r in recs if letter in flag_letters(r)]
+        if hit:
+            vs = list(dict.fromkeys(str(r.get("variant")) for r in hit))
+            out.append(f"{len(hit)} {word} ({', '.join(vs[:3])}{', …' if len(vs) > 3 else ''})")
+    return "; ".join(out)
+
+
+def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str, Any] | None:
+    """Best variant vs the library at the anchor shape, % of roof, flag notes, one sentence of napkin math."""
+    from harness.compare import ratio_of_medians
+    from harness.records import speedup_shown
+
+    g = anchor_group(recs)
+    if g is None:
+        return None
+    shape, dt, rs = g
+    timed = [r for r in rs if _timed(r)]
+    base = next((r for r in timed if r.get("baseline")), None)
+    cands = [r for r in timed if not r.get("baseline")]
+    best = min(cands, key=lambda r: float(r["median_ms"])) if cands else base
+    vs = NA
+    if best is not None and base is not None and best is not base:
+        if best.get("timing") == "cpu" and speedup_shown({**best, "speedup_vs_baseline": 1.0}) is None:
+            vs = "not compared (CPU: interpreter vs ATen)"
+        else:
+            q = ratio_of_medians(best, base)
+            vs = f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])}" if q else NA
+    elif best is base and base is not None:
+        vs = "(the library itself)"
+    roof = _roof_of(best, profile)
+    sentence = napkin_sentence(rs[0], best, roof, profile)
+    return {"family": rs[0].get("family"), "shape": shape, "dtype": dt, "best": best, "baseline": base, "vs": vs,
+            "pct": fmt.pct(roof.get("pct_of_roofline")) if roof.get("pct_of_roofline") is not None else NA,
+            "notes": flag_notes([r for r in recs if _timed(r)]), "sentence": sentence}
+
+
+def napkin_sentence(r0: dict[str, Any], best: dict[str, Any] | None, roof: dict[str, Any], profile: Any) -> str:
+    """'4096³ bf16: 137 GFLOP over 101 MB (1.37 k FLOP/B) is above the 222 FLOP/B ridge: compute-bound, floor
+    0.206 ms at 667 TFLOP/s; best 0.181 ms.'"""
+    flops, nbytes = r0.get("flops"), r0.get("bytes")
+    head = f"{shape_label(r0)} {r0.get('dtype')}: {fmt.si(flops, 'FLOP')} over {fmt.si(nbytes, 'B')} minimum traffic"
+    if not flops or not nbytes:
+        return head + "."
+    ai = float(flops) / float(nbytes)
+    head += f" ({fmt.sig(ai, 3)} FLOP/B)"
+    p = _profile_obj(profile)
+    ridge = roof.get("ridge")
+    if p is None or not ridge:
+        x = (best or {}).get("xray") if isinstance((best or {}).get("xray"), dict) else {}
+        if x.get("floor_ms"):
+            return head + f"; predicted floor on {x.get('floor_profile')}: {fmt.ms(x['floor_ms'])}."
+        return head + "; no device profile: no roof."
+    try:
+        from roofline.model import predicted_floor_ms, record_compute_dtype
+
+        cd = record_compute_dtype(best or r0)
+        floor = predicted_floor_ms(flops, nbytes, cd, p)
+        comp, _ = p.compute_roof(cd)
+        mem, _ = p.mem_roof()
+    except Exception:  # noqa: BLE001
+        return head + "."
+    bound = "compute" if ai >= ridge else "memory"
+    at = fmt.si(comp, "FLOP/s") if bound == "compute" else fmt.si(mem, "B/s")
+    text = (f"{head} is {'above' if bound == 'compute' else 'below'} the {fmt.sig(ridge, 3)} FLOP/B ridge: "
+            f"{bound}-bound, floor {fmt.ms(floor)} at {at}")
+    if best is not None and best.get("median_ms"):
+        text += f"; best {best.get('variant')} {fmt.ms(best['median_ms'])}"
+        if best.get("timing") == "cpu":
+            text += " (CPU timing)"
+    return text + "."
+
+
+def _summary_lines(kind: str, recs: list[dict[str, Any]]) -> list[str]:
+    """One line per kind of row that report.md does not list: compiled only, skipped (per reason), not applicable."""
+    out = []
+    if kind == "compiled":
+        vs = list(dict.fromkeys(str(r.get("variant")) for r in recs))
+        out.append(f"- compiled only (no GPU to run them; registers and spills in tables.md): {len(recs)} record(s) of "
+                   f"{', '.join(vs[:8])}{', …' if len(vs) > 8 else ''}")
+    elif kind == "na":
+        vs = list(dict.fromkeys(str(r.get("variant")) for r in recs))
+        out.append(f"- not applicable (the variant never supports that dtype; an older run recorded them): {len(recs)} "
+                   f"record(s) of {', '.join(vs[:6])}{', …' if len(vs) > 6 else ''}")
+    else:
+        by: dict[str, list[str]] = {}
+        for r in recs:
+            by.setdefault(str(r.get("variant")), []).append(str(r.get("message") or "").splitlines()[0]
+                                                             if r.get("message") else "")
+        parts = [f"{v} ×{len(m)} ({_cell(m[0])[:90]})" for v, m in by.items()]
+        out.append(f"- skipped: {'; '.join(parts[:4])}{f'; +{len(parts) - 4} more variants' if len(parts) > 4 else ''}")
+    return out
+
+
+def is_not_applicable(r: dict[str, Any]) -> bool:
+    """A skip that planning now leaves out (the variant never supports the dtype): older runs recorded these."""
+    msg = str(r.get("message") or "")
+    return r.get("status") == "skipped" and f"does not support {r.get('dtype')} (supports" in msg
+
+
+def _largest_first(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order: dict[tuple[str, str], float] = {}
+    for r in recs:
+        k = (str(r.get("shape")), str(r.get("dtype")))
+        order[k] = max(order.get(k, 0.0), float(r.get("flops") or 0) + float(r.get("bytes") or 0) * 1e-6)
+    return sorted(recs, key=lambda r: -order[(str(r.get("shape")), str(r.get("dtype")))])
+
+
 def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path, title: str = "Benchmark report",
-                 figures: bool = True) -> Path:
-    """Write ``outdir/report.md`` (+ ``outdir/figures/``) and return the report's path."""
+                 figures: bool = True, timed_rows: int = TIMED_ROWS) -> Path:
+    """Write ``outdir/report.md`` (+ ``tables.md`` and ``figures/``) and return the report's path."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     records = [r for r in records if isinstance(r, dict) and r.get("family")]
     prof = _profile_obj(profile)
+    placed = [{**r, "roofline": _roof_fields(r, prof)} for r in records]  # the tables' %roof from this profile
     pngs, fig_note = _figures(records, prof, outdir / "figures") if figures else ([], None)
     by_name = {p.stem: p for p in pngs}
 
     def img(stem: str, alt: str) -> str:
         p = by_name.get(stem)
-        return f"![{alt}]({p.relative_to(outdir).as_posix()})\n\n" if p and p.exists() else ""
+        return f"![{alt}]({p.relative_to(outdir).as_posix()})" if p and p.exists() else ""
 
-    md = [f"# {title}\n\n## Environment\n\n", _md_table(["item", "value"], [[k, str(v)] for k, v in
-                                                                  environment(records, prof)]), "\n"]
-    if records and all(r.get("timing") == "cpu" or r.get("timing") is None for r in records):
-        md.append("> CPU run: Triton under TRITON_INTERPRET=1 and torch on the CPU; timings are CPU timings, "
-                  "not GPU figures. CUDA variants are compiled only.\n\n")
+    try:
+        from roofline.plot import provenance
+
+        prov = provenance(records, prof)
+    except Exception:  # noqa: BLE001  (roofline/matplotlib missing: the environment table still says it)
+        prov = ""
+    cpu = bool(records) and all(r.get("timing") in ("cpu", None) for r in records)
+    md = [f"# {title}\n\n"]
+    if prov:
+        md.append(f"{prov}\n\n")
+    if cpu:
+        md.append("> CPU run: Triton under TRITON_INTERPRET=1 and torch on the CPU; timings are CPU timings, not GPU "
+                  "figures. CUDA variants are compiled only; an interpreted Triton variant is never compared with "
+                  "ATen.\n\n")
     if fig_note:
         md.append(f"> {fig_note}\n\n")
-    md.append(img("roofline_full", "roofline: every timed record against the device's ceilings"))
-    for fam in _family_order(records):
-        recs = [r for r in records if r.get("family") == fam]
-        md.append(f"## {fam}\n\n")
+    fams = _family_order(records)
+    summ = {f: family_summary([r for r in placed if r.get("family") == f], prof) for f in fams}
+    md.append("## Summary\n\nPer family, at its largest timed shape: the fastest variant against the library (ratio "
+              "of medians, baseline time / variant time, with a 95% interval), its % of the roofline, and the timing "
+              "flags over all of the family's records.\n\n")
+    rows = []
+    for f in fams:
+        s_ = summ[f]
+        if s_ is None:
+            rows.append([f, "-", "nothing timed", "-", "-", "-", "-"])
+            continue
+        b = s_["best"]
+        rows.append([f, f"{shape_label(b)} · {s_['dtype']}", str(b.get("variant")),
+                     f"{fmt.ms(b.get('median_ms'))}, {_throughput(b)}", s_["vs"], s_["pct"], s_["notes"] or "-"])
+    md.append(_md_table(["family", "shape · dtype", "best variant", "time, throughput", "vs library [95%]",
+                         "% roof", "flags"], rows) + "\n")
+    for f in fams:
+        if summ[f] is not None:
+            md.append(f"- **{f}**: {summ[f]['sentence']}\n")
+    md.append("\n")
+    roof_img = img("roofline_full", "roofline: every timed record against the device's ceilings")
+    if roof_img:
+        md.append(f"## Roofline\n\n{roof_img}\n\n")
+    md.append("## Environment\n\n" + _md_table(["item", "value"], [[k, str(v)] for k, v in
+                                                                  environment(records, prof)]) + "\n")
+    tables = [f"# {title}: every record\n\n"]
+    for f in fams:
+        recs = [r for r in placed if r.get("family") == f]
+        md.append(f"## {f}\n\n")
         desc = next((r.get("description") for r in recs if r.get("baseline") and r.get("description")), None)
         unit = recs[0].get("throughput_unit")
-        if unit:
-            md.append(f"Leads with {unit}." + (f" Baseline: {desc}." if desc else "") + "\n\n")
-        md.append(markdown_table(recs) + "\n")
-        bad = [r for r in recs if r.get("status") in ("incorrect", "compile_error", "runtime_error", "timeout")]
-        for r in bad:
-            md.append(f"- **{r['variant']} {r['dtype']} {r['shape']}** {r['status']}: "
-                      f"{_cell(r.get('message') or '')}\n")
-        if bad:
+        if unit or desc:
+            md.append(((f"Leads with {unit}." if unit else "") + (f" Baseline: {desc}." if desc else "")).strip()
+                      + "\n\n")
+        imgs = [img(f"throughput_{_slug(f)}", f"{f}: throughput vs shape")]
+        imgs += [img(f"ladder_{_slug(f)}_{_slug(dt)}", f"{f} {dt}: ladder")
+                 for dt in sorted({str(r.get("dtype")) for r in recs})]
+        imgs = [i for i in imgs if i]
+        if imgs:
+            md.append(" ".join(imgs) + "\n\n")
+        timed = _largest_first([r for r in recs if r.get("status") == "ok"])
+        if timed:
+            md.append(markdown_table(timed[:timed_rows]))
+            if len(timed) > timed_rows:
+                md.append(f"\n{len(timed) - timed_rows} more timed row(s) at smaller shapes: tables.md.\n")
             md.append("\n")
-        md.append(img(f"throughput_{_slug(fam)}", f"{fam}: throughput vs problem size"))
-        for dt in sorted({str(r.get("dtype")) for r in recs}):
-            md.append(img(f"ladder_{_slug(fam)}_{_slug(dt)}", f"{fam} {dt}: variant ladder"))
-        md.append(f"### {fam}: napkin math per shape\n\n")
-        md.append("FLOPs and minimum bytes from the family's models (each input read once, each output written "
-                  "once); intensity = FLOPs / min bytes; ridge = compute roof / memory roof; attainable = "
-                  "min(compute roof, intensity x memory roof); % = best achieved / attainable.\n\n")
-        md.append(_md_table(NAPKIN_HEAD, napkin_rows(recs, prof)) + "\n")
+        bad = [r for r in recs if r.get("status") in ("incorrect", "compile_error", "runtime_error", "timeout")]
+        for r in bad[:8]:
+            first = str(r.get("message") or "").splitlines()[0] if r.get("message") else ""
+            md.append(f"- **{r['variant']} {r['dtype']} {r['shape']}** {r['status']}: {_cell(first)[:200]}\n")
+        if len(bad) > 8:
+            md.append(f"- … {len(bad) - 8} more failures: tables.md\n")
+        comp = [r for r in recs if r.get("status") == "compiled"]
+        na = [r for r in recs if is_not_applicable(r)]
+        skip = [r for r in recs if r.get("status") == "skipped" and not is_not_applicable(r)]
+        for kind, rs in (("compiled", comp), ("skipped", skip), ("na", na)):
+            if rs:
+                md += [line + "\n" for line in _summary_lines(kind, rs)]
+        if bad or comp or skip or na:
+            md.append("\n")
+        tables.append(f"## {f}\n\n" + markdown_table(_largest_first(recs)) + "\n")
+        tables.append(f"### {f}: napkin math per shape\n\n" + _md_table(NAPKIN_HEAD, napkin_rows(recs, prof)) + "\n")
+    md.append("Every row (compiled, skipped, all shapes) and the napkin math per shape: [tables.md](tables.md).\n")
+    (outdir / "tables.md").write_text("".join(tables))
     path = outdir / "report.md"
     path.write_text("".join(md))
     return path

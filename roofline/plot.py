@@ -1,11 +1,15 @@
-"""Figures from stored records (matplotlib, Agg): roofline, throughput vs size per family, variant ladder.
+"""Figures from stored records (matplotlib, Agg): roofline, throughput vs shape per family, variant ladder.
 
-Every figure function returns ``(Figure, info)``; ``info["labels"]`` lists the texts drawn for points/bars (tests
-check that every variant is there) and ``info["skipped"]`` the point labels dropped to avoid overlaps. ``save()``
-writes PNG (300 dpi), SVG and PDF. Two widths: "column" (3.5 in, a paper column) and "full" (7.2 in).
+Every figure function returns ``(Figure, info)``; ``info["labels"]`` lists the texts drawn for points/bars,
+``info["skipped"]`` the point labels dropped to avoid overlaps and ``info["footer"]`` the provenance line that every
+figure carries (device, commit, date, and "CPU / interpreter timings" when so). ``save()`` writes PNG (300 dpi), SVG
+and PDF. Two widths: "column" (3.5 in, a paper column) and "full" (7.2 in). Numbers go through ``harness.fmt``, the
+formatter the tables and the report use.
 
-Conventions: one colour per family, one marker per backend (triton o, cuda s, torch/library ^), dashed roofs are
-theoretical (datasheet FLOP/clk/SM x clock, NVML bandwidth), solid roofs measured (cuBLAS matmul, D2D copy).
+Conventions: one colour per family (never red: red marks a suspect point), one marker per backend (triton o, cuda s,
+torch/library ^); a hollow marker is launch-bound, a black + is an unstable timing, a red ring is suspect (above its
+roof). Dashed roofs are theoretical (datasheet FLOP/clk/SM x clock, NVML bandwidth), solid roofs measured (library
+matmul, D2D copy); each roof is labelled with its value and unit, each ridge point with FLOP/B.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,15 +32,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from harness import fmt  # noqa: E402
 from roofline import model  # noqa: E402
 from roofline.ceilings import Profile  # noqa: E402
 
-WIDTHS = {"column": (3.5, 2.7), "full": (7.2, 4.2)}
+WIDTHS = {"column": (3.5, 2.9), "full": (7.2, 4.4)}
 FONT = {"column": 6.0, "full": 8.0}
 MARKERS = {"triton": "o", "cuda": "s", "torch": "^"}
 BACKEND_LABEL = {"triton": "Triton", "cuda": "CUDA", "torch": "library (torch)"}
-FAMILY_ORDER = ("softmax", "matmul", "attention", "quant_gemm", "knn")
+FAMILY_ORDER = ("softmax", "matmul", "attention", "attention_decode", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
 DTYPE_ORDER = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32", "fp64")
+SUSPECT_COLOR = "red"
+# tab10 without its red (index 3) and grey (7): a family colour can never be mistaken for the suspect marker
+FAMILY_PALETTE = [matplotlib.colormaps["tab10"](i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]
 # Default units of the planned families (Problem.throughput_unit); records or the registry override this.
 DEFAULT_UNITS = {"softmax": "GB/s"}
 
@@ -43,18 +52,25 @@ DEFAULT_UNITS = {"softmax": "GB/s"}
 # ---------------------------------------------------------------------------------------------- helpers
 def ok_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records with a timing: status ok and a median."""
-    return [r for r in records if r.get("status", "ok") == "ok" and (r.get("median_ms") or r.get("tflops"))]
+    return [r for r in records if isinstance(r, dict) and r.get("status", "ok") == "ok"
+            and (r.get("median_ms") or r.get("tflops"))]
 
 
 def family_colors(records: list[dict[str, Any]]) -> dict[str, Any]:
     fams = sorted({str(r.get("family", "?")) for r in records},
                   key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f))
-    cmap = matplotlib.colormaps["tab10"]
-    return {f: cmap(i % 10) for i, f in enumerate(fams)}
+    return {f: FAMILY_PALETTE[i % len(FAMILY_PALETTE)] for i, f in enumerate(fams)}
 
 
 def _marker(backend: Any) -> str:
     return MARKERS.get(str(backend), "D")
+
+
+def _flags(r: dict[str, Any]) -> set[str]:
+    out = {str(f) for f in (r.get("flags") or [])}
+    if r.get("suspect") or (r.get("roofline") or {}).get("suspect"):
+        out.add("suspect")
+    return out
 
 
 def _new_figure(width: str, nrows: int = 1, ncols: int = 1, height: float | None = None):
@@ -73,15 +89,53 @@ def _style(ax, fs: float) -> None:
 
 
 def _fmt_si(v: float, unit: str) -> str:
-    for div, p in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g} {p}{unit}"
-    return f"{v:.3g} {unit}"
+    """Kept for callers of the old name: the one formatter is harness.fmt.si."""
+    return fmt.si(v, unit)
+
+
+def provenance(records: list[dict[str, Any]], profile: Profile | None = None) -> str:
+    """'NVIDIA H100 80GB HBM3 · commit a0d712c · 2026-11-26' (+ ' · CPU / interpreter timings, not GPU figures')."""
+    recs = [r for r in records if isinstance(r, dict)]
+    devs = []
+    for r in recs:
+        d = r.get("device")
+        name = d.get("name") if isinstance(d, dict) else d
+        if name and str(name) not in devs:
+            devs.append(str(name))
+    if not devs and profile is not None:
+        devs = [profile.name]
+    shas = sorted({str(r.get("git_sha"))[:7] + ("+dirty" if "dirty" in str(r.get("git_sha")) else "")
+                   for r in recs if r.get("git_sha")})
+    dates = sorted({str(r.get("timestamp"))[:10] for r in recs if r.get("timestamp")})
+    parts = [", ".join(devs[:2]) + (f" +{len(devs) - 2}" if len(devs) > 2 else "") if devs else "device unknown",
+             ("commit " + ", ".join(shas[:2]) + (f" +{len(shas) - 2}" if len(shas) > 2 else "")) if shas
+             else "commit unknown",
+             (dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}") if dates else "date unknown"]
+    if any(r.get("timing") == "cpu" for r in recs):
+        parts.append("CPU / interpreter timings, not GPU figures")
+    return " · ".join(parts)
+
+
+def _footer(fig, text: str, fs: float) -> float:
+    """Draw the provenance line at the bottom-left; returns the figure fraction it needs."""
+    fig.text(0.005, 0.004, text, fontsize=fs * 0.62, color="0.35", ha="left", va="bottom")
+    return (fs * 0.62 * 1.6) / 72.0 / fig.get_figheight()
+
+
+def _wrap(text: str, fig, fs: float) -> str:
+    chars = int(fig.get_figwidth() * 72 / (fs * 0.55))
+    return "\n".join(textwrap.wrap(text, max(20, chars)))
+
+
+def _memory_name(profile: Profile | None) -> str:
+    name = (profile.name if profile is not None else "") or ""
+    return "HBM" if re.search(r"HBM|H100|H200|H800|A100|A800|B200|GH200|MI[0-9]", name) else "DRAM"
+
 
 
 def _candidates():
     """Label offsets (points) around a point: near ones first, then further out with a leader line."""
-    for r in (4.0, 9.0, 15.0, 22.0):
+    for r in (4.0, 9.0, 15.0, 22.0, 30.0, 40.0):
         for ang in (0, 35, -35, 70, -70, 180, 145, -145, 110, -110):
             dx, dy = r * math.cos(math.radians(ang)), r * math.sin(math.radians(ang))
             ha = "left" if dx > 1 else "right" if dx < -1 else "center"
@@ -134,14 +188,6 @@ def _place_labels(fig, ax, points, fs: float, placed=None,
     return drawn, skipped
 
 
-def _legend_handles(records, colors, fs) -> list[Line2D]:
-    hs = [Line2D([], [], ls="", marker="o", color=colors[f], ms=fs * 0.7, label=f) for f in colors]
-    for b in sorted({str(r.get("backend", "?")) for r in records}, key=lambda b: (b not in MARKERS, b)):
-        hs.append(Line2D([], [], ls="", marker=_marker(b), mfc="none", mec="0.2", ms=fs * 0.7,
-                         label=BACKEND_LABEL.get(b, b)))
-    return hs
-
-
 def save(fig: Figure, stem: str | Path, formats=("png", "svg", "pdf")) -> list[str]:
     """Write ``stem.png`` (300 dpi), ``.svg`` and ``.pdf``; returns the paths."""
     stem = Path(stem)
@@ -159,10 +205,54 @@ def _slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- roofline
+def _legend_handles(records, colors, fs) -> list[Line2D]:
+    hs = [Line2D([], [], ls="", marker="o", color=colors[f], ms=fs * 0.7, label=f) for f in colors]
+    for b in sorted({str(r.get("backend", "?")) for r in records}, key=lambda b: (b not in MARKERS, b)):
+        hs.append(Line2D([], [], ls="", marker=_marker(b), mfc="none", mec="0.2", ms=fs * 0.7,
+                         label=BACKEND_LABEL.get(b, b)))
+    return hs
+
+
+def _flag_handles(flags_seen: set[str], fs: float) -> list[Line2D]:
+    hs = []
+    if "launch-bound" in flags_seen:
+        hs.append(Line2D([], [], ls="", marker="o", mfc="none", mec="0.2", ms=fs * 0.7,
+                         label="hollow: launch-bound"))
+    if "unstable" in flags_seen:
+        hs.append(Line2D([], [], ls="", marker="+", color="black", ms=fs * 0.8, label="+: unstable timing"))
+    if "suspect" in flags_seen:
+        hs.append(Line2D([], [], ls="", marker="o", mfc="none", mec=SUSPECT_COLOR, mew=1.0, ms=fs * 1.0,
+                         label="above its roof (suspect)"))
+    return hs
+
+
+def _draw_point(ax, x: float, y: float, r: dict[str, Any], color, size: float) -> None:
+    flags = _flags(r)
+    hollow = "launch-bound" in flags
+    ax.scatter([x], [y], marker=_marker(r.get("backend")), s=size,
+               c="none" if hollow else [color], edgecolors=[color] if hollow else "none", linewidths=0.8, zorder=3)
+    if "unstable" in flags:
+        ax.scatter([x], [y], marker="+", s=size * 0.9, c="black", linewidths=0.5, zorder=4)
+    if "suspect" in flags:
+        ax.scatter([x], [y], marker="o", s=size * 2.6, facecolors="none", edgecolors=SUSPECT_COLOR, linewidths=0.8,
+                   zorder=4)
+
+
+def best_per_family_backend(pts: list[tuple[float, float, dict[str, Any]]]) -> list[tuple[float, float, dict]]:
+    """The highest point of each (family, backend): the only ones a roofline labels."""
+    best: dict[tuple[str, str], tuple[float, float, dict]] = {}
+    for p in pts:
+        k = (str(p[2].get("family")), str(p[2].get("backend")))
+        if k not in best or p[1] > best[k][1]:
+            best[k] = p
+    return sorted(best.values(), key=lambda p: -p[1])
+
+
 def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, width: str = "column",
                     title: str | None = None) -> tuple[Figure, dict[str, Any]]:
-    """Log-log roofline: one point per timed record at (intensity, achieved TFLOP/s); roofs of every compute dtype
-    present (dashed theoretical, solid measured); labelled ridge points."""
+    """Log-log roofline: one point per timed record at (intensity, achieved FLOP/s); the roofs of every compute dtype
+    present, each labelled with its value ("bf16/fp16 measured 790 TFLOP/s", "HBM copy 3.01 TB/s"); ridge points
+    in FLOP/B; only the best variant per family and backend labelled (``info["table"]`` lists every point)."""
     fs = FONT.get(width, 6.0)
     recs = [r for r in ok_records(records) if model.intensity(r.get("flops"), r.get("bytes"))]
     colors = family_colors(recs)
@@ -171,7 +261,8 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     ax.set_xscale("log")
     ax.set_yscale("log")
     _style(ax, fs)
-    info: dict[str, Any] = {"labels": [], "skipped": [], "roofs": [], "ridges": {}}
+    info: dict[str, Any] = {"labels": [], "skipped": [], "roofs": [], "ridges": {}, "roof_labels": [],
+                            "footer": provenance(records, profile)}
     pts = [(model.intensity(r["flops"], r["bytes"]), model.achieved_flops(r), r) for r in recs]
     pts = [(x, y, r) for x, y, r in pts if x and y]
     # placement re-derived from the raw fields at drawing time: a stored "roofline" dict may predate the roofs
@@ -180,7 +271,6 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
                     key=lambda d: DTYPE_ORDER.index(d) if d in DTYPE_ORDER else 99)
     if profile is not None and not dtypes:
         dtypes = [d for d in ("bf16", "fp32") if (profile.compute.get(d) or {}).get("theoretical")]
-    # Axis range: every point, every ridge (x4 to show the flat part).
     xs = [x for x, _, _ in pts]
     rid = []
     if profile is not None:
@@ -190,15 +280,15 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
                 if r_:
                     rid.append(r_)
     xlo = min(xs + rid or [1.0]) / 4
-    xhi = max(xs + rid or [1.0]) * 5
+    xhi = max(xs + rid or [1.0]) * 8
     grid = [xlo * (xhi / xlo) ** (i / 200) for i in range(201)]
     ys = [y for _, y, _ in pts]
     fixed = []  # texts that point labels must not cover
+    roof_lines = []  # (xs, ys) polylines: label boxes keep off them
     if profile is not None:
         roof_tops = []
         nvml, meas = profile.mem.get("nvml"), profile.mem.get("measured")
-        # dtypes with the same theoretical peak (bf16/fp16, fp8/int8) share one label and one ridge annotation
-        groups: dict[Any, list[str]] = defaultdict(list)
+        groups: dict[Any, list[str]] = defaultdict(list)  # dtypes with one theoretical peak share a label
         for d in dtypes:
             groups[(profile.compute.get(d) or {}).get("theoretical")].append(d)
         for d in dtypes:
@@ -216,23 +306,32 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
                     continue
                 yv = [min(peak, x * bw) if peak and bw else (peak if peak else x * bw) for x in grid]
                 ax.plot(grid, yv, ls=ls, color="0.35" if kind == "theoretical" else "0.1", lw=0.7, zorder=1)
+                roof_lines.append((grid, yv))
                 info["roofs"].append((d, kind))
                 if not peak:
                     continue
                 roof_tops.append(peak)
-                label_here = first and (kind == "measured" or not c.get("measured"))
-                if label_here:
-                    fixed.append(ax.text(xhi / 1.15, peak * 1.04, "/".join(grp), fontsize=fs * 0.8, ha="right",
-                                         va="bottom", color="0.1"))
+                if first:
+                    names = "/".join(grp)
+                    text = f"{names} {kind} {fmt.si(peak, 'FLOP/s')}"
+                    below = kind == "measured"
+                    fixed.append(ax.text(xhi / 1.1, peak / 1.06 if below else peak * 1.06, text, fontsize=fs * 0.72,
+                                         ha="right", va="top" if below else "bottom",
+                                         color="0.1" if kind == "measured" else "0.35"))
+                    info["roof_labels"].append(text)
                 if bw:
                     r_ = peak / bw
                     ax.plot([r_], [peak], marker="o", ms=fs * 0.4, color="0.1" if kind == "measured" else "0.45",
                             zorder=2)
                     if kind == "measured" or not c.get("measured"):
                         info["ridges"][d] = r_
-                    if label_here:
-                        fixed.append(ax.annotate(f"{r_:.0f}", (r_, peak), xytext=(-2, 2), textcoords="offset points",
-                                                 ha="right", va="bottom", fontsize=fs * 0.7, color="0.3"))
+                    if first:
+                        text = f"ridge {fmt.sig(r_, 3)} FLOP/B"
+                        fixed.append(ax.annotate(text, (r_, peak), xytext=(-3, 3 if kind == "theoretical" else -3),
+                                                 textcoords="offset points", ha="right",
+                                                 va="bottom" if kind == "theoretical" else "top", fontsize=fs * 0.62,
+                                                 color="0.3"))
+                        info["roof_labels"].append(text)
         ys += roof_tops
         ylo_mem = (meas or nvml or 0) * xlo
         if ylo_mem:
@@ -240,41 +339,44 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     ys = ys or [1e9, 1e12]
     ax.set_xlim(xlo, xhi)
     ax.set_ylim(min(ys) / 2, max(ys) * 3)
-    ax.set_xlabel("arithmetic intensity (FLOP/byte, minimum-byte model)", fontsize=fs)
+    ax.set_xlabel("arithmetic intensity (FLOP/B, minimum-byte model)", fontsize=fs)
     ax.set_ylabel("performance (FLOP/s)", fontsize=fs)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _fmt_si(v, "")))
+    ax.yaxis.set_major_formatter(fmt.tick_formatter(""))
     name = profile.name if profile is not None else "no profile: roofs not drawn"
-    ax.set_title(title or f"Roofline, {name}", fontsize=fs * 1.05)
+    ax.set_title(_wrap(title or f"Roofline, {name}", fig, fs * 1.05), fontsize=fs * 1.05)
     if profile is not None:
-        bw_best, src = profile.mem_roof()
-        if bw_best:
-            xm = xlo * 3
-            y0 = xm * bw_best
+        mem = _memory_name(profile)
+        for kind, bw in (("copy", meas), ("NVML", nvml)):
+            if not bw:
+                continue
+            xm = xlo * (1.6 if kind == "copy" else 1.3)
+            y0 = xm * bw
             p0 = ax.transData.transform((xm, y0))
             p1 = ax.transData.transform((xm * 10, y0 * 10))
             ang = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
-            txt = f"DRAM {_fmt_si(bw_best, 'B/s')} ({'copy' if src == 'measured' else 'NVML'})"
-            fixed.append(ax.text(xm, y0 * 1.25, txt, rotation=ang, rotation_mode="anchor", fontsize=fs * 0.75,
-                                 color="0.2"))
-    # points
+            text = f"{mem} {kind} {fmt.si(bw, 'B/s')}"
+            upper = kind == "NVML" or not nvml or bw >= (nvml or 0)
+            fixed.append(ax.text(xm, y0 * (1.35 if upper else 0.72), text, rotation=ang, rotation_mode="anchor",
+                                 fontsize=fs * 0.66, color="0.2" if kind == "copy" else "0.4",
+                                 va="bottom" if upper else "top"))
+            info["roof_labels"].append(text)
+    size = (fs * 0.95) ** 2 / 2
+    flags_seen: set[str] = set()
     for x, y, r in pts:
-        suspect = bool((r.get("roofline") or {}).get("suspect"))
-        ax.scatter([x], [y], marker=_marker(r.get("backend")), s=(fs * 0.95) ** 2 / 2,
-                   c=[colors[str(r.get("family", "?"))]], edgecolors="red" if suspect else "none",
-                   linewidths=0.8, zorder=3)
+        _draw_point(ax, x, y, r, colors[str(r.get("family", "?"))], size)
+        flags_seen |= _flags(r)
     handles = _legend_handles([r for _, _, r in pts], colors, fs)
     if profile is not None:
         handles.append(Line2D([], [], ls="--", color="0.35", lw=0.7, label="theoretical roof"))
         if any(kind == "measured" for _, kind in info["roofs"]):
             handles.append(Line2D([], [], ls="-", color="0.1", lw=0.7, label="measured roof"))
-    if any((r.get("roofline") or {}).get("suspect") for _, _, r in pts):
-        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="red", ms=fs * 0.7,
-                              label="above its roof (suspect)"))
-    leg = ax.legend(handles=handles,
-                    loc="upper left", fontsize=fs * 0.8, frameon=True, framealpha=0.85, borderpad=0.3,
-                    handletextpad=0.3, labelspacing=0.25, handlelength=1.4)
+    handles += _flag_handles(flags_seen, fs)
+    leg = ax.legend(handles=handles, loc="upper left", fontsize=fs * 0.72, frameon=True, framealpha=0.85,
+                    borderpad=0.3, handletextpad=0.3, labelspacing=0.2, handlelength=1.4,
+                    ncol=2 if len(handles) > 9 else 1, columnspacing=0.8)
     leg.get_frame().set_linewidth(0.4)
-    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.92)
+    foot = _footer(fig, info["footer"], fs)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.13 + foot, top=0.9)
     fig.canvas.draw()
     rend = fig.canvas.get_renderer()
     placed = [leg.get_window_extent(rend)] + [t.get_window_extent(rend) for t in fixed]
@@ -282,25 +384,26 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     for x, y, _ in pts:
         px, py = ax.transData.transform((x, y))
         placed.append(matplotlib.transforms.Bbox([[px - half, py - half], [px + half, py + half]]))
-    # Largest (most interesting) first so they win the label space; label = variant (dtype when several).
+    for gx, gy in roof_lines:  # a label never sits on a roof
+        pix = ax.transData.transform(list(zip(gx, gy, strict=True)))
+        for (x0, y0), (x1, y1) in zip(pix[:-1:4], pix[4::4], strict=False):
+            placed.append(matplotlib.transforms.Bbox([[min(x0, x1), min(y0, y1) - 1], [max(x0, x1), max(y0, y1) + 1]]))
     multi_dt = len(dtypes) > 1
     labels = []
-    for x, y, r in sorted(pts, key=lambda p: -p[1]):
+    for x, y, r in best_per_family_backend(pts):
         text = str(r.get("variant", "?")) + (f" {r.get('dtype')}" if multi_dt and r.get("dtype") else "")
         labels.append((x, y, text, colors[str(r.get("family", "?"))]))
-    # One label per (variant, dtype): the largest shape's point.
-    seen, uniq = set(), []
-    for lab in labels:
-        if lab[2] not in seen:
-            seen.add(lab[2])
-            uniq.append(lab)
-    info["labels"], info["skipped"] = _place_labels(fig, ax, uniq, fs, placed)
+    info["labels"], info["skipped"] = _place_labels(fig, ax, labels, fs, placed)
     info["legend"] = [t.get_text() for t in leg.get_texts()]
     info["n_points"] = len(pts)
+    info["table"] = [{"family": r.get("family"), "variant": r.get("variant"), "backend": r.get("backend"),
+                      "dtype": r.get("dtype"), "shape": r.get("shape"), "intensity": x, "flops_per_s": y,
+                      "pct_of_roofline": (r.get("roofline") or {}).get("pct_of_roofline"),
+                      "flags": sorted(_flags(r))} for x, y, r in pts]
     return fig, info
 
 
-# ---------------------------------------------------------------------------------------------- throughput vs size
+# ---------------------------------------------------------------------------------------------- throughput vs shape
 def throughput_unit(family: str, records: list[dict[str, Any]], units: dict[str, str] | None = None,
                     profile: Profile | None = None) -> str:
     """TFLOP/s or GB/s for a family: record["throughput_unit"], then ``units``, then the registry if the family is
@@ -340,63 +443,175 @@ def _is_baseline(r: dict[str, Any]) -> bool:
     return bool(r.get("baseline")) or (r.get("baseline_name") is not None and r.get("variant") == r["baseline_name"])
 
 
+def _y_of(r: dict[str, Any], unit: str, ms: float | None = None) -> float | None:
+    """Throughput in ``unit`` (TFLOP/s or GB/s) at ``ms`` (default the median)."""
+    t = ms if ms is not None else r.get("median_ms")
+    if unit == "GB/s":
+        if t and r.get("bytes"):
+            return float(r["bytes"]) / float(t) / 1e6
+        return float(r["gbps"]) if r.get("gbps") is not None else None
+    if t and r.get("flops"):
+        return float(r["flops"]) / float(t) / 1e9
+    return float(r["tflops"]) if r.get("tflops") is not None else None
+
+
+def _is_baseline(r: dict[str, Any]) -> bool:
+    return bool(r.get("baseline")) or (r.get("baseline_name") is not None and r.get("variant") == r["baseline_name"])
+
+
+def _dims(r: dict[str, Any]) -> dict[str, Any]:
+    from harness.records import shape_dims
+
+    return shape_dims(r)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _log_axis(axis, unit: str = "") -> None:
+    """Log ticks at 1-2-5 of each decade, labelled with the one formatter (no 2x10^3 minor labels)."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_major_formatter(fmt.tick_formatter(unit))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def x_dimension(records: list[dict[str, Any]], want: str | None = None) -> tuple[str | None, list[str], list[str]]:
+    """(x dimension, dimensions that vary with it one-to-one, dimensions that split the points into series).
+
+    x is ``want`` or the dimension with the most distinct values; a dimension whose value is fixed by x (M, N, K of
+    a cube sweep) goes along with it; any other varying one (causal, scheme) separates the series: points of
+    different cases are never joined."""
+    dims: dict[str, set] = defaultdict(set)
+    order: list[str] = []
+    for r in records:
+        for k, v in _dims(r).items():
+            dims[k].add(repr(v))
+            if k not in order:
+                order.append(k)
+    varying = [d for d in order if len(dims[d]) > 1]
+    numeric = [d for d in varying if all(_is_num(_dims(r).get(d)) for r in records)]
+    if want:
+        if want not in dims:
+            raise ValueError(f"--x {want}: not a dimension of these records (they have {', '.join(order)})")
+        x = want
+    elif numeric:
+        x = max(numeric, key=lambda d: (len(dims[d]), -order.index(d)))
+    else:  # nothing numeric varies (causal vs not at one size): no x dimension, one category per case
+        return None, [], varying
+    along, split = [], []
+    for d in varying:
+        if d == x:
+            continue
+        seen: dict[str, set] = defaultdict(set)
+        for r in records:
+            dd = _dims(r)
+            seen[repr(dd.get(x))].add(repr(dd.get(d)))
+        (along if all(len(v) == 1 for v in seen.values()) else split).append(d)
+    return x, along, split
+
+
 def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profile | None = None,
-                      unit: str | None = None, width: str = "full") -> tuple[Figure, dict[str, Any]]:
-    """Throughput (TFLOP/s or GB/s) vs problem size (FLOPs or bytes of the shape), one line per variant, one panel
-    per dtype; the library baseline in black, the roof as a horizontal line."""
+                      unit: str | None = None, width: str = "full", x: str | None = None,
+                      variants: list[str] | None = None) -> tuple[Figure, dict[str, Any]]:
+    """Throughput (TFLOP/s or GB/s, log) against the shape dimension that varies (log), one panel per dtype, one
+    series per variant and case (causal / scheme / ... never joined), p10–p90 error bars (the throughput at the p90
+    and p10 times), the library baseline dashed black, the roof a dotted horizontal line with its value."""
     fs = FONT.get(width, 8.0)
-    recs = [r for r in ok_records(records) if r.get("family") == family]
+    recs = [r for r in ok_records(records) if r.get("family") == family
+            and (not variants or r.get("variant") in variants)]
     unit = unit or throughput_unit(family, records, profile=profile)
-    xkey = "bytes" if unit == "GB/s" else "flops"
     dts = sorted({str(r.get("dtype")) for r in recs}, key=lambda d: DTYPE_ORDER.index(d) if d in DTYPE_ORDER else 99)
     dts = dts or ["?"]
     ncols = min(len(dts), 3)
     nrows = math.ceil(len(dts) / ncols)
     w, h = WIDTHS.get(width, WIDTHS["full"])
-    fig, axes = _new_figure(width, nrows, ncols, height=h if nrows == 1 else h * 0.75 * nrows)
-    info: dict[str, Any] = {"labels": [], "unit": unit, "panels": dts}
+    fig, axes = _new_figure(width, nrows, ncols, height=h if nrows == 1 else h * 0.8 * nrows)
+    info: dict[str, Any] = {"labels": [], "unit": unit, "panels": dts, "series": [], "x": {},
+                            "footer": provenance(recs or records, profile)}
     cmap = matplotlib.colormaps["tab20"]
-    variants = sorted({str(r.get("variant")) for r in recs if not _is_baseline(r)})
-    vcolor = {v: cmap(i % 20) for i, v in enumerate(variants)}
+    names = sorted({str(r.get("variant")) for r in recs if not _is_baseline(r)})
+    vcolor = {v: cmap(i % 20) for i, v in enumerate(names)}
+    scale = 1e9 if unit == "GB/s" else 1e12
+    base_unit = "B/s" if unit == "GB/s" else "FLOP/s"
     for i, dt in enumerate(dts):
         ax = axes[i // ncols, i % ncols]
         _style(ax, fs)
-        ax.set_xscale("log")
         sub = [r for r in recs if str(r.get("dtype")) == dt]
-        by_var: dict[tuple[str, str], list] = defaultdict(list)
+        xdim, along, split = x_dimension(sub, x)
+        info["x"][dt] = xdim
+        series: dict[tuple, list] = defaultdict(list)
+        cats = sorted({tuple((k, _dims(r).get(k)) for k in split) for r in sub}, key=repr) if xdim is None else []
         for r in sub:
-            x, y = r.get(xkey), _y_of(r, unit)
-            if x and y is not None:
-                by_var[(str(r.get("variant")), str(r.get("backend")))].append((float(x), y, _is_baseline(r)))
-        for (v, b), xy in sorted(by_var.items(), key=lambda kv: (not kv[1][0][2], kv[0])):
-            xy.sort()
-            base = xy[0][2]
-            ax.plot([p[0] for p in xy], [p[1] for p in xy], marker=_marker(b), ms=fs * 0.45,
-                    lw=1.4 if base else 0.9, ls="--" if base else "-", color="black" if base else vcolor.get(v),
-                    label=f"{v} (baseline)" if base else v, zorder=3 if base else 2)
+            d = _dims(r)
+            case = tuple((k, d.get(k)) for k in split)
+            xv = d.get(xdim) if xdim is not None else cats.index(case) + 1
+            y = _y_of(r, unit)
+            if not _is_num(xv) or not y:
+                continue
+            ylo = _y_of(r, unit, r.get("p90_ms")) if r.get("p90_ms") else None
+            yhi = _y_of(r, unit, r.get("p10_ms")) if r.get("p10_ms") else None
+            series[(str(r.get("variant")), str(r.get("backend")), case, _is_baseline(r))].append(
+                (float(xv), y * scale, (ylo or y) * scale, (yhi or y) * scale, _flags(r)))
+        styles = ["-", "--", ":", "-."]
+        cases = sorted({k[2] for k in series}, key=repr)
+        for (v, b, case, base), pts in sorted(series.items(), key=lambda kv: (not kv[0][3], kv[0][0], repr(kv[0][2]))):
+            pts.sort()
+            xs_, ys_ = [p[0] for p in pts], [p[1] for p in pts]
+            err = [[max(p[1] - p[2], 0) for p in pts], [max(p[3] - p[1], 0) for p in pts]]
+            label = v + (" (baseline)" if base else "") + ("" if not case else " " + ",".join(f"{k}={val}"
+                                                                                         for k, val in case))
+            color = "black" if base else vcolor.get(v)
+            ls = "--" if base else styles[cases.index(case) % len(styles)]
+            if xdim is None:  # categories: markers only, a small offset per variant, never a line across cases
+                off = (sorted(names + ["~base"]).index(v if not base else "~base") - len(names) / 2) * 0.03
+                xs_, ls = [x_ * (1 + off) for x_ in xs_], "none"
+            ax.errorbar(xs_, ys_, yerr=err, marker=_marker(b), ms=fs * 0.45, lw=1.3 if base else 0.9, ls=ls,
+                        color=color, label=label, zorder=3 if base else 2, elinewidth=0.5, capsize=1.2)
+            for xp, p in zip(xs_, pts, strict=True):
+                if "launch-bound" in p[4]:
+                    ax.scatter([xp], [p[1]], marker=_marker(b), s=(fs * 0.9) ** 2, facecolors="white",
+                               edgecolors=[color], linewidths=0.7, zorder=4)
+                if "suspect" in p[4]:
+                    ax.scatter([xp], [p[1]], marker="o", s=(fs * 1.4) ** 2, facecolors="none",
+                               edgecolors=SUSPECT_COLOR, linewidths=0.7, zorder=4)
+            info["series"].append(label)
             if v not in info["labels"]:
                 info["labels"].append(v)
+        ax.set_yscale("log")
+        if xdim is not None:
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
+        else:
+            ax.set_xticks(range(1, len(cats) + 1))
+            ax.set_xticklabels([",".join(f"{k}={v}" for k, v in c) or "-" for c in cats], fontsize=fs * 0.85)
+            ax.set_xlim(0.5, len(cats) + 0.5)
+        _log_axis(ax.yaxis)
         if profile is not None:
             if unit == "GB/s":
                 roof, src = profile.mem_roof()
-                roof = roof / 1e9 if roof else None
             else:
                 cd = model.record_compute_dtype(sub[0]) if sub else dt
                 roof, src = profile.compute_roof(cd)
-                roof = roof / 1e12 if roof else None
             if roof:
                 ax.axhline(roof, color="0.4", lw=0.7, ls=":")
-                ax.text(ax.get_xlim()[0], roof, f" roof ({src})", fontsize=fs * 0.7, va="bottom", color="0.3")
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel(f"problem size ({'minimum bytes' if xkey == 'bytes' else 'FLOPs'})", fontsize=fs)
-        ax.set_ylabel(unit, fontsize=fs)
+                ax.annotate(f"roof {fmt.si(roof, base_unit)} ({src})", (0.01, roof), xycoords=("axes fraction", "data"),
+                            xytext=(0, 2), textcoords="offset points", fontsize=fs * 0.7, va="bottom", color="0.3")
+        xl = xdim or "case (no size varies)"
+        if along:
+            same = all(_dims(r).get(a) == _dims(r).get(xdim) for r in sub for a in along)
+            xl += f" (= {' = '.join(along)})" if same else f" ({', '.join(along)} vary with it)"
+        ax.set_xlabel(xl, fontsize=fs)
+        ax.set_ylabel(base_unit, fontsize=fs)
         ax.set_title(dt, fontsize=fs)
-        ax.legend(fontsize=fs * 0.7, loc="best", frameon=False, handlelength=1.6, labelspacing=0.2)
+        if series:
+            ax.legend(fontsize=fs * 0.62, loc="best", frameon=False, handlelength=1.8, labelspacing=0.15,
+                      ncol=2 if len(series) > 8 else 1)
     for j in range(len(dts), nrows * ncols):
         axes[j // ncols, j % ncols].set_visible(False)
-    dev = (profile.name if profile is not None else None) or _device_name(recs)
-    fig.suptitle(f"{family}: throughput vs size" + (f", {dev}" if dev else ""), fontsize=fs * 1.05)
-    fig.tight_layout(pad=0.4)
+    fig.suptitle(_wrap(f"{family}: throughput vs shape (median, p10–p90 bars)", fig, fs * 1.05), fontsize=fs * 1.05)
+    foot = _footer(fig, info["footer"], fs)
+    fig.tight_layout(pad=0.4, rect=(0, foot, 1, 1))
     return fig, info
 
 
@@ -409,94 +624,126 @@ def _device_name(recs: list[dict[str, Any]]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- ladder
+def _ladder_member(r: dict[str, Any], base: dict[str, Any] | None) -> bool:
+    """A ladder rung (numbered CUDA variant) or a Triton variant; never a ratio that measures an interpreter."""
+    if _is_baseline(r):
+        return False
+    if r.get("ladder") is None and r.get("backend") != "triton":
+        return False
+    if r.get("timing") == "cpu" and base is not None and r.get("backend") != base.get("backend"):
+        return False
+    return True
+
+
 def ladder_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(family, dtype) -> {"shape", "rungs": [records sorted by ladder], "baseline": record or None}, using the
-    largest shape (by flops, then bytes) that has ladder records of that family/dtype."""
+    """(family, dtype) -> {"shape", "rungs": [records: ladder rungs by number, then Triton], "baseline": record},
+    using the largest shape (by flops, then bytes) that has a baseline and at least one rung with a ladder number."""
     recs = ok_records(records)
-    groups: dict[tuple[str, str, str], list] = defaultdict(list)
+    by: dict[tuple[str, str, str], list] = defaultdict(list)
     for r in recs:
-        if r.get("ladder") is not None:
-            groups[(str(r.get("family")), str(r.get("dtype")), str(r.get("shape")))].append(r)
+        by[(str(r.get("family")), str(r.get("dtype")), str(r.get("shape")))].append(r)
     best: dict[tuple[str, str], dict[str, Any]] = {}
-    for (fam, dt, shape), rungs in groups.items():
-        size = (float(rungs[0].get("flops") or 0), float(rungs[0].get("bytes") or 0), len(rungs))
+    for (fam, dt, shape), rs in by.items():
+        bases = [r for r in rs if _is_baseline(r)]
+        base = bases[0] if bases else None
+        rungs = [r for r in rs if _ladder_member(r, base)]
+        if not any(r.get("ladder") is not None for r in rungs):
+            continue
+        size = (float(rs[0].get("flops") or 0), float(rs[0].get("bytes") or 0), len(rungs))
         cur = best.get((fam, dt))
-        if cur is None or size > cur["size"]:
-            base = [r for r in recs if r.get("family") == fam and str(r.get("dtype")) == dt
-                    and str(r.get("shape")) == shape and _is_baseline(r)]
-            best[(fam, dt)] = {"shape": shape, "size": size, "baseline": base[0] if base else None,
-                               "rungs": sorted(rungs, key=lambda r: (float(r["ladder"]), str(r.get("variant"))))}
+        if cur is None or (base is not None, size) > (cur["baseline"] is not None, cur["size"]):
+            order = sorted(rungs, key=lambda r: (r.get("ladder") is None, float(r.get("ladder") or 0),
+                                                 str(r.get("variant"))))
+            best[(fam, dt)] = {"shape": shape, "size": size, "baseline": base, "rungs": order}
     return best
 
 
-def _pct_of_baseline(r: dict[str, Any], base: dict[str, Any] | None) -> float | None:
-    if base is not None and base.get("median_ms") and r.get("median_ms"):
-        return float(base["median_ms"]) / float(r["median_ms"]) * 100.0
-    if r.get("speedup_vs_baseline") is not None:
-        return float(r["speedup_vs_baseline"]) * 100.0
-    return None
+def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
+    from harness.compare import ratio_of_medians as rom
+
+    return rom(r, base)
 
 
 def ladder_figure(records: list[dict[str, Any]], family: str, dtype: str,
                   width: str = "column") -> tuple[Figure | None, dict[str, Any]]:
-    """Bar chart of each ladder rung's throughput as % of the library baseline (same family, dtype and shape)."""
+    """Each rung's speed against the library baseline as the ratio of medians (baseline time / variant time, 1× =
+    the library), with its 95% interval, on a log axis; Triton variants next to the numbered CUDA rungs."""
     g = ladder_groups(records).get((family, dtype))
     info: dict[str, Any] = {"labels": []}
-    if g is None:
+    if g is None or g["baseline"] is None:
         return None, info
     fs = FONT.get(width, 6.0)
     base = g["baseline"]
-    bars = [(str(r.get("variant")), _pct_of_baseline(r, base), r) for r in g["rungs"]]
-    bars = [b for b in bars if b[1] is not None]
-    if base is not None:
-        bars.append((f"{base.get('variant')} (library)", 100.0, base))
+    bars = []
+    for r in g["rungs"]:
+        q = ratio_of_medians(r, base)
+        if q:
+            bars.append((str(r.get("variant")), q, r))
     if not bars:
         return None, info
+    bars.append((f"{base.get('variant')} (library)", (1.0, 1.0, 1.0), base))
     n = len(bars)
     w, h = WIDTHS.get(width, WIDTHS["column"])
-    fig, axes = _new_figure(width, height=max(h, 0.9 + 0.16 * n))
+    fig, axes = _new_figure(width, height=max(h, 1.1 + 0.17 * n))
     ax = axes[0, 0]
     _style(ax, fs)
-    ax.grid(True, axis="x", lw=0.3, alpha=0.5)
+    ax.grid(True, axis="x", which="both", lw=0.3, alpha=0.4)
     ax.grid(False, axis="y")
+    ax.set_xscale("log")
+    vals = [b[1][0] for b in bars]
+    lo_all = min([b[1][1] for b in bars] + vals)
+    hi_all = max([b[1][2] for b in bars] + vals)
+    xmin = 10 ** math.floor(math.log10(lo_all * 0.8))
+    xmax = hi_all * 4.0
     cmap = matplotlib.colormaps["viridis"]
     ys = list(range(n))[::-1]
-    colors = ["0.3" if b[2] is base else cmap(0.15 + 0.7 * i / max(n - 2, 1)) for i, b in enumerate(bars)]
-    ax.barh(ys, [b[1] for b in bars], color=colors, height=0.7)
+    colors = ["0.3" if b[2] is base else (cmap(0.2 + 0.6 * i / max(n - 2, 1)) if b[2].get("backend") != "triton"
+                                          else FAMILY_PALETTE[1]) for i, b in enumerate(bars)]
+    ax.barh(ys, [b[1][0] - xmin for b in bars], left=xmin, color=colors, height=0.65)
+    err = [[b[1][0] - b[1][1] for b in bars], [b[1][2] - b[1][0] for b in bars]]
+    ax.errorbar([b[1][0] for b in bars], ys, xerr=err, fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
     ax.set_yticks(ys)
     ax.set_yticklabels([b[0] for b in bars], fontsize=fs * 0.9)
-    xmax = max(b[1] for b in bars)
     for y, b in zip(ys, bars, strict=True):
-        ax.text(b[1] + xmax * 0.01, y, f"{b[1]:.1f}%", va="center", fontsize=fs * 0.8)
-    ax.axvline(100.0, color="black", lw=0.6, ls="--")
-    ax.set_xlim(0, xmax * 1.18)
-    ax.set_xlabel("throughput, % of the library baseline" if base is not None else "% of baseline (recorded speed-up)",
-                  fontsize=fs)
-    ax.set_title(f"{family} {dtype} ladder, {g['shape']}", fontsize=fs)
-    fig.tight_layout(pad=0.4)
+        text = "1× (baseline)" if b[2] is base else f"{fmt.ratio(b[1][0])} {fmt.interval(b[1][1], b[1][2])}"
+        ax.text(b[1][2] * 1.08, y, text, va="center", fontsize=fs * 0.72)
+    ax.axvline(1.0, color="black", lw=0.6, ls="--")
+    ax.set_xlim(xmin, xmax)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt.ratio(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(f"speed vs {base.get('variant')}: ratio of medians (95% interval)", fontsize=fs)
+    from harness.records import shape_label
+
+    ax.set_title(_wrap(f"{family} {dtype} ladder, {shape_label(base)}", fig, fs), fontsize=fs)
+    info["footer"] = provenance([b[2] for b in bars])
+    foot = _footer(fig, info["footer"], fs)
+    fig.tight_layout(pad=0.4, rect=(0, foot, 1, 1))
     info["labels"] = [b[0] for b in bars]
+    info["ratios"] = {b[0]: b[1] for b in bars}
     info["shape"] = g["shape"]
     return fig, info
 
 
 # ---------------------------------------------------------------------------------------------- all
 def draw_all(records: list[dict[str, Any]], profile: Profile | None, outdir: str | Path,
-             units: dict[str, str] | None = None) -> list[str]:
-    """Every figure for ``records`` into ``outdir``: roofline (column and full width), throughput vs size per family,
-    one ladder chart per family/dtype with ladder records. Returns the written paths (png, svg, pdf each)."""
+             units: dict[str, str] | None = None, x: str | None = None, formats=("png", "svg", "pdf")) -> list[str]:
+    """Every figure for ``records`` into ``outdir``: roofline (column and full width), throughput vs shape per
+    family, one ladder chart per family/dtype with ladder rungs. Returns the written paths."""
     outdir = Path(outdir)
     paths: list[str] = []
     recs = [r for r in records if isinstance(r, dict)]
     for width, stem in (("column", "roofline"), ("full", "roofline_full")):
         fig, _ = roofline_figure(recs, profile, width=width)
-        paths += save(fig, outdir / stem)
-    families = sorted({str(r.get("family")) for r in ok_records(recs) if r.get("family")})
+        paths += save(fig, outdir / stem, formats)
+    families = sorted({str(r.get("family")) for r in ok_records(recs) if r.get("family")},
+                      key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f))
     for fam in families:
-        fig, _ = throughput_figure(recs, fam, profile,
-                                   unit=throughput_unit(fam, recs, units=units, profile=profile))
-        paths += save(fig, outdir / f"throughput_{_slug(fam)}")
+        fig, _ = throughput_figure(recs, fam, profile, unit=throughput_unit(fam, recs, units=units, profile=profile),
+                                   x=x)
+        paths += save(fig, outdir / f"throughput_{_slug(fam)}", formats)
     for fam, dt in sorted(ladder_groups(recs)):
         fig, _ = ladder_figure(recs, fam, dt)
         if fig is not None:
-            paths += save(fig, outdir / f"ladder_{_slug(fam)}_{_slug(dt)}")
+            paths += save(fig, outdir / f"ladder_{_slug(fam)}_{_slug(dt)}", formats)
     return paths

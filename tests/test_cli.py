@@ -53,7 +53,7 @@ def test_softmax_quick_smoke(tmp_path):
 def test_faults_are_recorded_and_the_run_continues(tmp_path):
     variants = "fault_raise,fault_exit,fault_segfault,fault_hang,torch_out,wrong_zeros"
     res = run(["--kernel", "toy", "--shape", "3x17", "--dtype", "fp32", "--variants", variants, "--out",
-               str(tmp_path), "--timeout", "30", "--max-time", "0.05", "--no-figures"])
+               str(tmp_path), "--timeout", "8", "--max-time", "0.05", "--no-figures"])
     assert res.returncode == 1  # an incorrect variant (wrong_zeros) makes the exit status non-zero
     by = {r["variant"]: r for r in jsonl(tmp_path)}
     assert by["fault_raise"]["status"] == "runtime_error" and "boom" in by["fault_raise"]["message"]
@@ -84,7 +84,7 @@ def test_kill_and_resume(tmp_path):
         p.wait()
     before = {(r["variant"], r["dtype"], r["shape"]): r["timestamp"] for r in jsonl(tmp_path)}
     assert len(before) >= 3
-    res = run(["--resume", str(tmp_path)] + args[:-7] + ["--timeout", "30", "--max-time", "0.05", "--no-figures"])
+    res = run(["--resume", str(tmp_path)] + args[:-7] + ["--timeout", "6", "--max-time", "0.05", "--no-figures"])
     assert "records done" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     after = jsonl(tmp_path)
     raw = [json.loads(ln) for ln in (tmp_path / "records.jsonl").read_text().splitlines()]  # every line parses
