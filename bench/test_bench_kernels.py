@@ -8,7 +8,8 @@ outputs, float64 reference, the same path as ``bench/run.py``), then timed with 
   round -- the same per-sample method as ``harness.timing.time_calls`` (so the saved JSON holds device times, not
   host launch times). Warm-up rounds come first.
 * on the CPU (Triton under TRITON_INTERPRET=1, torch on the CPU) the default host timer is used: CPU timings.
-* CUDA variants without a GPU, and variants that cannot run a shape/dtype, are skipped with the reason.
+* CUDA variants without a GPU, and variants that cannot run a shape, are skipped with the reason; a dtype a
+  variant never supports is not a case at all.
 
 ``benchmark.extra_info`` carries family, variant, backend, dtype, shape, device, status, rel_err, flops, bytes,
 median_ms, tflops, gbps, pct_of_roofline (when a roofline profile is available), timing and throughput_unit; the

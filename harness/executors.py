@@ -36,10 +36,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.records import ResultWriter, load_jsonl, record_key
-from harness.runner import RunOptions, Task, execute
+
+if TYPE_CHECKING:  # the runner imports torch: only where tasks actually run (``bench/run.py --help`` stays fast)
+    from harness.runner import RunOptions, Task
 
 EXECUTORS = ("local", "slurm")
 
@@ -164,6 +166,8 @@ def slurm_options(args: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------------------------------ local
 def _run_local(tasks: list[Task], opts: RunOptions, on_record: Callable[[dict], None],
                on_start: Callable[[Task], None] | None, workers: int | None, report: ExecutorReport) -> None:
+    from harness.runner import execute
+
     slots = _slots(workers)
     report.slots = [s if s is not None else "cpu" for s in slots]
     node = socket.gethostname()
@@ -184,6 +188,7 @@ def _shard_main(conn, opts_dict: dict, gpu: str | None) -> None:
     """A shard process: ``execute`` over tasks pulled one by one from the parent; records go back on ``conn``."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # also set by the parent before spawning us
+    from harness.runner import RunOptions, Task, execute  # torch comes in after the GPU is chosen
     opts = RunOptions(**opts_dict)
     node, gpu_index = socket.gethostname(), _gpu_index(gpu)
 
@@ -252,7 +257,7 @@ def _run_shards(tasks: list[Task], opts: RunOptions, on_record: Callable[[dict],
                 on_start: Callable[[Task], None] | None, slots: list[str | None], report: ExecutorReport) -> None:
     from multiprocessing.connection import wait
 
-    from harness.runner import _describe_exit
+    from harness.runner import Task, _describe_exit
 
     ctx = mp.get_context("spawn")
     queue = deque(tasks)
@@ -350,6 +355,8 @@ class ShardJob:
     def __call__(self, shard_dir: str, tasks: list[dict], opts: dict, env: dict[str, str],
                  workers: int | None = None) -> dict[str, Any]:
         gpus = _prepare_env(env)
+        from harness.runner import RunOptions, Task
+
         out = Path(shard_dir)
         writer = ResultWriter(out, resume=True)
         todo = [Task(**t) for t in tasks if not writer.done(Task(**t).key)]

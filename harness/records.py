@@ -143,6 +143,28 @@ def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None]
     return float(sp), lo, hi
 
 
+def lib_ratios(records: Iterable[dict[str, Any]]) -> dict[int, tuple[float, float, float] | None]:
+    """id(record) -> (baseline median / its median, 95% lo, hi) against the library baseline of the same family,
+    dtype and shape among ``records``: the one speed-up metric of tables, report and ladder figures. None where it
+    means nothing (a CPU timing of an interpreted Triton variant against another backend); records without a baseline
+    alongside are absent (the caller falls back to the recorded speed-up)."""
+    from harness.compare import ratio_of_medians
+
+    records = list(records)
+    base = {(r.get("family"), r.get("dtype"), r.get("shape")): r for r in records
+            if r.get("baseline") and r.get("status") == "ok" and r.get("median_ms")}
+    out: dict[int, tuple[float, float, float] | None] = {}
+    for r in records:
+        b = base.get((r.get("family"), r.get("dtype"), r.get("shape")))
+        if b is None or r is b or r.get("baseline") or r.get("status") != "ok" or not r.get("median_ms"):
+            continue
+        if r.get("timing") == "cpu" and r.get("backend") != b.get("backend"):
+            out[id(r)] = None
+            continue
+        out[id(r)] = ratio_of_medians(r, b)
+    return out
+
+
 def measured_over_floor(r: dict[str, Any]) -> float | None:
     """GPU median / the X-ray's predicted floor (>= 1 unless something is wrong); None for CPU timings."""
     x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
@@ -206,8 +228,8 @@ COLUMNS: dict[str, Column] = {
     "p10": Column("p10", 9, True, "10th percentile time"),
     "p90": Column("p90", 9, True, "90th percentile time"),
     "perf": Column("perf", 1, True, "throughput: FLOP/s, or B/s for memory-bound families (the header says)"),
-    "vs_lib": Column("×lib", 2, True, "speed-up against the library baseline (lib = the baseline itself)"),
-    "ci": Column("95% CI", 7, True, "95% interval of the speed-up"),
+    "vs_lib": Column("×lib", 2, True, "library median / this median at the same shape (lib = the baseline)"),
+    "ci": Column("95% CI", 7, True, "95% interval of ×lib (from each median's own interval)"),
     "roof": Column("%roof", 3, True, "% of the attainable roofline"),
     "err": Column("rel err", 8, True, "relative error against the float64 reference"),
     "regs": Column("regs", 4, True, "registers per thread (X-ray)"),
@@ -268,14 +290,19 @@ def _regs_of(r: dict[str, Any]) -> Any:
     return None
 
 
-def cells(r: dict[str, Any], unit: str | None = None) -> dict[str, str]:
-    """Every column's text for one record (the one number formatter: harness.fmt)."""
+_RECORDED = object()
+
+
+def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) -> dict[str, str]:
+    """Every column's text for one record (the one number formatter: harness.fmt). ``ratio`` is the record's entry of
+    ``lib_ratios`` (ratio of medians against the library, or None: not comparable); without it, the recorded
+    speed-up."""
     from harness import fmt
 
     unit = unit or perf_unit([r])
     x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
     roof = r.get("roofline") if isinstance(r.get("roofline"), dict) else {}
-    sp = speedup_shown(r)
+    sp = speedup_shown(r) if ratio is _RECORDED else ratio
     if r.get("baseline"):
         vs = "lib"
     elif sp:
@@ -348,7 +375,8 @@ def render_table(records: list[dict[str, Any]], width: int = 80, columns: list[s
     heads = {c: COLUMNS[c].head for c in cols}
     if "perf" in heads:
         heads["perf"] = unit
-    rows = [(r, cells(r, unit), note_of(r)) for r in records]
+    ratios = lib_ratios(records)
+    rows = [(r, cells(r, unit, ratios.get(id(r), _RECORDED)), note_of(r)) for r in records]
     numeric = [c for c in cols if c not in ("variant", "status")]
     sep = 2
 
@@ -442,8 +470,9 @@ def markdown_table(records: Iterable[dict[str, Any]], columns: list[str] | None 
     out = io.StringIO()
     out.write("| " + " | ".join(heads) + " |\n")
     out.write("|" + "---|" * len(heads) + "\n")
+    ratios = lib_ratios(records)
     for r in records:
-        cl = cells(r, unit)
+        cl = cells(r, unit, ratios.get(id(r), _RECORDED))
         row = [cl[c] for c in cols] + [note_of(r) or ""]
         out.write("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |\n")
     return out.getvalue()

@@ -22,7 +22,9 @@ from harness import fmt
 from harness.records import markdown_table, shape_label
 
 NA = "n/a"
-TIMED_ROWS = 24  # per family in report.md; tables.md has them all
+TIMED_ROWS = 24  # at most, per family in report.md; tables.md has them all
+LINE_BUDGET = 195  # report.md lines
+DTYPE_PREF = ("bf16", "fp16", "fp8", "int8", "fp32", "tf32", "fp64")  # a summary speaks for bf16 when sizes tie
 
 
 def _si(v: float | None, unit: str = "") -> str:
@@ -187,8 +189,10 @@ def anchor_group(recs: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, A
     for r in recs:
         groups.setdefault((str(r.get("shape")), str(r.get("dtype"))), []).append(r)
 
-    def size(rs: list[dict[str, Any]]) -> tuple[float, float]:
-        return float(rs[0].get("flops") or 0), float(rs[0].get("bytes") or 0)
+    def size(rs: list[dict[str, Any]]) -> tuple[float, float, int]:
+        dt = str(rs[0].get("dtype"))
+        pref = DTYPE_PREF.index(dt) if dt in DTYPE_PREF else len(DTYPE_PREF)
+        return float(rs[0].get("flops") or 0), float(rs[0].get("bytes") or 0), -pref
 
     timed = {k: rs for k, rs in groups.items() if any(_timed(r) for r in rs)}
     full = {k: rs for k, rs in timed.items() if any(_timed(r) and r.get("baseline") for r in rs)
@@ -238,6 +242,8 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
     timed = [r for r in rs if _timed(r)]
     base = next((r for r in timed if r.get("baseline")), None)
     cands = [r for r in timed if not r.get("baseline")]
+    trusted = [r for r in cands if not (r.get("suspect") or (r.get("roofline") or {}).get("suspect"))]
+    cands = trusted or cands  # a point above its roof is a question, not the headline
     best = min(cands, key=lambda r: float(r["median_ms"])) if cands else base
     vs = NA
     if best is not None and base is not None and best is not base:
@@ -383,14 +389,16 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
     md.append("## Environment\n\n" + _md_table(["item", "value"], [[k, str(v)] for k, v in
                                                                   environment(records, prof)]) + "\n")
     tables = [f"# {title}: every record\n\n"]
+    # report.md stays under ~200 lines: each family gets the timed rows that fit, largest shapes first
+    used = "".join(md).count("\n") + 2
+    per_family = (LINE_BUDGET - used) // max(len(fams), 1) - 10
+    timed_rows = max(3, min(timed_rows, per_family))
     for f in fams:
         recs = [r for r in placed if r.get("family") == f]
         md.append(f"## {f}\n\n")
         desc = next((r.get("description") for r in recs if r.get("baseline") and r.get("description")), None)
-        unit = recs[0].get("throughput_unit")
-        if unit or desc:
-            md.append(((f"Leads with {unit}." if unit else "") + (f" Baseline: {desc}." if desc else "")).strip()
-                      + "\n\n")
+        if desc:
+            md.append(f"Baseline: {_cell(desc)}\n\n")
         imgs = [img(f"throughput_{_slug(f)}", f"{f}: throughput vs shape")]
         imgs += [img(f"ladder_{_slug(f)}_{_slug(dt)}", f"{f} {dt}: ladder")
                  for dt in sorted({str(r.get("dtype")) for r in recs})]

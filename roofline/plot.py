@@ -469,10 +469,18 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _log_axis(axis, unit: str = "") -> None:
-    """Log ticks at 1-2-5 of each decade, labelled with the one formatter (no 2x10^3 minor labels)."""
-    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
-    axis.set_major_formatter(fmt.tick_formatter(unit))
+def _log_subs(lo: float, hi: float) -> tuple[float, ...]:
+    """Labelled ticks per decade: 1-2-5 over a short range, decades only over a long one (labels never collide)."""
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    return (1.0,) if decades > 2.2 else (1.0, 2.0, 5.0)
+
+
+def _log_axis(axis, unit: str = "", fmt_fn=None) -> None:
+    """Log ticks labelled with the one formatter (no 2x10^3 minor labels); call after the data is drawn."""
+    lo, hi = axis.get_view_interval()
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=_log_subs(min(lo, hi), max(lo, hi)),
+                                                        numticks=12))
+    axis.set_major_formatter(fmt_fn or fmt.tick_formatter(unit))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
@@ -584,7 +592,10 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
             _log_axis(ax.xaxis)
         else:
             ax.set_xticks(range(1, len(cats) + 1))
-            ax.set_xticklabels([",".join(f"{k}={v}" for k, v in c) or "-" for c in cats], fontsize=fs * 0.85)
+            from harness.records import shape_label
+
+            one = shape_label(sub[0]) if sub else "-"  # a single shape: name it
+            ax.set_xticklabels([",".join(f"{k}={v}" for k, v in c) or one for c in cats], fontsize=fs * 0.85)
             ax.set_xlim(0.5, len(cats) + 0.5)
         _log_axis(ax.yaxis)
         if profile is not None:
@@ -709,9 +720,7 @@ def ladder_figure(records: list[dict[str, Any]], family: str, dtype: str,
         ax.text(b[1][2] * 1.08, y, text, va="center", fontsize=fs * 0.72)
     ax.axvline(1.0, color="black", lw=0.6, ls="--")
     ax.set_xlim(xmin, xmax)
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt.ratio(v)))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _log_axis(ax.xaxis, fmt_fn=matplotlib.ticker.FuncFormatter(lambda v, _: fmt.ratio(v)))
     ax.set_xlabel(f"speed vs {base.get('variant')}: ratio of medians (95% interval)", fontsize=fs)
     from harness.records import shape_label
 

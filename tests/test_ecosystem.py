@@ -28,29 +28,37 @@ def rec(variant, ms, shape="M=8,N=8", status="ok", device="GPU-A", family="softm
 
 # ---------------------------------------------------------------------------------------------------- compare
 def test_compare_speedups_and_threshold():
-    old = [rec("a", 2.0), rec("b", 1.0), rec("c", 1.0)]
-    new = [rec("a", 1.0), rec("b", 1.04), rec("c", 1.2)]
-    rows, n = compare(new, old, fail_slower_pct=5)
+    # no samples: the p10..p90 range is each median's interval (here +-1%), so 20% apart is separated
+    old = [rec("a", 2.0, p10_ms=1.98, p90_ms=2.02, timing="cuda-events"),
+           rec("b", 1.0, p10_ms=0.99, p90_ms=1.01, timing="cuda-events"),
+           rec("c", 1.0, p10_ms=0.99, p90_ms=1.01, timing="cuda-events")]
+    new = [rec("a", 1.0, p10_ms=0.99, p90_ms=1.01, timing="cuda-events"),
+           rec("b", 1.04, p10_ms=1.03, p90_ms=1.05, timing="cuda-events"),
+           rec("c", 1.2, p10_ms=1.19, p90_ms=1.21, timing="cuda-events")]
+    rows, n = compare(old, new, fail_slower_pct=5)  # OLD NEW, as diff and git
     by = {r["variant"]: r for r in rows}
     assert by["a"]["speedup"] == pytest.approx(2.0) and by["a"]["verdict"] == "faster"
-    assert by["b"]["change_pct"] == pytest.approx(4.0) and not by["b"]["regression"]
+    assert by["b"]["change_pct"] == pytest.approx(4.0) and not by["b"]["regression"]  # below the threshold
     assert by["c"]["speedup"] == pytest.approx(1 / 1.2) and by["c"]["verdict"] == "regression"
     assert n == 1
-    rows, n = compare(new, old, fail_slower_pct=None)  # no threshold: reported, never counted
+    rows, n = compare(old, new, fail_slower_pct=None)  # no threshold: reported, never counted
     assert n == 0 and {r["variant"]: r["verdict"] for r in rows}["c"] == "slower"
-    rows, n = compare(new, old, fail_slower_pct=25)
+    rows, n = compare(old, new, fail_slower_pct=25)
     assert n == 0
 
 
 def test_compare_unmatched_and_broken():
-    old = [rec("a", 1.0), rec("gone", 1.0), rec("x", 1.0), rec("a", 1.0, device="GPU-B")]
-    new = [rec("a", 1.0), rec("fresh", 1.0), rec("x", None, status="incorrect"), rec("s", None, status="skipped")]
-    rows, n = compare(new, old, fail_slower_pct=5)
+    old = [rec("a", 1.0), rec("gone", 1.0), rec("x", 1.0), rec("a", 1.0, device="GPU-B"),
+           rec("k", None, status="compiled")]
+    new = [rec("a", 1.0), rec("fresh", 1.0), rec("x", None, status="incorrect"), rec("s", None, status="skipped"),
+           rec("k", None, status="compiled")]
+    rows, n = compare(old, new, fail_slower_pct=5)
     v = {(r["variant"], r["device"]): r["verdict"] for r in rows}
     assert v[("a", "GPU-A")] == "same"
     assert v[("fresh", "GPU-A")] == "new only" and v[("s", "GPU-A")] == "new only"
     assert v[("gone", "GPU-A")] == "old only" and v[("a", "GPU-B")] == "old only"  # device is part of the key
     assert v[("x", "GPU-A")] == "broken"
+    assert v[("k", "GPU-A")] == "compiled"  # compiled-only on both sides: not "not timed"
     assert n == 1  # only the broken one; unmatched rows never count
 
 
@@ -62,16 +70,20 @@ def _save(tmp: Path, name: str, records: list[dict]) -> Path:
 
 
 def test_compare_main_exit_codes(tmp_path, capsys):
-    old = _save(tmp_path, "old", [rec("a", 1.0), rec("b", 1.0)])
-    fast = _save(tmp_path, "fast", [rec("a", 0.5), rec("b", 1.0)])
-    slow = _save(tmp_path, "slow", [rec("a", 1.5), rec("b", 1.0)])
-    assert compare_main(fast, old, 5) == 0
-    assert compare_main(slow, old, 5) == 1
-    assert compare_main(slow, old, None) == 0
-    assert compare_main([rec("a", 2.0)], old, 10) == 1  # the records of the run just done
-    assert compare_main(fast, tmp_path / "missing", 5) == 2
+    g = {"timing": "cuda-events"}
+    old = _save(tmp_path, "old", [rec("a", 1.0, **g), rec("b", 1.0, **g)])
+    fast = _save(tmp_path, "fast", [rec("a", 0.5, **g), rec("b", 1.0, **g)])
+    slow = _save(tmp_path, "slow", [rec("a", 1.5, **g), rec("b", 1.0, **g)])
+    assert compare_main(old, fast, 5) == 0
+    assert compare_main(old, slow, 5) == 1
+    assert compare_main(old, slow, None) == 0
+    assert compare_main(old, [rec("a", 2.0, **g)], 10) == 1  # the records of the run just done
+    assert compare_main(tmp_path / "missing", fast, 5) == 2
     out = capsys.readouterr().out
-    assert "regression" in out and "2.00x" in out
+    assert "regression" in out and "geomean" in out
+    cpu_slow = _save(tmp_path, "cpu_slow", [rec("a", 1.5, timing="cpu")])
+    cpu_old = _save(tmp_path, "cpu_old", [rec("a", 1.0, timing="cpu")])
+    assert compare_main(cpu_old, cpu_slow, 5) == 0  # CPU timings never gate
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -92,7 +104,9 @@ def test_report_folder(tmp_path):
     assert "| driver / CUDA driver | 580.1" in md
     assert "## softmax" in md and "## matmul" in md
     assert "| variant | shape | dtype | status |" in md  # records.markdown_table
-    assert "napkin math" in md and "| M=4096,N=4096 | fp16 | 83.9 M | 67.1 MB | 1.25 |" in md
+    tables = (path.parent / "tables.md").read_text()
+    assert "napkin math" in tables and "| M=4096,N=4096 | fp16 | 83.9 M | 67.1 MB | 1.25 |" in tables
+    assert md.index("## Summary") < md.index("## Environment") < md.index("## softmax")
     assert "cuda_v6_broken" in md and "incorrect" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links and all(not lk.startswith("/") for lk in links)  # relative: renders on GitHub
@@ -106,7 +120,7 @@ def test_report_without_figures_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "roofline.plot", None)  # as if the roofline package were missing
     recs = _fixture_records()[:3]
     md = write_report(recs, None, tmp_path / "rep").read_text()
-    assert "figures unavailable" in md and "![" not in md and "| variant |" in md
+    assert "figures unavailable" in md and "![" not in md and "## Summary" in md
 
 
 def test_report_cli_from_stored_records(tmp_path):

@@ -308,26 +308,68 @@ def test_reports_and_figures_rederive_placement(h100):
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def test_roofline_figure_labels_every_variant(records, h100):
+def test_roofline_figure_labels_best_per_family_and_backend(records, h100):
     from roofline import plot
 
-    timed = {r["variant"] for r in plot.ok_records(records)}
+    timed = plot.ok_records(records)
+    best = {}
+    for r in timed:
+        k = (r["family"], r["backend"])
+        if k not in best or r["flops"] / r["median_ms"] > best[k]["flops"] / best[k]["median_ms"]:
+            best[k] = r
     for width in ("column", "full"):
         fig, info = plot.roofline_figure(records, h100, width=width)
         ax = fig.axes[0]
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
         assert "intensity" in ax.get_xlabel() and "FLOP/s" in ax.get_ylabel()
         shown = {t.split(" ")[0] for t in info["labels"] + info["skipped"]}
-        assert shown == timed
+        assert shown == {r["variant"] for r in best.values()}  # only the best of each family and backend
+        assert {r["variant"] for r in timed} == {row["variant"] for row in info["table"]}  # the rest: the table
         texts = {t.get_text().split(" ")[0] for t in ax.texts}
         assert {t.split(" ")[0] for t in info["labels"]} <= texts
         assert {"softmax", "matmul", "Triton", "CUDA", "library (torch)"} <= set(info["legend"])
         assert ("bf16", "theoretical") in info["roofs"] and ("bf16", "measured") in info["roofs"]
         assert "above its roof (suspect)" in info["legend"]
+        # roofs carry value and unit; ridges their unit
+        assert "bf16/fp16 measured 790 TFLOP/s" in info["roof_labels"]
+        assert any(t.startswith("bf16/fp16 theoretical") and t.endswith("TFLOP/s") for t in info["roof_labels"])
+        assert "HBM copy 3 TB/s" in info["roof_labels"] and any("FLOP/B" in t for t in info["roof_labels"])
         assert "cuda_v6_broken" not in shown  # not timed: not drawn
-    # full width has room for every label of the fixture
+        assert "commit" in info["footer"] and info["footer"] in {t.get_text() for t in fig.texts}
     _, info = plot.roofline_figure([r for r in records if r["family"] == "matmul"], h100, width="full")
     assert not info["skipped"]
+
+
+def test_family_colours_never_the_suspect_colour():
+    from matplotlib.colors import to_rgb
+
+    from roofline import plot
+
+    recs = [{"family": f"fam{i}"} for i in range(12)]
+    red = to_rgb(plot.SUSPECT_COLOR)
+    for c in plot.family_colors(recs).values():
+        r, g, b = to_rgb(c)
+        assert not (r > 0.6 and g < 0.4 and b < 0.4), c  # known-wrong: tab10's red (0.84, 0.15, 0.16) would fail
+        assert (r, g, b) != red
+    assert to_rgb(matplotlib_tab10_red()) not in {to_rgb(c) for c in plot.family_colors(recs).values()}
+
+
+def matplotlib_tab10_red():
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](3)
+
+
+def test_flagged_points_are_marked(records, h100):
+    from roofline import plot
+
+    recs = [dict(r) for r in records if r["family"] == "softmax"]
+    recs[0]["flags"] = ["launch-bound"]
+    recs[1]["flags"] = ["unstable"]
+    fig, info = plot.roofline_figure(recs, h100)
+    assert {"hollow: launch-bound", "+: unstable timing"} <= set(info["legend"])
+    fig, info = plot.roofline_figure([r for r in records if r["family"] == "softmax"], h100)
+    assert "hollow: launch-bound" not in info["legend"]  # no flag, no legend entry
 
 
 def test_throughput_and_ladder_figures(records, h100):
@@ -336,17 +378,41 @@ def test_throughput_and_ladder_figures(records, h100):
     fig, info = plot.throughput_figure(records, "softmax", h100)
     assert info["unit"] == "GB/s"
     assert set(info["labels"]) == {r["variant"] for r in records if r["family"] == "softmax"}
-    assert fig.axes[0].get_ylabel() == "GB/s" and "bytes" in fig.axes[0].get_xlabel()
-    legend = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "B/s" and ax.get_yscale() == "log" and ax.get_xscale() == "log"
+    assert info["x"]["fp16"] == "M" and "N" in ax.get_xlabel()  # M and N vary together: x = M (N along)
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
     assert "torch_softmax (baseline)" in legend
     fig, info = plot.throughput_figure(records, "matmul", h100)
     assert info["unit"] == "TFLOP/s" and "cuda_v9_too_good" in info["labels"]
     fig, info = plot.ladder_figure(records, "softmax", "fp16")
-    assert info["labels"] == ["cuda_v1_naive", "cuda_v2_online", "cuda_v3_vec", "torch_softmax (library)"]
+    assert info["labels"] == ["cuda_v1_naive", "cuda_v2_online", "cuda_v3_vec", "triton_fused",
+                              "torch_softmax (library)"]  # Triton next to the rungs
     assert info["shape"] == "M=8192,N=16384"
+    v, lo, hi = info["ratios"]["cuda_v3_vec"]
+    assert lo <= v <= hi and info["ratios"]["torch_softmax (library)"] == (1.0, 1.0, 1.0)
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert set(ticks) == set(info["labels"])
     assert plot.ladder_figure(records, "matmul", "bf16")[0] is None  # no ladder records there
+
+
+def test_throughput_never_joins_different_cases():
+    """causal and non-causal points of one variant are separate series; known-wrong: one line through both."""
+    from roofline import plot
+
+    recs = []
+    for causal in (0, 1):
+        for n in (1024, 2048, 4096):
+            recs.append({"family": "attention", "variant": "fa", "backend": "triton", "dtype": "bf16", "status": "ok",
+                         "shape": f"N={n},causal={causal}", "shape_dims": {"N": n, "causal": causal},
+                         "flops": 4.0 * n * n * 128, "bytes": 4.0 * n * 128 * 2,
+                         "median_ms": 1e-3 * n / 1024 * (1 + causal),
+                         "p10_ms": 0.9e-3 * n / 1024, "p90_ms": 1.1e-3 * n / 1024 * (1 + causal)})
+    fig, info = plot.throughput_figure(recs, "attention")
+    assert info["x"]["bf16"] == "N"
+    assert sorted(info["series"]) == ["fa causal=0", "fa causal=1"]
+    lines = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) > 1]
+    assert all(len(ln.get_xdata()) == 3 for ln in lines)  # each line: one case's three sizes, never six
 
 
 def test_draw_all_writes_files(records, h100, tmp_path):
@@ -380,6 +446,11 @@ def test_cli_plot_and_profile(records, h100, tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f2" / "ladder_softmax_fp16.svg").exists()
+    out = subprocess.run([sys.executable, "-m", "roofline", "plot", str(FIXTURE), "-o", str(tmp_path / "one.png"),
+                          "--profile", str(res / "profile.json")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "one.png").is_file() and not (tmp_path / "one.png" / "roofline.png").exists()
     import torch
 
     if not torch.cuda.is_available():
