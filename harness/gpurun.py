@@ -353,7 +353,9 @@ def low_value(family: str, variant: str) -> bool:
     v = p.variants[variant]
     if v.backend == "cuda" and v.ladder:
         top = max((w.ladder or 0) for w in p.variants.values() if w.backend == "cuda" and set(w.dtypes) & set(v.dtypes))
-        return v.ladder < top - 1  # the top two rungs that share a dtype stay; e.g. matmul fp32 v1-v5 go last
+        # the top three rungs that share a dtype stay (matmul fp16: v8, v8b, v9, v10 — each rung's gain is measured);
+        # the SGEMM rungs v1-v4 go last
+        return v.ladder < top - 2
     return False
 
 

@@ -1,8 +1,11 @@
 # ruff: noqa: E501  (the CPU emulators below are C++ sources embedded as strings)
 """Raw-CUDA matmul variants (harness/families/_matmul_cuda.py, cuda_src/matmul.cu, cuda_src/matmul_sm90.cu).
 
-CPU: every kernel compiles for sm_80 and sm_90 (v9: sm_90a, kernel and host-mode library) with zero spills; the SIMT
-ladder (v1-v7) and v8 run on a CPU emulator (g++, one thread per CUDA thread) at irregular shapes.
+CPU: every kernel compiles for sm_80 and sm_90 (v9-v11: sm_90a, kernel and host-mode library) with zero spills; the
+SIMT ladder (v1-v7), v8 and v8b run on a CPU emulator (g++, one thread per CUDA thread) at irregular shapes, and so do
+v9-v11 on an mbarrier/TMA/wgmma emulator anchored on the H100-verified v9; SASS and X-ray facts of the new rungs
+(HGMMA.64x256 / QGMMA + UTMALDG + setmaxnreg; LDGSTS + HMMA), the grouped tile order (g++ on the kernel's own function
+vs brute force) and the epilogue's exactly-once coverage at tails.
 GPU (marked ``gpu``): every variant matches a float64 matmul at irregular shapes. The GPU check does not go through
 the Problem: it collects the variants with a stub, so it tests exactly this module's launch geometry and kernels.
 """

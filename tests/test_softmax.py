@@ -32,7 +32,8 @@ def run_variant(name: str, shape: Shape, dtype: str, seed: int = 0, device=CPU):
     else:
         outs = {k: poison_(t) for k, t in P.make_outputs(shape, dtype, device).items()}
         assert v.fn(inputs, outs, shape) is None
-    return check_outputs(outs, P.reference(inputs, shape, dtype), P.tol(dtype, v, shape), P.make_outputs(shape, dtype, CPU))
+    ref = P.reference(inputs, shape, dtype)
+    return check_outputs(outs, ref, P.tol(dtype, v, shape), P.make_outputs(shape, dtype, CPU))
 
 
 def check_fn(fn, shape: Shape, dtype: str = "fp32", seed: int = 0):
