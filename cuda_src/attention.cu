@@ -515,3 +515,395 @@ __global__ void __launch_bounds__(D)
   o[row * D + d] = from_float<T>(L > 0.f ? acc / L : 0.f);
   if (d == 0) lse[row] = L > 0.f ? (M + log2f(L)) * ATTN_LN2 : -INFINITY;
 }
+
+// =====================================================================================================================
+// attn_v3_wgmma — FlashAttention-3-style forward on Hopper (sm_90a only, host mode; GPU-unverified).
+// Idea: v2 issues mma.sync m16n8k16 from every warp with operands it first moved from shared memory into registers
+// (ldmatrix), and loads with cp.async from all threads; on H100 that path tops out near ~2/3 of the dense peak
+// (v2 measured 289 TF at B4 H16 N4096 D128 bf16). v3 moves to the Hopper data path:
+//  * a producer warpgroup (one thread) streams K and V tiles of BN = 128 keys with TMA (UTMALDG: one instruction per
+//    64-column box, zero-filled past Nkv, 128-B swizzled) into a STAGES-deep ring, completion counted in bytes on
+//    full barriers (separate for K and V, so Q K^T starts before V has landed); consumers free a slot on `empty`;
+//  * two consumer warpgroups, 64 query rows each (BM = 128 per CTA), compute S = Q K^T with wgmma m64n128k16 (HGMMA,
+//    Q and K both read by the tensor cores straight from swizzled shared memory through matrix descriptors), the
+//    online softmax in registers (exp2 of log2e-scaled scores, quad shuffles for row max/sum), convert P to 16 bits
+//    in registers and accumulate O += P V with wgmma m64nDk16 whose A operand is P in registers (the S accumulator
+//    layout of two adjacent 8-column groups is the A fragment of a k16 step, as in v2) and B = V from shared memory
+//    (N-major: imm-trans-b = 1);
+//  * setmaxnreg: producer 24 registers, consumers 240 (128 x 24 + 256 x 240 = 64,512 of 65,536).
+// Napkin math (H100 SXM, bf16, B=4 H=16 N=4096 D=128, non-causal): 4*B*H*N^2*D = 550 GFLOP against
+// (Q+K+V+O) 4*B*H*N*D*2 B = 268 MB: ~2000 FLOP/B, 7x past the ridge (~295 FLOP/B): compute-bound, 0.56 ms at the
+// 989 TF peak. Per CTA k-tile (D = 128): 2 x 64x128x128 x 2 GEMMs = 8.4 MFLOP against 32 KB K + 32 KB V by TMA and
+// 2 x (16 + 32 + 32) KB read by the wgmmas (Q, K, V; P comes from registers): 224 KB for 8.4 MFLOP = 37 FLOP/B,
+// above the 32 FLOP/B the 128 B/clk/SM shared port needs at 4096 FLOP/clk/SM, where v2's ldmatrix path re-reads
+// K/V per warp (4 warps x 64 rows: ~16 FLOP/B).
+// What it should change vs v2: from 289 TF to roughly 400-500 TF: the two consumer warpgroups overlap each other's
+// softmax with their GEMMs only through the warp scheduler. Left out of this first rung (what FA3 adds for its
+// ~650 TF): the explicit ping-pong between consumers (named barriers), the intra-warpgroup overlap of softmax(t)
+// with Q K^T(t+1), a TMA store epilogue (O goes out as 4-byte stores from registers), persistent CTAs.
+// Layouts: q/k/v are 3-D tensor maps {D, N, B*H(kv)} (D innermost), boxes {64, rows, 1}: rows past N of a head are
+// zero-filled instead of being read from the next head. A [rows][64] box has 128-B rows; D = 128 is two boxes.
+// Masking: keys >= Nkv (zero-filled, but their score 0 is not -inf) and causal keys j > i + Nkv - Nq get -inf; only
+// tiles that cross Nkv or the consumer's first-row diagonal pay for it. A CTA whose rows see no key loads nothing and
+// writes O = 0, LSE = -inf. Causal CTAs stop at the tile holding their last row's last visible key.
+// ATTN_V3_CONSTS_BEGIN
+namespace attn90 {
+constexpr int BM = 64, CONSUMERS = 2, ROWS = BM * CONSUMERS, BN = 128, THREADS = 128 * (1 + CONSUMERS);
+constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
+constexpr int BOX = 64 * 128;  // bytes of one [64 rows][64 cols] 16-bit box (Q); K/V boxes are [BN][64]: BN * 128
+static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
+template <int D> struct Cfg {
+  static constexpr int STAGES = D == 64 ? 3 : 2;        // D=64: 16 KB + 3 x 32 KB; D=128: 32 KB + 2 x 64 KB
+  static constexpr int Q_BYTES = ROWS * D * 2;          // 16 / 32 KB
+  static constexpr int KV_BYTES = BN * D * 2;           // one K (or V) tile: 16 / 32 KB
+  static constexpr int SMEM = Q_BYTES + STAGES * 2 * KV_BYTES + 1024;  // + slack to align to the 1 KB swizzle atom
+  static_assert(SMEM <= 227 * 1024, "exceeds the opt-in shared memory of an H100 block");
+};
+}  // namespace attn90
+// ATTN_V3_CONSTS_END
+
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time)
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+namespace attn90 {
+// ATTN_V3_DESC_BEGIN
+// wgmma matrix descriptor, 128-byte swizzle (layout 1 in bits 62-63), byte offsets >> 4; every tile is 1 KB aligned
+// (base offset 0). K-major operand: 128-B rows along K, SBO = 1 KB between 8-row groups. N-major: one 128-B row
+// (64 N) per k, SBO = 1 KB between 8-k groups, LBO = bytes between 64-column boxes.
+__host__ __device__ __forceinline__ uint64_t make_desc_u32(uint32_t saddr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  uint64_t d = 0;
+  d |= (uint64_t)((saddr & 0x3FFFF) >> 4);
+  d |= (uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16;
+  d |= (uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32;
+  d |= (uint64_t)1 << 62;
+  return d;
+}
+// ATTN_V3_DESC_END
+__device__ __forceinline__ uint64_t make_desc(const void* p, uint32_t lbo, uint32_t sbo) {
+  return make_desc_u32(smem_u32(p), lbo, sbo);
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, int phase) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(smem_u32(bar)),
+      "r"(phase)
+      : "memory");
+}
+// a 3-D box {c0 (column), c1 (row), c2 (head)} of the tensor map, completion counted on `bar` in bytes
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n"
+      ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int R> __device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R> __device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+
+// D[64xN] (+)= A[64x16] * B[16xN]. wgmma_ss: A K-major and B K-major (keys x d, i.e. K itself) from shared memory;
+// wgmma_rs: A from registers (the m16n8k16-style fragment of each warp's 16 rows), B N-major (V: keys x d) from
+// shared memory with imm-trans-b = 1. scale_d = 0 overwrites D.
+template <typename T, int N> __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int scale_d);
+template <typename T, int N> __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db, int scale_d);
+template <> __device__ __forceinline__ void wgmma_ss<__half, 128>(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__half, 128>(float (&d)[64], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_ss<__nv_bfloat16, 128>(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 64>(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 128>(float (&d)[64], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <typename T> struct Pair16;
+template <> struct Pair16<__half> { using type = __half2; };
+template <> struct Pair16<__nv_bfloat16> { using type = __nv_bfloat162; };
+}  // namespace attn90
+#endif
+
+// ATTN_V3_KERNEL_BEGIN
+// Launch: grid (ceil(Nq / 128), H, B), block 384, dynamic shared Cfg<D>::SMEM. Maps: {D, N, B*H(kv)}, box {64, 64, 1}
+// (Q) and {64, 128, 1} (K, V), 128-B swizzle, OOB zero-fill.
+template <typename T, int D>
+__global__ void __launch_bounds__(attn90::THREADS, 1)
+    attn_v3_wgmma(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
+                  const __grid_constant__ CUtensorMap tmV, T* __restrict__ o, float* __restrict__ lse, int H, int Hkv,
+                  int Nq, int Nkv, int causal, float scale_log2) {
+  using namespace attn90;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(D == 64 || D == 128, "head dim 64 or 128");
+  constexpr int STAGES = Cfg<D>::STAGES, KV_BYTES = Cfg<D>::KV_BYTES, DB = D / 64;  // DB: 64-column boxes per row
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* sQ = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* ring = sQ + Cfg<D>::Q_BYTES;  // stage s: K tile at 2s, V tile at 2s + 1 (KV_BYTES each)
+  __shared__ __align__(8) uint64_t qbar, fullK[STAGES], fullV[STAGES], empty[STAGES];
+
+  const int tid = threadIdx.x, wg = tid / 128;
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ROWS;
+  const int bh = b * H + h, bkv = b * Hkv + h / (H / Hkv), diag = Nkv - Nq;
+  const int last_row = min(q0 + ROWS, Nq) - 1;
+  const int k_end = causal ? min(Nkv, last_row + diag + 1) : Nkv;
+  const int n_tiles = k_end > 0 ? (k_end + BN - 1) / BN : 0;
+
+  if (tid == 0) {
+    mbar_init(&qbar, 1);
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(&fullK[s], 1);
+      mbar_init(&fullV[s], 1);
+      mbar_init(&empty[s], CONSUMERS * 4);  // lane 0 of every consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the last block-wide barrier: the roles synchronise through mbarriers from here on
+
+  if (wg == 0) {  // ------------------------------------------------------------------------------------- producer
+    setmaxnreg_dec<PRODUCER_REGS>();
+    if (tid == 0 && n_tiles > 0) {
+      mbar_expect_tx(&qbar, Cfg<D>::Q_BYTES);
+#pragma unroll
+      for (int c = 0; c < CONSUMERS; ++c)
+#pragma unroll
+        for (int j = 0; j < DB; ++j) tma_load_3d(sQ + (c * DB + j) * BOX, &tmQ, &qbar, j * 64, q0 + c * BM, bh);
+      for (int t = 0; t < n_tiles; ++t) {
+        const int s = t % STAGES;
+        // pass p refills a slot freed in pass p-1; a fresh barrier counts as "parity 1 complete": pass 0 waits for none
+        mbar_wait(&empty[s], ((t / STAGES) & 1) ^ 1);
+        unsigned char* sk = ring + (2 * s) * KV_BYTES;
+        mbar_expect_tx(&fullK[s], KV_BYTES);  // OOB box elements are zero-filled and still counted
+#pragma unroll
+        for (int j = 0; j < DB; ++j) tma_load_3d(sk + j * BN * 128, &tmK, &fullK[s], j * 64, t * BN, bkv);
+        mbar_expect_tx(&fullV[s], KV_BYTES);
+#pragma unroll
+        for (int j = 0; j < DB; ++j) tma_load_3d(sk + KV_BYTES + j * BN * 128, &tmV, &fullV[s], j * 64, t * BN, bkv);
+      }
+    }
+  } else {  // ------------------------------------------------------------------------------------------ consumers
+    setmaxnreg_inc<CONSUMER_REGS>();
+    const int c = wg - 1, warp = (tid % 128) / 32, lane = tid % 32;
+    const int qc0 = q0 + c * BM;                    // this warpgroup's first query row
+    const int row_g = qc0 + warp * 16 + lane / 4;   // accumulator rows row_g (e = 0, 1) and row_g + 8 (e = 2, 3)
+    const unsigned char* qa = sQ + c * DB * BOX;
+    float acc[D / 2];  // O: m64nDk16 accumulator, acc[4i + e] -> row row_g + 8 (e >> 1), col 8i + 2 (lane % 4) + (e & 1)
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    if (n_tiles > 0) mbar_wait(&qbar, 0);
+
+    for (int t = 0; t < n_tiles; ++t) {
+      const int s = t % STAGES, ph = (t / STAGES) & 1, n0 = t * BN;
+      const unsigned char* sk = ring + (2 * s) * KV_BYTES;
+      const unsigned char* sv = sk + KV_BYTES;
+      float sc[BN / 2];
+      mbar_wait(&fullK[s], ph);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {  // k16 step: +32 B along the 128-B rows; the next box every 4 steps
+        const uint64_t da = make_desc(qa + (kk / 4) * BOX + (kk % 4) * 32, 16, 1024);
+        const uint64_t db = make_desc(sk + (kk / 4) * BN * 128 + (kk % 4) * 32, 16, 1024);
+        wgmma_ss<T, BN>(sc, da, db, kk != 0);
+      }
+      wgmma_commit();
+      wgmma_wait0();
+
+      // log2 domain; mask only tiles that cross Nkv or the causal diagonal of this warpgroup's first row
+      const bool need_mask = (n0 + BN > Nkv) || (causal && n0 + BN - 1 > qc0 + diag);
+#pragma unroll
+      for (int i = 0; i < BN / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = n0 + i * 8 + (lane % 4) * 2 + (e & 1), row = row_g + (e >> 1) * 8;
+          float x = sc[4 * i + e] * scale_log2;
+          if (need_mask && (col >= Nkv || (causal && col > row + diag))) x = -INFINITY;
+          sc[4 * i + e] = x;
+        }
+      // online softmax; a row lives in the 4 lanes of a quad
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(sc[4 * i + 2 * hr], sc[4 * i + 2 * hr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(m_run[hr], mx);
+        const float base = (mn == -INFINITY) ? 0.f : mn;  // a row with only -inf so far: exp2(-inf - 0) = 0
+        const float alpha = exp2f(m_run[hr] - base);
+        m_run[hr] = mn;
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i) {
+          sc[4 * i + 2 * hr] = exp2f(sc[4 * i + 2 * hr] - base);
+          sc[4 * i + 2 * hr + 1] = exp2f(sc[4 * i + 2 * hr + 1] - base);
+          sum += sc[4 * i + 2 * hr] + sc[4 * i + 2 * hr + 1];
+        }
+        l_run[hr] = l_run[hr] * alpha + sum;  // per-lane partial: one quad sum at the end
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          acc[4 * i + 2 * hr] *= alpha;  // ATTN_V3_RESCALE
+          acc[4 * i + 2 * hr + 1] *= alpha;
+        }
+      }
+      // P as the register A operand: keys 16kk..16kk+15 are S column groups 2kk (a0, a1) and 2kk + 1 (a2, a3)
+      uint32_t pa[BN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        pa[kk][0] = pack2<T>(sc[8 * kk + 0], sc[8 * kk + 1]);
+        pa[kk][1] = pack2<T>(sc[8 * kk + 2], sc[8 * kk + 3]);
+        pa[kk][2] = pack2<T>(sc[8 * kk + 4], sc[8 * kk + 5]);
+        pa[kk][3] = pack2<T>(sc[8 * kk + 6], sc[8 * kk + 7]);
+      }
+      mbar_wait(&fullV[s], ph);
+      wgmma_fence();  // acc and pa were written by ordinary instructions
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)  // k16 step: +16 key rows x 128 B; LBO: the next 64 columns of d
+        wgmma_rs<T, D>(acc, pa[kk], make_desc(sv + kk * 16 * 128, BN * 128, 1024), 1);
+      wgmma_commit();
+      wgmma_wait0();
+      if (lane == 0) mbar_arrive(&empty[s]);  // this warp's reads of K and V in slot s are complete
+    }
+
+    // epilogue: normalise; rows past Nq are not stored; a row that saw no key gets O = 0, LSE = -inf
+    using T2 = typename Pair16<T>::type;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float L = l_run[hr];
+      L += __shfl_xor_sync(0xffffffffu, L, 1);
+      L += __shfl_xor_sync(0xffffffffu, L, 2);
+      const float inv = L > 0.f ? 1.f / L : 0.f;
+      const int row = row_g + hr * 8;
+      if (row < Nq) {
+        T* orow = o + ((size_t)bh * Nq + row) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          T2 v2;
+          v2.x = from_float<T>(acc[4 * i + 2 * hr] * inv);
+          v2.y = from_float<T>(acc[4 * i + 2 * hr + 1] * inv);
+          *reinterpret_cast<T2*>(orow + i * 8 + (lane % 4) * 2) = v2;
+        }
+        if (lane % 4 == 0) lse[(size_t)bh * Nq + row] = L > 0.f ? (m_run[hr] + log2f(L)) * ATTN_LN2 : -INFINITY;
+      }
+    }
+  }
+#else
+  __trap();  // built for an arch without wgmma: never launched (the launcher and supports() require sm_90a)
+#endif
+}
+// ATTN_V3_KERNEL_END
+
+// ---------------------------------------------------------------------------------------------------- host side
+typedef CUresult (*AttnEncodeTiledFn)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                      const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                      CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+// cuTensorMapEncodeTiled through the runtime's driver entry point: no link-time dependency on libcuda.so
+static AttnEncodeTiledFn attn_encode_fn() {
+  static AttnEncodeTiledFn fn = nullptr;
+  if (fn == nullptr) {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+#else
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &q);
+#endif
+    if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) fn = reinterpret_cast<AttnEncodeTiledFn>(p);
+  }
+  return fn;
+}
+
+// [heads, n, D] contiguous 16-bit as {D, n, heads}, box {64, rows, 1}, 128-B swizzle, OOB (rows >= n) zero-filled
+static int attn_encode_3d(CUtensorMap* map, CUtensorMapDataType dt, const void* base, int D, int n, int heads,
+                          int rows) {
+  cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)n, (cuuint64_t)heads};
+  cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)n * D * 2};  // bytes, multiples of 16
+  cuuint32_t box[3] = {64, (cuuint32_t)rows, 1};
+  cuuint32_t estr[3] = {1, 1, 1};
+  AttnEncodeTiledFn encode = attn_encode_fn();
+  if (encode == nullptr) return 999;
+  return (int)encode(map, dt, 3, const_cast<void*>(base), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+template <typename T, int D>
+static int launch_v3(CUtensorMapDataType dt, const void* q, const void* k, const void* v, void* o, void* lse, int B,
+                     int H, int Hkv, int Nq, int Nkv, int causal, float scale_log2, cudaStream_t stream) {
+  CUtensorMap tq, tk, tv;
+  int r = attn_encode_3d(&tq, dt, q, D, Nq, B * H, attn90::BM);
+  if (!r) r = attn_encode_3d(&tk, dt, k, D, Nkv, B * Hkv, attn90::BN);
+  if (!r) r = attn_encode_3d(&tv, dt, v, D, Nkv, B * Hkv, attn90::BN);
+  if (r) { fprintf(stderr, "cuTensorMapEncodeTiled failed: %d\n", r); return 1000 + r; }
+  CUDA_CHECK(cudaFuncSetAttribute(attn_v3_wgmma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, attn90::Cfg<D>::SMEM));
+  dim3 grid((Nq + attn90::ROWS - 1) / attn90::ROWS, H, B);
+  attn_v3_wgmma<T, D><<<grid, attn90::THREADS, attn90::Cfg<D>::SMEM, stream>>>(
+      tq, tk, tv, reinterpret_cast<T*>(o), reinterpret_cast<float*>(lse), H, Hkv, Nq, Nkv, causal, scale_log2);
+  CUDA_CHECK(cudaGetLastError());
+  return 0;
+}
+
+// dtype: 0 = fp16, 1 = bf16; D in {64, 128}; q [B,H,Nq,D], k/v [B,Hkv,Nkv,D], o [B,H,Nq,D] contiguous and 16-byte
+// aligned; lse [B,H,Nq] fp32. Returns 0, a CUDA error code, 1000 + CUresult, or -1 for bad arguments.
+extern "C" int launch_attn_v3_wgmma(int dtype, const void* q, const void* k, const void* v, void* o, void* lse, int B,
+                                    int H, int Hkv, int Nq, int Nkv, int D, int causal, float scale_log2,
+                                    void* stream) {
+  if (B < 1 || H < 1 || Hkv < 1 || H % Hkv || Nq < 1 || Nkv < 1 || B > 65535 || H > 65535) return -1;
+  if ((reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v) |
+       reinterpret_cast<uintptr_t>(o)) & 15) return -1;
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  const CUtensorMapDataType f16 = CU_TENSOR_MAP_DATA_TYPE_FLOAT16, b16 = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  if (dtype == 0 && D == 64) return launch_v3<__half, 64>(f16, q, k, v, o, lse, B, H, Hkv, Nq, Nkv, causal, scale_log2, s);
+  if (dtype == 0 && D == 128) return launch_v3<__half, 128>(f16, q, k, v, o, lse, B, H, Hkv, Nq, Nkv, causal, scale_log2, s);
+  if (dtype == 1 && D == 64) return launch_v3<__nv_bfloat16, 64>(b16, q, k, v, o, lse, B, H, Hkv, Nq, Nkv, causal, scale_log2, s);
+  if (dtype == 1 && D == 128) return launch_v3<__nv_bfloat16, 128>(b16, q, k, v, o, lse, B, H, Hkv, Nq, Nkv, causal, scale_log2, s);
+  return -1;
+}

@@ -479,3 +479,278 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
   __trap();  // WMMA with bf16 needs sm_80+: the launcher's supports() keeps older GPUs away
 #endif
 }
+
+// =================================================================================================================
+// v4 (tf32 + WarpSelect): fp32 inputs on tensor cores, exact by re-rank. Idea: v3's structure with two changes.
+// (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data (x' = x - mu, y' = y - mu, mu = base mean, subtracted
+// while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative); the expansion
+// |x'|^2 + |y'|^2 - 2 x'.y' uses fp32 norms of the centred rows (knn_centred_sqnorms). Centring makes its error
+// scale with the cluster spread, not the offset (offset data: |x| ~ 11k, |x'| ~ 11). (2) Selection is FAISS's
+// WarpSelect in registers instead of v3's shared-memory list + ballot: per query, the warp queue holds KB keys
+// (KW = KB/32 registers per lane, position p = 32*j + lane, sorted ascending) and each lane a thread queue of NT
+// keys (registers KW..R-1, R = KW + NT a power of two). A distance whose key beats the warp's kc-th key goes into
+// the lane's thread queue; when any lane's queue is full (__any_sync) the warp bitonic-sorts all 32*R keys in
+// registers (stride < 32: __shfl_xor_sync; stride >= 32: register swaps) and keeps the KB best. Keys are
+// (orderable fp32 bits << 32 | index): unique, so ties go to the lower index. The kc = k + margin best by the
+// expansion are re-ranked by exact fp32 differences sum (x - y)^2 on the ORIGINAL rows (kc*D*4 bytes per query),
+// and each query is certified as in harness.families.knn.certified/expansion_error (u_prod = 2^-10, centred):
+// refused queries go to v2 in the launcher. The distance tile lives in shared memory only (never global).
+// Napkin math (1M x 128, Q = 10k, k = 10): 2.56 TFLOP; dense TF32 on H100/H200 is ~495 TF, so the MMA part is
+// ~5 ms; the base (512 MB) is re-read once per 32-query block from L2/HBM: 313 blocks x 512 MB = 160 GB, most
+// from L2 (a wave of 132 x 2 blocks walks the base in step) -> ~15-30 ms; the selection costs one pack + compare
+// per distance (1e10 of them, ~20 instr each / 32 lanes at ~60 T instr/s... ~10 ms) plus ~kc*ln(N/kc) ~ 330
+// insertions and ~100 merges of ~700 instructions per query. Target 150k QPS = 67 ms per 10k queries: the
+// budget is there if selection and staging overlap. What it should change vs v3: fp32 data on tensor cores
+// (v3 is fp16/bf16 only; fp32 today is v2's SIMT FMA at ~67 TF peak, ~7 TF measured for triton_fused), the
+// list sorts in shared memory (2*KB keys, log^2 stages with __syncwarp) become register sorts run only when a
+// thread queue fills, and 16-byte loads for fp32 rows (D % 4 == 0). (GPU-unverified: compiled and X-rayed here,
+// algorithm emulated in tests/test_knn.py, never run on a GPU.)
+__global__ void __launch_bounds__(256) knn_centred_sqnorms(const float* __restrict__ a, int rows, int D,
+                                                           const float* __restrict__ mu, float* __restrict__ sq) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float s = 0.f;
+  for (int i = lane; i < D; i += 32) { float v = a[(long long)row * D + i] - mu[i]; s = fmaf(v, v, s); }
+  s = warp_reduce_sum(s);
+  if (lane == 0) sq[row] = s;
+}
+
+// Ascending bitonic sort of the 32*R keys r[j] of lanes 0..31 (position 32*j + lane), all in registers.
+template <int R>
+__device__ __forceinline__ void ws_sort(unsigned long long (&r)[R], int lane) {
+#pragma unroll
+  for (int size = 2; size <= 32 * R; size <<= 1) {
+#pragma unroll
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      if (stride >= 32) {
+        const int sj = stride >> 5;
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+          if (j & sj) continue;
+          const bool up = ((32 * j + lane) & size) == 0;
+          const unsigned long long a = r[j], b = r[j | sj];
+          const unsigned long long lo = a < b ? a : b, hi = a < b ? b : a;
+          r[j] = up ? lo : hi;
+          r[j | sj] = up ? hi : lo;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+          const unsigned long long o = __shfl_xor_sync(0xffffffffu, r[j], stride);
+          const bool up = ((32 * j + lane) & size) == 0, lower = (lane & stride) == 0;
+          const unsigned long long mn = r[j] < o ? r[j] : o, mx = r[j] < o ? o : r[j];
+          r[j] = (lower == up) ? mn : mx;
+        }
+      }
+    }
+  }
+}
+
+// The key at position p (0 <= p < 32*R) of a warp-distributed array, broadcast to every lane.
+template <int R>
+__device__ __forceinline__ unsigned long long ws_get(const unsigned long long (&r)[R], int p) {
+  unsigned long long v = EMPTY_KEY;
+#pragma unroll
+  for (int j = 0; j < R; ++j)
+    if (j == (p >> 5)) v = r[j];
+  return __shfl_sync(0xffffffffu, v, p & 31);
+}
+
+// Merge the thread queues into the warp queue: sort everything, keep KW registers, clear the thread queues.
+template <int KW, int R>
+__device__ __forceinline__ void ws_merge(unsigned long long (&r)[R], int& tc, unsigned long long& wk, int kc,
+                                         int lane) {
+  ws_sort<R>(r, lane);
+#pragma unroll
+  for (int j = KW; j < R; ++j) r[j] = EMPTY_KEY;
+  tc = 0;
+  wk = ws_get<R>(r, kc - 1);
+}
+
+template <int KB>
+struct WsShape {
+  static constexpr int KW = KB / 32, NT = KB == 32 ? 3 : KW, R = KW + NT;  // R: 4, 4, 8 for KB = 32, 64, 128
+  static_assert((R & (R - 1)) == 0, "the register sort needs a power-of-two size");
+};
+
+template <int KB>
+__global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ x, const float* __restrict__ y,
+                                                      const float* __restrict__ mu, const float* __restrict__ xnorm,
+                                                      const float* __restrict__ ynorm, float* __restrict__ out_d,
+                                                      long long* __restrict__ out_i, int* __restrict__ ok, int Q,
+                                                      int N, int D, int k, int kc, int vec) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  constexpr int BQ = 32, BN = 128, BD = 32, QW = BQ / 8;  // queries per warp: QW
+  constexpr int LDY = BD + 4, LDD = BN + 4;               // padded strides (floats), 16-byte multiples
+  constexpr int KW = WsShape<KB>::KW, NT = WsShape<KB>::NT, R = WsShape<KB>::R;
+  const int Dp = (D + 7) & ~7, LDX = Dp + 4;              // depth rounded up to the MMA's k = 8
+  extern __shared__ __align__(32) unsigned char v4_smem[];
+  float* xs = reinterpret_cast<float*>(v4_smem);          // [BQ][LDX] centred, tf32-rounded queries
+  float* ys = xs + BQ * LDX;                              // [BN][LDY] centred, tf32-rounded base stage
+  float* ds = ys + BN * LDY;                              // [BQ][LDD] dot products of the tile
+  float* mus = ds + BQ * LDD;                             // [Dp]      base mean (zeros past D)
+  float* xn = mus + Dp;                                   // [BQ]      |x'|^2
+  float* yn = xn + BQ;                                    // [BN]      |y'|^2 of the tile's rows
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 2, wn = warp & 3;                // rows 16*wm.., columns 32*wn.. (two 16x16 fragments)
+  const int q0 = blockIdx.x * BQ;
+  {
+    unsigned dyn;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+    if (dyn < (unsigned)(BQ * LDX + BN * LDY + BQ * LDD + Dp + BQ + BN) * 4u) __trap();
+  }
+  for (int i = tid; i < Dp; i += 256) mus[i] = i < D ? mu[i] : 0.f;
+  if (tid < BQ) xn[tid] = q0 + tid < Q ? xnorm[q0 + tid] : 0.f;
+  __syncthreads();
+  if (vec) {  // D % 4 == 0, 16-byte aligned rows: one float4 per load
+    for (int e = tid; e < BQ * (Dp / 4); e += 256) {
+      const int r = e / (Dp / 4), d = 4 * (e % (Dp / 4));
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (q0 + r < Q && d < D) {
+        v = *reinterpret_cast<const float4*>(x + (long long)(q0 + r) * D + d);
+        v = make_float4(wmma::__float_to_tf32(v.x - mus[d]), wmma::__float_to_tf32(v.y - mus[d + 1]),
+                        wmma::__float_to_tf32(v.z - mus[d + 2]), wmma::__float_to_tf32(v.w - mus[d + 3]));
+      }
+      *reinterpret_cast<float4*>(xs + r * LDX + d) = v;
+    }
+  } else {
+    for (int e = tid; e < BQ * Dp; e += 256) {
+      const int r = e / Dp, d = e % Dp;
+      xs[r * LDX + d] = (q0 + r < Q && d < D) ? wmma::__float_to_tf32(x[(long long)(q0 + r) * D + d] - mus[d]) : 0.f;
+    }
+  }
+
+  unsigned long long reg[QW][R];  // per query: warp queue (0..KW-1) + this lane's thread queue (KW..R-1)
+  unsigned long long wk[QW];      // the warp's kc-th key (EMPTY_KEY until kc keys were kept)
+  int tc[QW];                     // this lane's thread-queue fill
+#pragma unroll
+  for (int qq = 0; qq < QW; ++qq) {
+#pragma unroll
+    for (int j = 0; j < R; ++j) reg[qq][j] = EMPTY_KEY;
+    wk[qq] = EMPTY_KEY;
+    tc[qq] = 0;
+  }
+
+  for (int n0 = 0; n0 < N; n0 += BN) {
+    if (tid < BN) yn[tid] = n0 + tid < N ? ynorm[n0 + tid] : 0.f;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.f);
+    wmma::fill_fragment(acc[1], 0.f);
+    for (int d0 = 0; d0 < Dp; d0 += BD) {
+      if (vec) {
+        for (int e = tid; e < BN * (BD / 4); e += 256) {
+          const int r = e / (BD / 4), c = 4 * (e % (BD / 4)), d = d0 + c;
+          float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (n0 + r < N && d < D) {
+            v = *reinterpret_cast<const float4*>(y + (long long)(n0 + r) * D + d);
+            v = make_float4(wmma::__float_to_tf32(v.x - mus[d]), wmma::__float_to_tf32(v.y - mus[d + 1]),
+                            wmma::__float_to_tf32(v.z - mus[d + 2]), wmma::__float_to_tf32(v.w - mus[d + 3]));
+          }
+          *reinterpret_cast<float4*>(ys + r * LDY + c) = v;
+        }
+      } else {
+        for (int e = tid; e < BN * BD; e += 256) {
+          const int r = e / BD, c = e % BD, d = d0 + c;
+          ys[r * LDY + c] = (n0 + r < N && d < D) ? wmma::__float_to_tf32(y[(long long)(n0 + r) * D + d] - mus[d])
+                                                  : 0.f;
+        }
+      }
+      __syncthreads();
+      const int kend = min(BD, Dp - d0);
+      for (int kk = 0; kk < kend; kk += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+        wmma::load_matrix_sync(a, xs + (16 * wm) * LDX + d0 + kk, LDX);
+#pragma unroll
+        for (int f = 0; f < 2; ++f) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b;
+          wmma::load_matrix_sync(b, ys + (32 * wn + 16 * f) * LDY + kk, LDY);
+          wmma::mma_sync(acc[f], a, b, acc[f]);
+        }
+      }
+      __syncthreads();  // ys is refilled by the next stage (and ds was read by the previous tile's selection)
+    }
+#pragma unroll
+    for (int f = 0; f < 2; ++f)
+      wmma::store_matrix_sync(ds + (16 * wm) * LDD + 32 * wn + 16 * f, acc[f], LDD, wmma::mem_row_major);
+    __syncthreads();
+    // WarpSelect: warp w owns queries QW*w .. QW*w+QW-1; lane reads columns lane, lane+32, ...
+#pragma unroll
+    for (int qq = 0; qq < QW; ++qq) {
+      const int ql = warp * QW + qq;
+      if (q0 + ql >= Q) continue;  // warp-uniform; continue keeps the loop unrollable
+      const float* drow = ds + ql * LDD;
+      const float xq = xn[ql];
+#pragma unroll
+      for (int h = 0; h < BN / 32; ++h) {
+        const int nl = lane + 32 * h, n = n0 + nl;
+        const unsigned long long key = n < N ? pack_key((xq + yn[nl]) - 2.0f * drow[nl], n) : EMPTY_KEY;
+        if (key < wk[qq]) {
+#pragma unroll
+          for (int t = 0; t < NT; ++t)
+            if (t == tc[qq]) reg[qq][KW + t] = key;
+          ++tc[qq];
+        }
+        if (__any_sync(0xffffffffu, tc[qq] == NT)) ws_merge<KW, R>(reg[qq], tc[qq], wk[qq], kc, lane);
+      }
+    }
+    __syncthreads();  // ds and yn are rewritten by the next tile
+  }
+
+  // exact re-rank of the kc candidates + certificate, one query at a time per warp
+  const float g = (float)(D + 4) * 1.1920929e-7f;  // (D+4) * 2^-23
+#pragma unroll
+  for (int qq = 0; qq < QW; ++qq) {
+    const int ql = warp * QW + qq, q = q0 + ql;
+    if (q >= Q) continue;
+    ws_merge<KW, R>(reg[qq], tc[qq], wk[qq], kc, lane);
+    const unsigned long long last_key = wk[qq];  // the kc-th expansion key (EMPTY_KEY: fewer than kc rows)
+    const float* xr = x + (long long)q * D;
+#pragma unroll
+    for (int j = 0; j < KW; ++j) {
+      const int p = 32 * j + lane;
+      unsigned long long key = EMPTY_KEY;
+      if (p < kc && reg[qq][j] != EMPTY_KEY) {
+        const int n = (int)key_idx(reg[qq][j]);
+        const float* yr = y + (long long)n * D;
+        float acc = 0.f;
+        if (vec) {
+          for (int d = 0; d < D; d += 4) {
+            const float4 a = *reinterpret_cast<const float4*>(xr + d), b = *reinterpret_cast<const float4*>(yr + d);
+            float t = a.x - b.x; acc = fmaf(t, t, acc);
+            t = a.y - b.y; acc = fmaf(t, t, acc);
+            t = a.z - b.z; acc = fmaf(t, t, acc);
+            t = a.w - b.w; acc = fmaf(t, t, acc);
+          }
+        } else {
+          for (int d = 0; d < D; ++d) { const float t = xr[d] - yr[d]; acc = fmaf(t, t, acc); }
+        }
+        key = pack_key(acc, n);
+      }
+      reg[qq][j] = key;
+    }
+    ws_sort<R>(reg[qq], lane);
+#pragma unroll
+    for (int j = 0; j < KW; ++j) {
+      const int p = 32 * j + lane;
+      if (p < k) {
+        out_d[(long long)q * k + p] = key_dist(reg[qq][j]);
+        out_i[(long long)q * k + p] = key_idx(reg[qq][j]);
+      }
+    }
+    const float dk = fmaxf(key_dist(ws_get<R>(reg[qq], k - 1)), 0.f);
+    if (lane == 0) {
+      int cert = 1;
+      if (last_key != EMPTY_KEY && kc < N) {  // expansion_error(nx, dk, D, 2^-10, centred=True), then certified()
+        const float nx = sqrtf(fmaxf(xn[ql], 0.f)), sk = sqrtf(dk);
+        const float r = 1.01f * 5.9604645e-8f * (2.f * nx + sk), yb = nx + sk + r;
+        const float err = 2.f * (2.f * 9.765625e-4f * nx * yb + g * (nx + yb) * (nx + yb) + 2.f * sk * r + r * r);
+        cert = key_dist(last_key) - err > dk * (1.f + g);
+      }
+      ok[q] = cert;
+    }
+  }
+#else
+  __trap();  // TF32 WMMA needs sm_80+
+#endif
+}

@@ -527,3 +527,209 @@ __global__ void __launch_bounds__(128) qgemm_v5_w8a16_gemv(const T* __restrict__
   }
   qg_finish<T, MT>(acc, red, scale, ws, tickets, y, M, N);
 }
+
+// ==================================================================================================================
+// qgemm_v6_w4a16_mma: W4A16 on the tensor cores (mma.sync m16n8k16, fp16 or bf16 inputs, fp32 accumulate) for
+// M = 16 .. 256, where v4's SIMT hfma2 dot runs out of issue slots. Napkin math at K = 4096, N = 14336, g128:
+//   M = 16:  30.3 MB (weights + scales) + 0.6 MB (x, y) vs 1.88 GFLOP: 62 FLOP/byte, far below the H200's ~230
+//            (989 TF / 4.3 TB/s) -> DRAM-bound, floor ~7.2 us (H200) / 10.3 us (H100); cuBLAS bf16 reads 117 MB
+//            (27-39 us), so the 2.5x target needs >= ~65% of copy bandwidth. The SIMT cost of v4 grows with M (one
+//            hfma2 per 2 weights per row: 16x the ops of M = 1); here one HMMA does 16 rows x 8 cols x 16 k.
+//   M = 256: 30 GFLOP vs 31 MB: ~1000 FLOP/byte -> compute-bound; mma.sync reaches ~60-70% of the wgmma peak, so
+//            ~45 us vs cuBLAS bf16's ~40-45 us: parity at best with this design (no smem reuse of dequantized B
+//            across warps, see below), which is what the "no slower" target asks.
+// Design (vs v4):
+//   * the packed layout already pairs k: byte (p, n) holds k = 2p (low nibble) and 2p + 1 (high) of column n, which
+//     is exactly one 32-bit B-fragment register {B[2c][n], B[2c+1][n]} of m16n8k16. Lane (g = lane/4, c = lane%4)
+//     loads 16 bytes (LDG.128) of packed rows 8s + c and 8s + 4 + c at columns 16g .. 16g + 15 of its warp's 128:
+//     the 8 lanes of one c read 128 contiguous bytes, and byte j of the load is logical column g of n8 tile j, so
+//     one warp's two loads feed 16 HMMAs per 16 rows of x with no shared memory and no shuffles. The output column
+//     of tile j, logical n, is warp_n0 + 16 n + j (the epilogue undoes the permutation);
+//   * dequant per B register (2 weights): prmt puts byte t of the word in byte 0 and byte t of (word >> 4) in byte 2
+//     (so both nibbles land in the low 4 bits of their 16-bit half), v4's lop3 ORs in the magic (1024 fp16 / 128
+//     bf16: the same code for both types), hsub2 removes {MAGIC + z} exactly and hmul2 applies the group scale: one
+//     rounding of each dequantized weight to the activation dtype (the family's tolerance model). 4.25 ops / 2
+//     weights, shared by the MT m16 tiles of a warp;
+//   * scales (32 B) and zeros (16 B) of a lane's 16 columns are loaded once per group (g % 16 == 0: a k16 step lies
+//     in one group) and kept as {s, s} / {MAGIC + z, MAGIC + z} pairs;
+//   * U = 2 k16 steps per batch, the next batch's 4 LDG.128 issued before the current batch's HMMAs;
+//   * split-K over CTAs when the (N / 512) x (M / 16 MT) tiles are fewer than 2 waves on the SMs: fp32 partials
+//     [SPLIT, M, N] (L2-resident at decode sizes) and v4's one-launch ticket reduction in fixed split order.
+// Expected (GPU-unverified): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
+// Requires N % 16 == 0, group % 16 == 0. Grid (ceil(N / (128 WARPS)), SPLIT, ceil(M / (16 MT))), block 32 WARPS;
+// ws / tickets as v4 (tickets: one per (blockIdx.x, blockIdx.z)).
+#define QG_PRMT_PAIR0 0x4400u  // prmt selector for byte t = 0: {w.0, w.0, (w>>4).0, (w>>4).0}; byte t: + 0x1111 * t
+
+template <typename T>
+__device__ __forceinline__ void qg_mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  if constexpr (std::is_same<T, __half>::value) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// byte t of w -> {(q_lo - z) s, (q_hi - z) s} as one B register (low half = even k)
+template <typename T, int t>
+__device__ __forceinline__ unsigned qg_dequant_pair(unsigned w, unsigned w4, typename QgT<T>::T2 mz,
+                                                    typename QgT<T>::T2 s) {
+  using X = QgT<T>;
+  constexpr unsigned magic = std::is_same<T, __half>::value ? QG_MAGIC_FP16 : QG_MAGIC_BF16;
+  const unsigned r = qg_lop3<QG_LOP3_AND_OR>(__byte_perm(w, w4, QG_PRMT_PAIR0 + 0x1111u * t), QG_MASK_LO, magic);
+  typename X::T2 v = __hmul2(__hsub2(X::bits(r), mz), s);
+  return *reinterpret_cast<unsigned*>(&v);
+}
+
+template <typename T, int MT, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __restrict__ x,
+                                                                  const uint8_t* __restrict__ packed,
+                                                                  const T* __restrict__ scale,
+                                                                  const uint8_t* __restrict__ zero, int has_zero,
+                                                                  T* __restrict__ y, float* __restrict__ ws,
+                                                                  unsigned* __restrict__ tickets, int M, int N, int K,
+                                                                  int group) {
+  using X = QgT<T>;
+  using T2 = typename X::T2;
+  constexpr int U = 2;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int wn0 = (blockIdx.x * WARPS + warp) * 128, n_ld = wn0 + 16 * g;  // this lane's 16 loaded columns
+  const bool ld_ok = n_ld < N;  // N % 16 == 0: all 16 in range or none
+  const int m0 = blockIdx.z * 16 * MT;
+  const int steps = K / 16, per = (steps + gridDim.y - 1) / gridDim.y;
+  const int s_begin = blockIdx.y * per, s_end = min(s_begin + per, steps);
+  float acc[MT][16][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  const uint8_t* wp = packed + (long long)c * N + n_ld;  // packed row 8 s + c (+ 4)
+  const int4 z4 = make_int4(0, 0, 0, 0);
+  int4 nxt[U][2];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int st = s_begin + u;
+    const bool ok = ld_ok && st < s_end;
+    nxt[u][0] = ok ? load16(wp + (long long)st * 8 * N) : z4;
+    nxt[u][1] = ok ? load16(wp + ((long long)st * 8 + 4) * N) : z4;
+  }
+  T2 s2[16], mz2[16];
+  int g_cur = -1;
+#pragma unroll 1
+  for (int st0 = s_begin; st0 < s_end; st0 += U) {
+    int4 cur[U][2];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      cur[u][0] = nxt[u][0];
+      cur[u][1] = nxt[u][1];
+      const int st = st0 + U + u;
+      const bool ok = ld_ok && st < s_end;
+      nxt[u][0] = ok ? load16(wp + (long long)st * 8 * N) : z4;
+      nxt[u][1] = ok ? load16(wp + ((long long)st * 8 + 4) * N) : z4;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int st = st0 + u;
+      if (st >= s_end) break;  // CTA-uniform
+      const int k0 = st * 16, grp = k0 / group;
+      if (grp != g_cur) {  // once per group: 16 scales (2 LDG.128) and 16 zeros (1 LDG.128) per lane
+        g_cur = grp;
+        int4 sv0 = z4, sv1 = z4, zv = z4;
+        if (ld_ok) {
+          sv0 = load16(scale + (long long)grp * N + n_ld);
+          sv1 = load16(scale + (long long)grp * N + n_ld + 8);
+          if (has_zero) zv = load16(zero + (long long)grp * N + n_ld);
+        }
+        const unsigned* sw0 = reinterpret_cast<const unsigned*>(&sv0);
+        const unsigned* sw1 = reinterpret_cast<const unsigned*>(&sv1);
+        const uint8_t* zb = reinterpret_cast<const uint8_t*>(&zv);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const unsigned wd = j < 8 ? sw0[j / 2] : sw1[(j - 8) / 2];
+          s2[j] = X::bits(__byte_perm(wd, 0u, (j & 1) ? 0x3232u : 0x1010u));
+          const float zf = has_zero ? (float)zb[j] : 8.f;
+          mz2[j] = X::pair(X::MAGIC + zf, X::MAGIC + zf);
+        }
+      }
+      unsigned a[MT][4];
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        const int r0 = m0 + 16 * i + g, r1 = r0 + 8;
+        const T* x0 = x + (long long)r0 * K + k0 + 2 * c;
+        const T* x1 = x + (long long)r1 * K + k0 + 2 * c;
+        a[i][0] = r0 < M ? *reinterpret_cast<const unsigned*>(x0) : 0u;
+        a[i][1] = r1 < M ? *reinterpret_cast<const unsigned*>(x1) : 0u;
+        a[i][2] = r0 < M ? *reinterpret_cast<const unsigned*>(x0 + 8) : 0u;
+        a[i][3] = r1 < M ? *reinterpret_cast<const unsigned*>(x1 + 8) : 0u;
+      }
+      const unsigned* wa = reinterpret_cast<const unsigned*>(&cur[u][0]);  // rows 8 st + c: k = k0 + 2c, +1
+      const unsigned* wb = reinterpret_cast<const unsigned*>(&cur[u][1]);  // rows 8 st + 4 + c: k + 8, k + 9
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const unsigned a4 = wa[w] >> 4, b4 = wb[w] >> 4;
+#define QG_V6_TILE(t)                                                                                 \
+  {                                                                                                   \
+    const int j = 4 * w + t;                                                                          \
+    const unsigned b0 = qg_dequant_pair<T, t>(wa[w], a4, mz2[j], s2[j]);                              \
+    const unsigned b1 = qg_dequant_pair<T, t>(wb[w], b4, mz2[j], s2[j]);                              \
+    _Pragma("unroll") for (int i = 0; i < MT; ++i) qg_mma16816<T>(acc[i][j], a[i], b0, b1);           \
+  }
+        QG_V6_TILE(0) QG_V6_TILE(1) QG_V6_TILE(2) QG_V6_TILE(3)
+#undef QG_V6_TILE
+      }
+    }
+  }
+
+  // D fragment: acc[i][j][e] is row m0 + 16 i + g (+8 for e >= 2), logical column 2c + (e & 1) of tile j, i.e.
+  // output column wn0 + 16 (2c + (e & 1)) + j.
+  const int split = gridDim.y, sidx = blockIdx.y;
+  if (split > 1) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
+          if (row < M && col < N) __stcg(ws + ((long long)sidx * M + row) * N + col, acc[i][j][e]);
+        }
+    __threadfence();
+    __syncthreads();
+    __shared__ unsigned last;
+    unsigned* ticket = tickets + blockIdx.x + gridDim.x * blockIdx.z;
+    if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == (unsigned)(split - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
+          float v = 0.f;
+          if (row < M && col < N) {
+#pragma unroll 1
+            for (int t = 0; t < split; ++t) v += __ldcg(ws + ((long long)t * M + row) * N + col);  // fixed order
+          }
+          acc[i][j][e] = v;
+        }
+    if (threadIdx.x == 0) *ticket = 0u;  // re-armed for the next launch
+  }
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
+        if (row < M && col < N) y[(long long)row * N + col] = from_float<T>(acc[i][j][e]);
+      }
+}

@@ -211,3 +211,136 @@ def v5_w8a16(x, qw, scale, split, mutate: str | None = None, consts=None) -> np.
             slices.append(acc.reshape(M, N))
         acc_splits.append(slices)
     return _finish(acc_splits, M, N, 1, split, sc, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- v6 (mma)
+V6_MUTATIONS = ("prmt_sel", "b_col_owner", "c_col_map", "a_k_half")
+
+
+def prmt2(a: np.ndarray, b: np.ndarray, sel: int) -> np.ndarray:
+    """PTX prmt.b32 with both sources as arrays (bytes 0-3 from a, 4-7 from b)."""
+    src = a.astype(np.uint64) | (b.astype(np.uint64) << np.uint64(32))
+    out = np.zeros(src.shape, dtype=np.uint64)
+    for i in range(4):
+        s = sel >> (4 * i) & 0xF
+        assert s < 8
+        out |= ((src >> np.uint64(8 * s)) & np.uint64(0xFF)) << np.uint64(8 * i)
+    return out.astype(np.uint32)
+
+
+def _round_t(v: np.ndarray, dtype: str) -> np.ndarray:
+    """One correct rounding to fp16 (subnormals included) / bf16 (normal range)."""
+    return np.asarray(v).astype(np.float16).astype(np.float64) if dtype == "fp16" else rnd(v, 8)
+
+
+def mma_m16n8k16(a_regs: np.ndarray, b_regs: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """D = A @ B + C from per-lane fragments, by the PTX ISA ownership tables of mma.m16n8k16 (.row.col, f32 acc).
+
+    a_regs [..., 32, 8] (a0..a7), b_regs [..., 32, 4] (b0..b3), c [..., 32, 4] -> d [..., 32, 4]. The sum of the 16
+    products and c is formed exactly and rounded once to fp32 (a model: the hardware's internal alignment/truncation
+    is not specified, so GPU results match this to accumulation error, not bitwise)."""
+    lane = np.arange(32)
+    gid, tig = lane // 4, lane % 4
+    A = np.zeros(a_regs.shape[:-2] + (16, 16))
+    B = np.zeros(b_regs.shape[:-2] + (16, 8))
+    C = np.zeros(c.shape[:-2] + (16, 8))
+    for i in range(8):  # a_i: row gid + 8 * (i // 2 % 2), col 2 tig + (i % 2) + 8 * (i // 4)
+        A[..., gid + 8 * (i // 2 % 2), 2 * tig + i % 2 + 8 * (i // 4)] = a_regs[..., i]
+    for i in range(4):  # b_i: row (k) 2 tig + (i % 2) + 8 * (i // 2), col gid
+        B[..., 2 * tig + i % 2 + 8 * (i // 2), gid] = b_regs[..., i]
+    for i in range(4):  # c_i: row gid + 8 * (i // 2), col 2 tig + (i % 2)
+        C[..., gid + 8 * (i // 2), 2 * tig + i % 2] = c[..., i]
+    D = f32(A @ B + C)
+    return np.stack([D[..., gid + 8 * (i // 2), 2 * tig + i % 2] for i in range(4)], axis=-1)
+
+
+def v6_w4a16(x, packed, scale, zero, group, split, MT=1, warps=4, mutate: str | None = None, consts=None):
+    """Emulate qgemm_v6_w4a16_mma lane by lane: each lane's two LDG.128 of packed rows 8s + c / 8s + 4 + c at columns
+    warp_n0 + 16 g .. + 15, the prmt/lop3/hsub2/hmul2 dequant per B register, A fragments loaded from x, the HMMA by
+    the PTX fragment tables (mma_m16n8k16), the permuted epilogue, split partials and the fixed-order split sum."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _v6(x, packed, scale, zero, group, split, MT, warps, mutate, consts or constants())
+
+
+def _v6(x, packed, scale, zero, group, split, MT, warps, mutate, C):
+    dtype = "fp16" if x.dtype == torch.float16 else "bf16"
+    M, K = x.shape
+    N = packed.shape[1]
+    assert N % 16 == 0 and group % 16 == 0
+    xs, pk, sc = _to_np(x), _to_np(packed).astype(np.uint8), _to_np(scale)
+    zr = _to_np(zero).astype(np.float64) if zero is not None else np.full(sc.shape, 8.0)
+    magic = C["QG_MAGIC_FP16"] if dtype == "fp16" else C["QG_MAGIC_BF16"]
+    mag = 1024.0 if dtype == "fp16" else 128.0
+    sel0 = C["QG_PRMT_PAIR0"] ^ (0x0400 if mutate == "prmt_sel" else 0)  # mutation: high half from w, not w >> 4
+    gx, gz = -(-N // (128 * warps)), -(-M // (16 * MT))
+    W = gx * warps  # warps along N, all CTAs
+    lane = np.arange(32)
+    g, c = lane // 4, lane % 4
+    if mutate == "b_col_owner":  # loads indexed by the C-fragment owner (2 tig) instead of gid
+        g = (lane % 4) * 2
+    n_ld = (np.arange(W) * 128)[:, None] + 16 * g[None, :]  # [W, 32]
+    ld_ok = n_ld < N
+    cols = np.clip(n_ld[..., None] + np.arange(16), 0, N - 1)  # [W, 32, 16]
+    steps = K // 16
+    per = -(-steps // split)
+    parts = []
+    for s in range(split):
+        s_begin, s_end = s * per, min(s * per + per, steps)
+        acc = np.zeros((gz, MT, W, 16, 32, 4))
+        for st in range(s_begin, s_end):
+            k0 = st * 16
+            grp = k0 // group
+            sg = np.where(ld_ok[..., None], sc[grp][cols], 0.0)  # [W, 32, 16]: lanes out of range load zeros
+            zg = np.where(ld_ok[..., None], zr[grp][cols], 0.0) if zero is not None else np.full(sg.shape, 8.0)
+            mz = _round_t(mag + zg, dtype)
+            breg = np.zeros((W, 16, 32, 4))
+            for half, roff in ((0, 0), (1, 4)):
+                rows = 8 * st + roff + c  # [32]
+                byts = np.where(ld_ok[..., None], pk[rows[None, :, None], cols], 0).astype(np.uint8)  # [W, 32, 16]
+                words = _words(byts)  # [W, 32, 4]
+                for w in range(4):
+                    u = words[..., w]
+                    u4 = u >> np.uint32(4)
+                    for t in range(4):
+                        j = 4 * w + t
+                        r = lop3(prmt2(u, u4, sel0 + 0x1111 * t), C["QG_MASK_LO"], magic, C["QG_LOP3_AND_OR"])
+                        lo, hi = halves(r, dtype)
+                        for e, v in ((0, lo), (1, hi)):
+                            q = _round_t(v - mz[..., j], dtype)  # hsub2: exact small integer
+                            breg[:, j, :, 2 * half + e] = _round_t(q * sg[..., j], dtype)  # hmul2
+            for bz in range(gz):
+                for i in range(MT):
+                    r0 = bz * 16 * MT + 16 * i + (lane // 4)
+                    ka = k0 + 2 * (lane % 4)
+                    if mutate == "a_k_half":  # A's second k-half taken from k + 4 instead of k + 8
+                        kb = ka + 4
+                    else:
+                        kb = ka + 8
+                    areg = np.zeros((32, 8))
+                    for idx, (rr, kk) in enumerate(((r0, ka), (r0 + 8, ka), (r0, kb), (r0 + 8, kb))):
+                        ok = rr < M
+                        rc = np.clip(rr, 0, M - 1)
+                        areg[:, 2 * idx] = np.where(ok, xs[rc, kk], 0.0)
+                        areg[:, 2 * idx + 1] = np.where(ok, xs[rc, kk + 1], 0.0)
+                    a_b = np.broadcast_to(areg, (W, 16, 32, 8))
+                    acc[bz, i] = mma_m16n8k16(a_b, breg, acc[bz, i])
+        parts.append(acc)
+    # epilogue: acc[bz, i, wn, j, lane, e] -> row bz 16 MT + 16 i + gid + 8 (e >> 1), col wn 128 + 16 (2 tig + e%2) + j
+    y = np.zeros((M, N))
+    tot = parts[0] if split == 1 else None
+    if split > 1:
+        tot = np.zeros_like(parts[0])
+        for p in parts:
+            tot = f32(tot + p)
+    gid, tig = lane // 4, lane % 4
+    for bz in range(gz):
+        for i in range(MT):
+            for wn in range(W):
+                for j in range(16):
+                    for e in range(4):
+                        rows = bz * 16 * MT + 16 * i + gid + 8 * (e >> 1)
+                        lc = 2 * tig + (e & 1) if mutate != "c_col_map" else gid
+                        cc = wn * 128 + 16 * lc + j
+                        ok = (rows < M) & (cc < N)
+                        y[rows[ok], cc[ok]] = tot[bz, i, wn, j, ok, e]
+    return _round_t(y, dtype)

@@ -2,6 +2,10 @@
 
 CPU: every kernel instantiation compiles for sm_80 and sm_90 with a ptxas report (spills printed; zero spills asserted
 for v1 and decode, v2's reported), the decode launch plan, and the registration on stub Problems.
+v3 (sm_90a wgmma/TMA, GPU-unverified): compiles for sm_90a without spills, its SASS has HGMMA + UTMALDG, and the kernel
+itself runs on a g++ emulator of mbarriers/TMA/wgmma (tests/attn_sm90_emu.cpp) against a float64 reference at irregular
+N, causal on/off, GQA, fully masked rows; deliberately broken copies (no O rescale, no tail mask, early slot release)
+must fail there.
 GPU (marked ``gpu``): each variant against a float64 reference written here (O and LSE) at small irregular shapes:
 Nq/Nkv in {1, 17, 1000}, causal and not, GQA (H=4, Hkv=2), D = 64 and 128, fp16 and bf16.
 """
@@ -9,6 +13,9 @@ Nq/Nkv in {1, 17, 1000}, causal and not, GQA (H=4, Hkv=2), D = 64 and 128, fp16 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,11 +80,13 @@ def _stub(name):
 def test_registration_and_supports():
     pre, dec = _stub("attention"), _stub("attention_decode")
     ac.register_cuda_variants(pre, dec)
-    assert set(pre.variants) == {"cuda_v1_tiled", "cuda_v2_mma"}
+    assert set(pre.variants) == {"cuda_v1_tiled", "cuda_v2_mma", "cuda_v3_wgmma"}
+    assert "GPU-unverified" in pre.variants["cuda_v3_wgmma"].description
     assert set(dec.variants) == {"cuda_decode_splitk"}
     s = Shape(B=1, H=4, Hkv=2, Nq=17, Nkv=17, D=128, causal=False)
     for v in list(pre.variants.values()) + list(dec.variants.values()):
-        assert v.backend == "cuda" and v.source is ac.SRC and v.ladder is not None and v.description
+        assert v.backend == "cuda" and v.ladder is not None and v.description
+        assert v.source is (ac.SRC_SM90 if v.name == "cuda_v3_wgmma" else ac.SRC)
         assert v.skip_reason(s, "bf16") is None and v.skip_reason(s, "fp16") is None
         assert "fp32" in v.skip_reason(s, "fp32")
         assert "fp32" in v.supports(s, "fp32")
@@ -85,8 +94,123 @@ def test_registration_and_supports():
         assert "divide" in v.skip_reason(Shape(s, H=3), "fp16")
         for dt in ("bf16", "fp16"):
             names = v.kernel_names(dt)
-            assert all(n in ac.ALL_KERNELS for n in names), names
+            assert all(n in ac.ALL_KERNELS + ac.V3_ALL for n in names), names
             assert any("64" in n for n in names) and any("128" in n for n in names)
+
+
+# ----------------------------------------------------------------------------------------------- v3 (sm_90a), CPU
+@needs_nvcc
+def test_v3_compiles_for_sm90a_without_spills():
+    for name in ac.V3_ALL:
+        r = ac.SRC_SM90.resources(name, "sm_90a")
+        print(f"sm_90a {name}: regs={r['registers']} smem(static)={r['shared_bytes']} stack={r['stack_bytes']} "
+              f"spill st/ld={r['spill_store_bytes']}/{r['spill_load_bytes']}")
+        assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0 and r["stack_bytes"] == 0, (name, r)
+        # 384 threads, launch_bounds(384, 1): ptxas budget 168; setmaxnreg moves registers to the consumers at run time
+        assert 0 < r["registers"] <= 168, (name, r)
+
+
+def _sass_ops(src, kname: str, arch: str) -> list[str]:
+    from harness import xray
+    from harness.cuda import normalize_kernel_name
+
+    if xray.tool("cuobjdump") is None:
+        pytest.skip("cuobjdump not found")
+    b = src.build_for(kname, arch)
+    return xray.sass_opcodes(b.cubin)[b.mangled[normalize_kernel_name(kname)]]
+
+
+def _gmma_facts(ops):
+    return {"hgmma_s": any(o.startswith("HGMMA.64x128x16.F32") for o in ops),  # S = Q K^T, 128 keys
+            "hgmma_o": sorted({o.split(".")[1] for o in ops if o.startswith("HGMMA")}),
+            "tma3d": any(o.startswith("UTMALDG.3D") for o in ops),
+            "setmaxnreg": {o.split(".")[1] for o in ops if o.startswith("USETMAXREG")},
+            "hmma": any(o.startswith("HMMA") for o in ops)}
+
+
+@needs_nvcc
+def test_v3_sass_has_hgmma_utmaldg_and_setmaxnreg():
+    for d in ac.HEAD_DIMS:
+        for ct in ac.CTYPES.values():
+            f = _gmma_facts(_sass_ops(ac.SRC_SM90, ac.V3.replace("{T}", ct) % d, "sm_90a"))
+            assert f["hgmma_s"] and f["tma3d"] and not f["hmma"], (d, ct, f)
+            assert f"64x{d}x16" in f["hgmma_o"], (d, ct, f)  # O += P V: N = D
+            assert f["setmaxnreg"] == {"DEALLOC", "TRY_ALLOC"}, (d, ct, f)  # producer gives, consumers take
+    # known-wrong: v2 (mma.sync) fails the same facts
+    f = _gmma_facts(_sass_ops(ac.SRC, "attn_v2_mma<__half, 128>", "sm_90"))
+    assert f["hmma"] and not f["hgmma_s"] and not f["tma3d"] and not f["setmaxnreg"], f
+
+
+EMU = Path(__file__).with_name("attn_sm90_emu.cpp")
+V3_SRC = ac.SRC_SM90.path
+
+
+def _section(text, begin, end):
+    i = text.index(begin)
+    return text[i:text.index(end, i)]
+
+
+def _emu_v3(tmp_path, src: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Build the emulator around the v3 sections of ``src`` (attention.cu's text, possibly broken on purpose)."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    kern = _section(src, "// ATTN_V3_KERNEL_BEGIN", "// ATTN_V3_KERNEL_END")
+    decl = "extern __shared__ __align__(1024) unsigned char smem_raw[];"
+    fence = 'asm volatile("fence.mbarrier_init.release.cluster;\\n" ::: "memory");'
+    assert decl in kern and fence in kern
+    kern = kern.replace(decl, "unsigned char* smem_raw = g_dyn_smem;").replace(fence, "")
+    assert "asm" not in kern, "inline asm left in the kernel body: the emulator only replaces the helpers"
+    (tmp_path / "kernel.inc").write_text(kern)
+    (tmp_path / "consts.inc").write_text(_section(src, "// ATTN_V3_CONSTS_BEGIN", "// ATTN_V3_CONSTS_END"))
+    (tmp_path / "desc.inc").write_text(_section(src, "// ATTN_V3_DESC_BEGIN", "// ATTN_V3_DESC_END"))
+    shutil.copy(EMU, tmp_path / "emu.cpp")
+    exe = tmp_path / "emu"
+    res = subprocess.run([gxx, "-std=c++20", "-O1", "-w", "-pthread", "-o", str(exe), str(tmp_path / "emu.cpp")],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        if "barrier" in res.stderr and "No such file" in res.stderr or "_Float16" in res.stderr:
+            pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {res.stderr.splitlines()[0]}")
+        raise AssertionError(res.stderr[-4000:])
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+# dtype (h fp16, b bf16), D, B, H, Hkv, Nq, Nkv, causal. N never a multiple of the 128-row/128-key tiles except where
+# noted; D=64 at Nkv=520 wraps its 3-stage ring (5 tiles), D=128 at 300 its 2-stage ring; Nq > Nkv causal has fully
+# masked rows (O = 0, LSE = -inf) and a CTA whose 128 rows see no key at all (200 - 70: rows < 130); GQA 2:1.
+V3_CASES = ["h,64,1,1,1,130,520,0", "h,64,1,2,1,130,520,1", "b,128,1,2,2,77,300,1", "h,128,1,1,1,200,70,1",
+            "b,64,1,1,1,1,1,0", "b,128,1,1,1,256,128,0"]
+
+
+def test_v3_on_cpu_emulator_matches_float64(tmp_path):
+    run = _emu_v3(tmp_path, V3_SRC.read_text(), V3_CASES)
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-1000:]
+    assert run.stdout.count(" ok") == len(V3_CASES), run.stdout
+
+
+def test_v3_emulator_rejects_broken_kernels(tmp_path):
+    src = V3_SRC.read_text()
+    # 1. O not rescaled when the running max grows: wrong as soon as a row spans > 1 key tile
+    key = "          acc[4 * i + 2 * hr] *= alpha;  // ATTN_V3_RESCALE\n          acc[4 * i + 2 * hr + 1] *= alpha;\n"
+    assert key in src
+    (tmp_path / "rescale").mkdir()
+    run = _emu_v3(tmp_path / "rescale", src.replace(key, ""), ["h,64,1,1,1,64,260,0"])
+    assert run.returncode != 0 and "FAIL" in run.stdout, run.stdout
+    # 2. the key tail (zero-filled by TMA, score 0) not masked: p = exp(0 - m) leaks into the softmax
+    key = "(col >= Nkv || (causal && col > row + diag))"
+    assert key in src
+    (tmp_path / "tail").mkdir()
+    run = _emu_v3(tmp_path / "tail", src.replace(key, "(causal && col > row + diag)"), ["h,64,1,1,1,64,200,0"])
+    assert run.returncode != 0 and "FAIL" in run.stdout, run.stdout
+    # 3. the slot released before the P V wgmma that reads V has completed: the producer's next TMA overwrites it
+    key = "      wgmma_commit();\n      wgmma_wait0();\n      if (lane == 0) mbar_arrive(&empty[s]);"
+    assert key in src
+    early = src.replace(key, "      wgmma_commit();\n      if (lane == 0) mbar_arrive(&empty[s]);\n"
+                             "      wgmma_wait0();")
+    (tmp_path / "early").mkdir()
+    run = _emu_v3(tmp_path / "early", early, ["h,64,1,1,1,64,520,0"])
+    assert run.returncode != 0 and ("pending wgmma read" in run.stdout or "FAIL" in run.stdout), run.stdout
 
 
 # ------------------------------------------------------------------------------------------------ GPU correctness
@@ -138,7 +262,7 @@ LENS = [(1, 1), (1, 17), (17, 17), (17, 1000), (1000, 17), (1000, 1000), (17, 1)
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("variant", ["cuda_v1_tiled", "cuda_v2_mma"])
+@pytest.mark.parametrize("variant", ["cuda_v1_tiled", "cuda_v2_mma", "cuda_v3_wgmma"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("D", [64, 128])
 def test_prefill_matches_float64(variant, dtype, D):

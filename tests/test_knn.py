@@ -388,7 +388,7 @@ def test_cuda_compiles_without_spills(arch):
 
     if nvcc_path() is None:
         pytest.skip("nvcc not installed")
-    for name in ("knn_v1_twopass", "knn_v2_fused", "knn_v3_tc"):
+    for name in ("knn_v1_twopass", "knn_v2_fused", "knn_v3_tc", "knn_v4_tf32_ws"):
         v = P.variants[name]
         for dtype in v.dtypes:
             for kern in v.kernel_names(dtype):
@@ -510,3 +510,125 @@ def test_triton_compiles_for_sm90():
     if res.returncode != 0 and "ptxas" in res.stderr and "not found" in res.stderr.lower():
         pytest.skip("no Triton CUDA toolchain (ptxas) on this machine")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- v4 (tf32 + WarpSelect)
+def test_v4_keys_and_register_sort_emulated():
+    """pack_keys orders like the kernel's unsigned keys ((distance, index), -0.0 == +0.0); ws_sort_emulated (the
+    shuffle / register-swap network of knn.cu) sorts every R·32 layout; a network missing its last stage does not."""
+    from harness.families.knn import pack_keys, unpack_keys, ws_sort_emulated
+
+    d = torch.tensor([3.0, -1.0, -0.0, 0.0, 3.0, float("inf"), -2.5, 1e-30])
+    i = torch.tensor([5, 1, 9, 2, 4, 0, 7, 3])
+    keys = pack_keys(d, i)
+    order = sorted(range(len(d)), key=lambda j: (float(d[j]) + 0.0, int(i[j])))
+    assert torch.argsort(keys).tolist() == order
+    back_d, back_i = unpack_keys(keys)
+    assert torch.equal(back_i, i) and torch.equal(back_d.abs(), d.abs())
+    g = torch.Generator().manual_seed(0)
+    for R in (4, 8):
+        reg = torch.randint(-(1 << 62), 1 << 62, (3, R, 32), generator=g)
+        reg[0, :, ::3] = 7  # many equal keys
+        out = ws_sort_emulated(reg).reshape(3, -1)
+        assert torch.equal(out, torch.sort(reg.reshape(3, -1), dim=1).values)
+    # known-wrong: a network whose final pass stops one stride early is not a sort
+    reg = torch.randint(0, 1000, (50, 4, 32), generator=g)
+    half = ws_sort_emulated(reg[:, :2])  # sorts halves only
+    wrong = torch.cat([half, ws_sort_emulated(reg[:, 2:])], 1).reshape(50, -1)
+    assert not torch.equal(wrong, torch.sort(reg.reshape(50, -1), dim=1).values)
+
+
+@pytest.mark.parametrize("kc", [16, 32, 128])
+def test_v4_warp_select_emulated_equals_topk(kc):
+    """WarpSelect (thread queues of NT keys, merge when any lane's queue is full, final flush) returns exactly the kc
+    smallest (distance, index) keys, at N not a multiple of the 128-column tile and with many exact ties; the planted
+    bugs (merge dropping the last candidate, no final flush, no index tie-break) return something else."""
+    from harness.families.knn import _KEY_EMPTY, pack_keys, v4_kb, warp_select_emulated
+
+    g = torch.Generator().manual_seed(kc)
+    Q, N = 9, 1000 + 37
+    dist = torch.randint(0, 400, (Q, N), generator=g).float() / 4  # ties everywhere
+    dist[1] = torch.linspace(10, 0, N)  # worst case: every column beats the k-th, many merges
+    dist[2, 31::32] = -1.0  # the best rows all sit in lane 31 (fills its queue first)
+    want = torch.sort(pack_keys(dist, torch.arange(N).expand(Q, N)), dim=1).values[:, :kc]
+    kb = v4_kb(kc)
+    assert torch.equal(warp_select_emulated(dist, kc, kb), want)
+    for bug in ("drop_last", "no_flush", "no_tiebreak"):
+        assert not torch.equal(warp_select_emulated(dist, kc, kb, bug=bug), want), bug
+    few = warp_select_emulated(dist[:, :5], kc, kb)  # N < kc: the rest stays EMPTY
+    assert torch.equal(few[:, :5], torch.sort(pack_keys(dist[:, :5], torch.arange(5).expand(Q, 5)), 1).values)
+    assert bool((few[:, 5:] == _KEY_EMPTY).all())
+
+
+V4_SHAPES = [
+    dict(Q=45, N=1037, D=37, k=10, data="offset"),  # N % 128 != 0, Q % 32 != 0, scalar path (D % 4 != 0)
+    dict(Q=33, N=700, D=64, k=1, data="offset"),
+    dict(Q=7, N=900, D=20, k=100),
+    dict(Q=40, N=300, D=32, k=16, dups=True),  # exact ties: must give the reference indices
+    dict(Q=6, N=130, D=12, k=128),  # kc = k: no margin, the certificate must refuse -> exact fallback
+]
+
+
+@pytest.mark.parametrize("kw", V4_SHAPES, ids=str)
+def test_v4_flow_emulated_exact(kw):
+    """knn_v4_tf32_ws end to end on the CPU (centred tf32 expansion -> WarpSelect -> exact re-rank -> certificate ->
+    fallback) passes the exactness rule at irregular shapes, k = 1, 10, 100; with the merge that drops the last
+    candidate (or no final flush) it is rejected."""
+    from harness.families.knn import v4_emulated
+
+    s = _shape(**kw)
+    for seed in range(2):
+        inp = P.make_inputs(s, "fp32", seed, CPU)
+        ref = P.reference(inp, s, "fp32")
+        out = v4_emulated(inp, s)
+        res = P.check({"dist": out["dist"], "idx": out["idx"]}, ref, inp, s, "fp32")
+        assert res.ok, (seed, res.message)
+        if kw.get("dups"):
+            assert torch.equal(out["idx"], ref["idx"])
+        if kw["k"] == 128:
+            assert not bool(out["ok"].any())  # no margin left: nothing is certified
+        elif not kw.get("data") and not kw.get("dups"):
+            assert bool(out["ok"].float().mean() > 0.5)  # N(0, 1) data: tf32 candidates mostly certifiable
+        # offset data: 8 clusters 5% apart leave |x'| ~ 50·√D after centring at the base mean, the tf32 error
+        # (~2^-9·|x'|·|y'|) exceeds the gap at rank kc and the certificate refuses -> exact fallback (slow, right)
+
+
+def test_v4_flow_emulated_rejects_wrong_merges():
+    """Query 0's four nearest rows sit in lane 31 of consecutive 32-column steps at the end of the base (columns 1887,
+    1919, 1951, 1983 of N = 2000, tiles of 128): lane 31's thread queue (NT = 3 at k = 10) fills on the third, so a
+    merge that drops its last slot loses a true neighbour, and without the final flush the fourth is never merged."""
+    from harness.families.knn import v4_emulated
+
+    s = _shape(Q=8, N=2000, D=16, k=10)
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    for r, c in enumerate((1887, 1919, 1951, 1983)):
+        inp["y"][c] = inp["x"][0] + 0.01 * (r + 1)
+    ref = P.reference(inp, s, "fp32")
+    assert P.check(v4_emulated(inp, s), ref, inp, s, "fp32").ok
+    for bug in ("no_flush", "drop_last"):
+        out = v4_emulated(inp, s, bug=bug)
+        res = P.check({"dist": out["dist"], "idx": out["idx"]}, ref, inp, s, "fp32")
+        assert not res.ok and "missing" in res.message, bug
+
+
+def test_v4_registration_and_skips():
+    from harness.families.knn import V4_MAX_D, _v4_smem
+
+    v = P.variants["knn_v4_tf32_ws"]
+    assert v.backend == "cuda" and v.ladder == 4 and v.dtypes == ("fp32",)
+    assert "GPU-unverified" in v.description
+    assert "k=129" in v.skip_reason(_shape(N=1000, k=129), "fp32")
+    assert "metric=ip" in v.skip_reason(_shape(metric="ip"), "fp32")
+    assert v.kernel_names("fp32") == ("knn_centred_sqnorms", "knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>",
+                                      "knn_v4_tf32_ws<128>")
+    assert "D=769" in v.skip_reason(_shape(D=769), "fp32")
+    assert _v4_smem(V4_MAX_D) <= 163 * 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kw", V4_SHAPES + [dict(Q=37, N=1000, D=64, k=10)], ids=str)
+def test_gpu_v4_irregular(kw):
+    res, out, ref, _ = _run("knn_v4_tf32_ws", _shape(**kw), "fp32", device=torch.device("cuda"))
+    assert res.ok, res.message
+    if kw.get("dups"):
+        assert torch.equal(out["idx"].cpu(), ref["idx"].cpu())

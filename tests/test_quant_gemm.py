@@ -493,3 +493,100 @@ def test_gpu_edge_data(variant, shape, dtype):
     if reason:
         pytest.skip(reason)
     _check_edge(variant, shape, dtype, "cuda")
+
+
+# ------------------------------------------------------------------------------------------------ v6 (mma.sync)
+# (shape, split, MT): M tails (3, 20 rows: partial m16 tiles, 2 row blocks), N tails (48, 80, 144: warps and lanes
+# past N inside a 512-column CTA), K splits that do not divide the k16 steps (one split empty), g16 .. g128, asym.
+V6_CASES = [(P.shape(M=3, N=48, K=192, scheme="w4a16", group=64, sym=False), 5, 1),
+            (P.shape(M=20, N=144, K=128, scheme="w4a16", group=32, sym=True), 1, 1),
+            (P.shape(M=17, N=80, K=256, scheme="w4a16", group=128, sym=False), 3, 2),
+            (P.shape(M=1, N=16, K=64, scheme="w4a16", group=16, sym=True), 2, 1)]
+
+
+def test_v6_fragment_tables_and_pair_selector():
+    """The emulation's m16n8k16 model is a plain matmul on the PTX fragment tables, and the v6 prmt selector puts
+    byte t's low / high nibble in the low 4 bits of the low / high 16-bit half."""
+    E = pytest.importorskip("tests.qgemm_emulation")
+    C = E.constants()
+    rng = np.random.default_rng(3)
+    A, B = rng.integers(-4, 5, (16, 16)).astype(np.float64), rng.integers(-4, 5, (16, 8)).astype(np.float64)
+    lane = np.arange(32)
+    gid, tig = lane // 4, lane % 4
+    a = np.stack([A[gid + 8 * (i // 2 % 2), 2 * tig + i % 2 + 8 * (i // 4)] for i in range(8)], -1)
+    b = np.stack([B[2 * tig + i % 2 + 8 * (i // 2), gid] for i in range(4)], -1)
+    d = E.mma_m16n8k16(a, b, np.zeros((32, 4)))
+    D = A @ B
+    assert np.array_equal(d, np.stack([D[gid + 8 * (i // 2), 2 * tig + i % 2] for i in range(4)], -1))
+    bad = b.copy()
+    bad[:, [1, 2]] = bad[:, [2, 1]]  # b1 <-> b2: k + 1 and k + 8 swapped
+    assert not np.array_equal(E.mma_m16n8k16(a, bad, np.zeros((32, 4))), d)
+    w = rng.integers(0, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+    for t in range(4):
+        r = E.prmt2(w, w >> np.uint32(4), C["QG_PRMT_PAIR0"] + 0x1111 * t) & np.uint32(C["QG_MASK_LO"])
+        byte = w >> np.uint32(8 * t) & np.uint32(0xFF)
+        assert np.array_equal(r & 0xF, byte & 0xF) and np.array_equal(r >> np.uint32(16), byte >> np.uint32(4))
+
+
+def test_v6_launch_two_waves():
+    for m, mt in ((16, 1), (256, 2)):
+        lc = fam.mma_launch(m, 14336, 4096)
+        gx, split, gz = lc["grid"]
+        assert lc["MT"] == mt and gx * split * gz >= 2 * 132, lc
+        per = -(-(4096 // 16) // split)
+        assert (split - 1) * per < 4096 // 16  # no empty split
+    assert fam.mma_launch(16, 14336, 4096)["SPLIT"] > 1 and fam.mma_launch(4096, 14336, 4096)["SPLIT"] == 1
+    assert fam.mma_launch(1, 16, 64)["SPLIT"] == 1  # 4 k16 steps: no split below 4 steps each
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", V6_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
+def test_emulated_v6_mma_matches_reference(case, dtype):
+    E = pytest.importorskip("tests.qgemm_emulation")
+    shape, split, mt = case
+    v = P.variants["cuda_v6_w4a16_mma"]
+    assert v.skip_reason(shape, dtype) is None
+    inputs = P.make_inputs(shape, dtype, 4, "cpu")
+    ref = P.reference(inputs, shape, dtype)
+    exp = P.make_outputs(shape, dtype, "cpu")
+
+    def emulate(mutate=None):
+        y = E.v6_w4a16(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"], split, mt,
+                       mutate=mutate)
+        return {"y": torch.from_numpy(y).to(exp["y"].dtype)}
+
+    res = check_outputs(emulate(), ref, P.tol(dtype, v), exp)
+    assert res.ok, res.message
+    i = V6_CASES.index(case)  # every known-wrong variant on the first case, one each on the others (test time)
+    muts = E.V6_MUTATIONS if i == 0 else E.V6_MUTATIONS[i % len(E.V6_MUTATIONS):][:1]
+    for m in muts:
+        assert not check_outputs(emulate(m), ref, P.tol(dtype, v), exp).ok, f"mutation {m} passed"
+
+
+def test_v6_skips_unsupported():
+    v = P.variants["cuda_v6_w4a16_mma"]
+    assert "N % 16" in v.skip_reason(P.shape(M=16, N=40, K=128, scheme="w4a16", group=64), "fp16")
+    assert "group % 16" in v.skip_reason(P.shape(M=16, N=48, K=120, scheme="w4a16", group=40), "fp16")
+    assert v.skip_reason(P.shape(M=16, N=48, K=128, scheme="w8a16"), "fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", V6_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
+def test_gpu_v6_matches_emulation(case, dtype):
+    """On a GPU: v6 at the launcher's own split equals the emulation to fp32 accumulation error (the HMMA's internal
+    rounding is modelled, not replayed), run twice so the tickets must have been re-armed."""
+    E = pytest.importorskip("tests.qgemm_emulation")
+    shape, _, _ = case
+    v = P.variants["cuda_v6_w4a16_mma"]
+    inputs = P.make_inputs(shape, dtype, 4, "cuda")
+    out = P.make_outputs(shape, dtype, "cuda")
+    v.fn(inputs, out, shape)
+    v.fn(inputs, out, shape)
+    lc = fam.mma_launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
+    cpu = {k: t.cpu() for k, t in inputs.items()}
+    y = E.v6_w4a16(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"], lc["MT"])
+    ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
+    got = out["y"].cpu().double().numpy()
+    assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"

@@ -1,5 +1,6 @@
 """Raw-CUDA variants of the attention families (cuda_src/attention.cu): a SIMT FlashAttention (v1), the
-tensor-core FlashAttention-2 forward (v2, mma.sync m16n8k16) and flash-decoding (split-K + LSE combine).
+tensor-core FlashAttention-2 forward (v2, mma.sync m16n8k16), the Hopper FA3-style forward (v3: TMA + wgmma,
+producer/consumer warpgroups; sm_90a, host mode, GPU-unverified) and flash-decoding (split-K + LSE combine).
 
 ``harness/families/attention.py`` owns both Problems and calls :func:`register_cuda_variants`:
 
@@ -15,11 +16,12 @@ are not instantiated: both return a skip reason.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 
-from harness.cuda import CudaSource
+from harness.cuda import CudaSource, ptr
 
 HEAD_DIMS = (64, 128)
 CTYPES = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
@@ -48,6 +50,15 @@ ALL_KERNELS = tuple(n.replace("{T}", ct) for ct in CTYPES.values()
                     for n in V1_KERNELS + V2_KERNELS + DEC_KERNELS)
 
 SRC = CudaSource("attention.cu", instantiate=list(ALL_KERNELS))
+
+# v3 (sm_90a only): host mode — the .cu encodes the TMA tensor maps and launches (launch_attn_v3_wgmma); the same file
+# as a second source restricted to sm_90a, so that wgmma/setmaxnreg never meet an sm_80/sm_90 build.
+V3 = "attn_v3_wgmma<{T}, %d>"
+V3_KERNELS = tuple(V3 % d for d in HEAD_DIMS)
+V3_ALL = tuple(n.replace("{T}", ct) for ct in CTYPES.values() for n in V3_KERNELS)
+V3_ROWS, V3_BN, V3_THREADS = 128, 128, 384  # attn90::ROWS (2 consumer warpgroups x 64), BN, 1 + 2 warpgroups
+SRC_SM90 = CudaSource("attention.cu", archs=("sm_90a",), instantiate=list(V3_ALL))
+_v3_lib = None
 _KERNELS: dict = {}
 
 
@@ -118,6 +129,44 @@ cuda_v1_tiled = _make_prefill(V1, V1_ROWS)
 cuda_v2_mma = _make_prefill(V2, V2_BM)
 
 
+def _v3_library():
+    global _v3_lib
+    if _v3_lib is None:
+        lib = SRC_SM90.library("sm_90a")
+        fn = lib.launch_attn_v3_wgmma
+        vp, i = ctypes.c_void_p, ctypes.c_int
+        fn.argtypes = [i, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, ctypes.c_float, vp]
+        fn.restype = i
+        _v3_lib = lib
+    return _v3_lib
+
+
+def cuda_v3_wgmma(inputs, out, shape):
+    q, k, v, o, lse = _qkv_out(inputs, out)
+    B, H, Hkv, Nq, Nkv, D = _dims(q, k)
+    causal = bool(shape.get("causal", False))
+    stream = torch.cuda.current_stream().cuda_stream
+    err = _v3_library().launch_attn_v3_wgmma(0 if q.dtype == torch.float16 else 1, ptr(q), ptr(k), ptr(v), ptr(o),
+                                             ptr(lse), B, H, Hkv, Nq, Nkv, D, int(causal), LOG2E / math.sqrt(D),
+                                             stream)
+    if err != 0:
+        raise RuntimeError(f"launch_attn_v3_wgmma failed with error {err} ({dict(shape)})")
+
+
+def _supports_v3(shape, dtype):
+    reason = _supports(shape, dtype)
+    if reason:
+        return reason
+    if min(shape["Nq"], shape["Nkv"]) < 1:
+        return "Nq and Nkv must be >= 1 (TMA tensor maps have no empty dimension)"
+    if not torch.cuda.is_available():
+        return None  # no GPU: the runner only compiles (status "compiled")
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) != (9, 0):
+        return f"wgmma/TMA need sm_90a (Hopper); this GPU is sm_{major}{minor}"
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ decode
 def decode_plan(B: int, H: int, Hkv: int, Nq: int, Nkv: int, sm_count: int, num_splits: int | None = None):
     """(R, row groups per kv head, num_splits, split_len) for decode_v1_splitk.
@@ -182,6 +231,12 @@ def register_cuda_variants(prefill, decode) -> None:
         supports=_supports,
         description="FlashAttention-2 on tensor cores: mma.sync m16n8k16, warp per 16 rows, Q and P in registers, "
                     "ldmatrix(.trans) from XOR-swizzled smem, cp.async V/K prefetch under QK^T/PV")
+    prefill.add_variant(
+        "cuda_v3_wgmma", "cuda", cuda_v3_wgmma, dtypes=d16, source=SRC_SM90, kernel=V3_KERNELS, ladder=3,
+        supports=_supports_v3,
+        description="(GPU-unverified) FA3-style Hopper forward: producer warpgroup streams K/V by TMA into a "
+                    "2-3 stage mbarrier ring, 2 consumer warpgroups x 64 rows run S=QK^T (wgmma, smem operands), "
+                    "online softmax in registers, O+=PV (wgmma, P register-sourced); setmaxnreg 24/240; sm_90a")
     decode.add_variant(
         "cuda_decode_splitk", "cuda", cuda_decode_splitk, dtypes=tuple(d for d in decode.dtypes if d in DTYPES_16),
         source=SRC, kernel=DEC_KERNELS, ladder=1, supports=_supports,

@@ -724,6 +724,198 @@ def _register_cuda() -> None:
                         kernel=("knn_norms<{T}>", "knn_sqnorms<{T}>", "knn_v3_tc<{T},64>", "knn_v3_tc<{T},128>"),
                         description="WMMA x·yᵀ tile → k+margin candidates (v2's warp selection) → exact re-rank, "
                                     "certified (v2 for refused queries)")
+    # rung 4 — fp32 on tensor cores: centred TF32 WMMA expansion + FAISS-style WarpSelect in registers (thread
+    # queues, shuffle bitonic merges) for kc candidates, exact fp32 re-rank + certificate, v2 for refusals
+    PROBLEM.add_variant("knn_v4_tf32_ws", "cuda", _cuda_v4, dtypes=("fp32",), source=src, ladder=4,
+                        supports=_v4_supports,
+                        kernel=("knn_centred_sqnorms", "knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>",
+                                "knn_v4_tf32_ws<128>"),
+                        description="(GPU-unverified) centred TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (register "
+                                    "thread queues + shuffle bitonic merge) keeps k+margin → exact fp32 re-rank, "
+                                    "certified (v2 for refused queries); l2 only")
+
+
+# ---------------------------------------------------------------------------------- v4: launcher and CPU emulation
+V4_MAX_D = 768  # (D + 4)·128 B of query tile: 171 KB at D = 1024 would exceed the A100 opt-in
+
+
+def _v4_smem(D: int) -> int:
+    """knn_v4_tf32_ws's dynamic shared memory (the kernel traps on less): query tile, base stage, dot tile, mean,
+    norms. D = 128: 53.9 KB (opt-in above 48 KB)."""
+    dp = (D + 7) // 8 * 8
+    return (32 * (dp + 4) + 128 * 36 + 32 * 132 + dp + 32 + 128) * 4
+
+
+def v4_kb(kc: int) -> int:
+    """Warp-queue width KB (32, 64 or 128 keys) for kc candidates."""
+    return max(32, 1 << max(0, (kc - 1).bit_length()))
+
+
+def v4_queue_shape(kb: int) -> tuple[int, int]:
+    """(KW, NT) of knn_v4_tf32_ws<KB>: warp-queue registers per lane and thread-queue length (WsShape in knn.cu)."""
+    kw = kb // 32
+    return kw, (3 if kb == 32 else kw)
+
+
+def _cuda_v4(inputs, out, shape):
+    x, y = inputs["x"].contiguous(), inputs["y"].contiguous()
+    Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
+    mu = y.mean(0, dtype=torch.float64).float().contiguous()  # one pass over the base: ~0.2 ms at 512 MB
+    xn = torch.empty(Q, device=x.device, dtype=torch.float32)
+    yn = torch.empty(N, device=x.device, dtype=torch.float32)
+    nk = _kernel("knn_centred_sqnorms")
+    nk((-(-Q // 8),), (256,), x, Q, D, mu, xn)
+    nk((-(-N // 8),), (256,), y, N, D, mu, yn)
+    kc = v3_candidates(k, N)
+    ok = torch.empty(Q, device=x.device, dtype=torch.int32)
+    vec = int(D % 4 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)
+    kern = _kernel(f"knn_v4_tf32_ws<{v4_kb(kc)}>")
+    kern((-(-Q // 32),), (256,), x, y, mu, xn, yn, out["dist"], out["idx"], ok, Q, N, D, k, kc, vec,
+         shared=_v4_smem(D))
+    bad = (ok == 0).nonzero()[:, 0]
+    if bad.numel():  # certificate refused: v2's direct differences (exact)
+        sub = Shape({**shape, "Q": int(bad.numel())})
+        o = make_outputs(sub, "fp32", x.device)
+        _cuda_v2({"x": x[bad].contiguous(), "y": y}, o, sub)
+        out["dist"][bad], out["idx"][bad] = o["dist"], o["idx"]
+
+
+def _v4_supports(shape: Shape, dtype: str) -> str | None:
+    reason = _cuda_supports(128)(shape, dtype)
+    if reason:
+        return reason
+    if shape.metric != "l2":
+        return f"metric={shape.metric}: TF32 products (2^-10) are far outside the ip/cos tie band; l2 only"
+    if shape.D > V4_MAX_D:
+        return f"D={shape.D} > {V4_MAX_D}: the query tile would not fit shared memory"
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
+        major, minor = torch.cuda.get_device_capability()
+        return f"TF32 WMMA needs sm_80+; this GPU is sm_{major}{minor}"
+    return None
+
+
+_KEY_EMPTY = (1 << 63) - 1  # signed stand-in for EMPTY_KEY (0xFFFF...): sorts after every real key
+
+
+def pack_keys(d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """pack_key of knn.cu as signed int64: (monotone fp32 bits − 2³¹) << 32 | index. Same order as the kernel's
+    unsigned keys: (distance, index) lexicographic, so exactly equal distances go to the lower index."""
+    b = d.float().contiguous().view(torch.int32).long() & 0xFFFFFFFF
+    b = torch.where(b == 0x80000000, torch.zeros_like(b), b)  # -0.0 ties with +0.0
+    b = torch.where(b >= 0x80000000, 0xFFFFFFFF - b, b | 0x80000000)
+    return ((b - (1 << 31)) << 32) | idx.long()
+
+
+def unpack_keys(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    b = (key >> 32) + (1 << 31)
+    b = torch.where(b >= 0x80000000, b & 0x7FFFFFFF, 0xFFFFFFFF - b)
+    return b.to(torch.int32).view(torch.float32) if b.numel() else b.float(), key & 0xFFFFFFFF
+
+
+def ws_sort_emulated(reg: torch.Tensor) -> torch.Tensor:
+    """ws_sort of knn.cu step by step: reg [..., R, 32] (register j, lane), position p = 32·j + lane; stride < 32
+    exchanges with lane ^ stride (__shfl_xor_sync), stride >= 32 with register j ^ (stride/32) of the same lane."""
+    reg = reg.clone()
+    R = reg.shape[-2]
+    lane = torch.arange(32)
+    pos = 32 * torch.arange(R)[:, None] + lane[None, :]
+    size = 2
+    while size <= 32 * R:
+        stride = size >> 1
+        while stride > 0:
+            if stride >= 32:
+                other = reg[..., torch.arange(R) ^ (stride >> 5), :]
+            else:
+                other = reg[..., :, lane ^ stride]
+            up = (pos & size) == 0
+            lower = (pos & stride) == 0
+            reg = torch.where(lower == up, torch.minimum(reg, other), torch.maximum(reg, other))
+            stride >>= 1
+        size <<= 1
+    return reg
+
+
+def warp_select_emulated(dist: torch.Tensor, kc: int, kb: int, bn: int = 128, bug: str | None = None) -> torch.Tensor:
+    """knn_v4_tf32_ws's selection for every query of ``dist`` [Q, N] (fp32 expansion distances), as the kernel runs
+    it: base tiles of ``bn`` columns (the last one partial), lane l takes columns l, l+32, ... of a tile; a key
+    beating the warp's kc-th goes into the lane's thread queue; after each 32-column step, if any lane's queue is
+    full, ws_sort over the [warp queue | thread queues] registers keeps the KB best; a last merge at the end.
+    Returns the kc best keys [Q, kc] in ascending order (EMPTY past the base). ``bug`` plants known-wrong variants:
+    "drop_last" (each merge loses the last thread-queue slot of lane 31), "no_flush" (no final merge), "no_tiebreak"
+    (keys without the index: equal distances keep an arbitrary row)."""
+    Q, N = dist.shape
+    kw, nt = v4_queue_shape(kb)
+    R = kw + nt
+    keys = pack_keys(dist, torch.arange(N).expand(Q, N))
+    if bug == "no_tiebreak":  # order by distance only, last writer wins among equals
+        keys = (keys & ~0xFFFFFFFF) | (0xFFFFFFFF - torch.arange(N).expand(Q, N))
+    reg = torch.full((Q, R, 32), _KEY_EMPTY, dtype=torch.int64)
+    tc = torch.zeros((Q, 32), dtype=torch.int64)
+    wk = torch.full((Q,), _KEY_EMPTY, dtype=torch.int64)
+    qs = torch.arange(Q)[:, None].expand(Q, 32)
+    lanes = torch.arange(32)[None, :].expand(Q, 32)
+
+    def merge(rows: torch.Tensor) -> None:
+        r = reg[rows]
+        if bug == "drop_last":
+            r[:, R - 1, 31] = _KEY_EMPTY
+        r = ws_sort_emulated(r)
+        r[:, kw:, :] = _KEY_EMPTY
+        reg[rows] = r
+        tc[rows] = 0
+        wk[rows] = r.reshape(len(rows), -1)[:, kc - 1]
+
+    for n0 in range(0, N, bn):
+        for h in range(bn // 32):
+            n = n0 + 32 * h + torch.arange(32)
+            valid = n < N
+            key = torch.where(valid[None, :], keys[:, n.clamp(max=N - 1)], torch.full((Q, 32), _KEY_EMPTY))
+            take = key < wk[:, None]
+            slot = (kw + tc).clamp(max=R - 1)
+            reg[qs[take], slot[take], lanes[take]] = key[take]
+            tc += take.long()
+            full = (tc == nt).any(1)
+            if bool(full.any()):
+                merge(full.nonzero()[:, 0])
+    if bug != "no_flush":
+        merge(torch.arange(Q))
+    return reg.reshape(Q, -1)[:, :kc]
+
+
+def tf32_round(t: torch.Tensor) -> torch.Tensor:
+    """cvt.rna.tf32.f32: round fp32 to 10 mantissa bits, ties away from zero (finite inputs)."""
+    b = t.float().contiguous().view(torch.int32)
+    b = (b + 0x1000) & ~0x1FFF  # sign-magnitude: adding half an ulp to the magnitude rounds half away from zero
+    return b.view(torch.float32)
+
+
+def v4_emulated(inputs, shape, bug: str | None = None) -> dict[str, torch.Tensor]:
+    """knn_v4_tf32_ws's whole l2 flow on the CPU: base mean μ, centred fp32 squared norms, the dot x'·y'ᵀ of the
+    tf32-rounded centred rows (products exact in fp32/float64 here; the tensor core's accumulation is in the
+    certificate's γ), the expansion, WarpSelect of kc candidates, exact fp32 re-rank from the original rows, the
+    certificate (u_prod = 2⁻¹⁰, centred) and the exact fallback for refused queries."""
+
+    x, y = inputs["x"].float(), inputs["y"].float()
+    N, D, k = shape.N, shape.D, k_eff(shape)
+    kc = v3_candidates(k, N)
+    mu = y.mean(0, dtype=torch.float64).float()
+    xc, yc = x - mu, y - mu
+    xn, yn = (xc * xc).sum(1), (yc * yc).sum(1)
+    dot = (tf32_round(xc).double() @ tf32_round(yc).double().T).float()
+    exp_d = (xn[:, None] + yn[None, :]) - 2.0 * dot
+    keys = warp_select_emulated(exp_d, kc, v4_kb(kc), bug=bug)
+    ev, ci = unpack_keys(keys)
+    last = torch.where(keys[:, -1] == _KEY_EMPTY, torch.full_like(ev[:, -1], float("inf")), ev[:, -1])
+    ci = ci.clamp(max=N - 1)  # EMPTY slots only exist when kc >= N, i.e. never past the re-rank's k
+    ex = ((x[:, None, :] - y[ci]) ** 2).sum(-1)
+    d, i = _lex_sort(ex, ci, k)
+    ok = torch.ones(shape.Q, dtype=torch.bool) if kc >= N else certified(
+        last, d[:, k - 1].double(), expansion_error(xn.double().sqrt(), d[:, k - 1].double(), D, 2.0 ** -10, True),
+        D)
+    rows = (~ok).nonzero()[:, 0]
+    if rows.numel():
+        d[rows], i[rows] = _stable_topk(_torch_dist(x[rows], y, "l2", False), k)
+    return {"dist": d.float().contiguous(), "idx": i.contiguous(), "ok": ok}
 
 
 _register_cuda()

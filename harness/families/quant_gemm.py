@@ -314,7 +314,8 @@ def triton_fp8(inputs, out, shape):
 # every specialisation up front: one nvcc run per arch builds them all (adding one later would rebuild the unit)
 _NAMES = ("qgemm_v1_w8a16<{T}>", "qgemm_v2_w4a16<{T},4>", "qgemm_v3_w8a8_dp4a<{T}>",
           "qgemm_v4_w4a16_gemv<{T},1>", "qgemm_v4_w4a16_gemv<{T},2>",
-          "qgemm_v5_w8a16_gemv<{T},1>", "qgemm_v5_w8a16_gemv<{T},2>")
+          "qgemm_v5_w8a16_gemv<{T},1>", "qgemm_v5_w8a16_gemv<{T},2>",
+          "qgemm_v6_w4a16_mma<{T},1,4>", "qgemm_v6_w4a16_mma<{T},2,4>")
 SRC = CudaSource("quant_gemm.cu",
                  instantiate=[n.replace("{T}", CUDA_TYPES[d]) for d in ("fp16", "bf16") for n in _NAMES])
 _KERNELS: dict[str, object] = {}
@@ -457,6 +458,53 @@ def cuda_v5_w8a16_gemv(inputs, out, shape):
     _kernel(f"qgemm_v5_w8a16_gemv<{{T}},{lc['MT']}>", x.dtype)(
         lc["grid"], 128, x.contiguous(), inputs["qw"], inputs["scale"].float().contiguous(), y, ws, tickets,
         M, N, K)
+
+
+# v6: mma.sync m16n8k16 W4A16 (cuda_src/quant_gemm.cu header). A warp owns 128 columns x 16 MT rows, a CTA 4 warps
+# (512 columns); split-K over CTAs in k16 steps when the output tiles are fewer than 2 waves, reduced with v4's
+# tickets.
+_MMA_WARPS = 4
+_MMA_SMS = 132  # H100 / H200; the launcher asks the GPU when there is one
+
+
+def mma_launch(M: int, N: int, K: int, sms: int = _MMA_SMS) -> dict:
+    """Grid of qgemm_v6: MT m16 tiles per warp (1 at decode M, 2 beyond 16 rows), SPLIT CTAs along K so that the
+    (N / 512) x (M / 16 MT) tiles make >= 2 waves, each split keeping >= 4 k16 steps; no empty split."""
+    mt = 1 if M <= 16 else 2
+    gx, gz = -(-N // (128 * _MMA_WARPS)), -(-M // (16 * mt))
+    steps = K // 16
+    split = 1
+    if gx * gz < 2 * sms:
+        split = max(1, min(-(-2 * sms // (gx * gz)), steps // 4))
+        split = -(-steps // -(-steps // split))  # every split gets >= 1 step
+    return {"MT": mt, "SPLIT": split, "grid": (gx, split, gz), "block": 32 * _MMA_WARPS}
+
+
+def _mma_ok(shape: Shape, dtype: str) -> str | None:
+    if shape["N"] % 16:
+        return f"16-byte weight loads need N % 16 == 0 (N={shape['N']})"
+    if shape["group"] % 16:
+        return f"k16 MMA steps need group % 16 == 0 (group={shape['group']})"
+    return None
+
+
+@PROBLEM.variant("cuda_v6_w4a16_mma", "cuda", source=SRC, kernel=("qgemm_v6_w4a16_mma<{T},1,4>",
+                                                                 "qgemm_v6_w4a16_mma<{T},2,4>"), ladder=6,
+                 supports=_all(_needs("w4a16"), _mma_ok),
+                 description="(GPU-unverified) mma.sync m16n8k16: packed bytes are B-fragment k-pairs, LDG.128 per "
+                             "lane feeds 16 HMMAs, prmt+lop3 magic dequant, scales once per group, split-K tickets")
+def cuda_v6_w4a16_mma(inputs, out, shape):
+    x, y, scale = inputs["x"], out["y"], inputs["scale"]
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    zero = inputs.get("zero")
+    if scale.dtype != x.dtype:
+        raise ValueError(f"cuda_v6_w4a16_mma reads scales in the activation dtype, got {scale.dtype}")
+    sms = torch.cuda.get_device_properties(y.device).multi_processor_count if y.is_cuda else _MMA_SMS
+    lc = mma_launch(M, N, K, sms)
+    ws, tickets = _gemv_buffers(y, lc)
+    _kernel(f"qgemm_v6_w4a16_mma<{{T}},{lc['MT']},{_MMA_WARPS}>", x.dtype)(
+        lc["grid"], lc["block"], x.contiguous(), inputs["qw"], scale.contiguous(),
+        zero if zero is not None else inputs["qw"], int(zero is not None), y, ws, tickets, M, N, K, shape["group"])
 
 
 # ---------------------------------------------------------------------------------------------------- torch
