@@ -183,7 +183,7 @@ def test_problem_models_and_shapes():
     # every scheme-specific variant declines other schemes with a reason
     own = {"triton_w8a16": "w8a16", "triton_w4a16": "w4a16", "triton_w8a8": "w8a8", "triton_fp8": "fp8",
            "cuda_v1_w8a16": "w8a16", "cuda_v2_w4a16": "w4a16", "cuda_v3_w8a8_dp4a": "w8a8",
-           "cuda_v4_w4a16_gemv": "w4a16", "cuda_v5_w8a16_gemv": "w8a16",
+           "cuda_v4_w4a16_gemv": "w4a16", "cuda_v5_w8a16_gemv": "w8a16", "cuda_v6_w4a16_mma": "w4a16",
            "triton_w4a16_gemv": "w4a16", "triton_w8a16_gemv": "w8a16",
            "torch_int_mm": "w8a8", "torch_scaled_mm": "fp8"}
     assert set(own) | {"torch_bf16_dequant", "torch_dequant_matmul"} == set(P.variants)
