@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=600.0, help="per-record worker timeout in seconds")
     ap.add_argument("--ab-rounds", type=int, help="interleaved rounds vs the baseline (default 30 on a GPU)")
     ap.add_argument("--gpm", action="store_true", help="NVML GPM DRAM bandwidth per record (Hopper+)")
+    ap.add_argument("--graph", action="store_true",
+                    help="also time 20 calls captured in one CUDA graph (per-call time in each record's `graph`): "
+                         "for launch-bound, µs-scale kernels (GPU)")
     ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
     ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
@@ -575,6 +578,7 @@ def manifest_options(args: argparse.Namespace, families: list[str], max_time: fl
             "variants": args.variants, "quick": bool(args.quick), "headline": bool(args.headline),
             "check_only": bool(args.check_only), "strict": bool(args.strict), "max_time": max_time,
             "ab_rounds": args.ab_rounds, "gpm": bool(args.gpm), "no_cpu_timing": bool(args.no_cpu_timing),
+            **({"graph": True} if args.graph else {}),  # absent when off: older manifests still match
             # your own file (harness.byo): which file and launch make the variants; absent options stay out, so a
             # manifest written before they existed still matches
             **{k: getattr(args, k) for k in ("cu", "triton", "entry", "block", "numbers")
@@ -747,7 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     prebuild_cuda(todo)
     opts = RunOptions(seeds=seeds, strict=args.strict, max_time_s=max_time, timeout_s=args.timeout,
                       warmup_s=0.1 if on_gpu else 0.0,
-                      ab_rounds=args.ab_rounds, gpm=args.gpm, isolate=isolate_default() and not args.no_isolate,
+                      ab_rounds=args.ab_rounds, gpm=args.gpm, graph=args.graph,
+                      isolate=isolate_default() and not args.no_isolate,
                       time_on_cpu=not args.no_cpu_timing, timing=not args.check_only)
     # a CPU run's records name the CPU ("cpu: <model>"); the manifest keeps the device name it always had
     rec_device = info if on_gpu else {**info, "name": f"cpu: {cpu_model()}"}

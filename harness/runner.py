@@ -768,14 +768,5 @@ def plan(families: Iterable[str], *, variants: list[str] | None = None, dtypes: 
     return tasks
 
 
-@dataclass
-class RunSummary:
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def incorrect(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") == "incorrect"]
-
-
 def isolate_default() -> bool:
     return os.environ.get("WB_NO_ISOLATE", "") in ("", "0")
