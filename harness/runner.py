@@ -382,10 +382,6 @@ def judge_payload(problem: Problem, v: Variant, dtype: str, shape: Shape, inputs
     return chk.check_outputs(outs, ref, tol)
 
 
-def _judge_inputs(problem: Problem, shape: Shape, dtype: str, seed: int, dev: torch.device) -> dict[str, Any]:
-    return problem.make_inputs(shape, dtype, seed, dev)
-
-
 def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
     """One record. ``side`` runs the variant (``LocalSide`` in-process, ``RemoteSide`` in a worker); everything that
     decides the verdict happens here. Never raises for a variant's own failure: the status says what happened."""
@@ -409,7 +405,7 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
         torch.backends.cudnn.allow_tf32 = False
         worst, extra = 0.0, {}
         for seed in opts.seeds:
-            inputs = _judge_inputs(problem, shape, dtype, seed, dev)
+            inputs = problem.make_inputs(shape, dtype, seed, dev)
             pay = side.call("check", inputs=_cpu(inputs))
             res = judge_payload(problem, v, dtype, shape, inputs, pay, tol)
             rec["seeds"].append(seed)
@@ -514,7 +510,7 @@ def check_once(problem: Problem, v: Variant, dtype: str, shape: Shape, seed: int
                dev: torch.device | None = None) -> chk.CheckResult:
     """One seed in this process: the judge's inputs, one call on the variant side, the verdict."""
     side = VariantSide(Task(problem.name, v.name, dtype, shape.key()), RunOptions(seeds=(seed,)))
-    inputs = _judge_inputs(problem, shape, dtype, seed, side.dev)
+    inputs = problem.make_inputs(shape, dtype, seed, side.dev)
     pay = side.check(inputs=_cpu(inputs))
     return judge_payload(problem, v, dtype, shape, inputs, pay, problem.tol_for(dtype, shape, v)[0])
 

@@ -433,16 +433,22 @@ def _gemv_buffers(y: torch.Tensor, lc: dict) -> tuple[torch.Tensor, torch.Tensor
                  description="split-K GEMV: 8 LDG.128 in flight, lop3 magic-number int4 dequant, hfma2 over 8 k "
                              "then group scale in fp32, one-launch ticket reduction")
 def cuda_v4_w4a16_gemv(inputs, out, shape):
+    lc = gemv_launch(shape["M"], shape["N"], shape["K"])
+    _launch_w4a16("cuda_v4_w4a16_gemv", f"qgemm_v4_w4a16_gemv<{{T}},{lc['MT']}>", lc, 128, inputs, out, shape)
+
+
+def _launch_w4a16(variant: str, kernel: str, lc: dict, block: int, inputs, out, shape) -> None:
+    """The W4A16 rungs' shared call: x [M, K], packed qw, scale (and zero) [K/group, N] in the activation dtype,
+    y [M, N]; split-K workspace and tickets from ``lc`` (gemv_launch / mma_launch). No zero: qw stands in, flag 0."""
     x, y, scale = inputs["x"], out["y"], inputs["scale"]
-    M, N, K = shape["M"], shape["N"], shape["K"]
     zero = inputs.get("zero")
     if scale.dtype != x.dtype:
-        raise ValueError(f"cuda_v4_w4a16_gemv reads scales in the activation dtype, got {scale.dtype}")
-    lc = gemv_launch(M, N, K)
+        raise ValueError(f"{variant} reads scales in the activation dtype, got {scale.dtype}")
     ws, tickets = _gemv_buffers(y, lc)
-    _kernel(f"qgemm_v4_w4a16_gemv<{{T}},{lc['MT']}>", x.dtype)(
-        lc["grid"], 128, x.contiguous(), inputs["qw"], scale, zero if zero is not None else inputs["qw"],
-        int(zero is not None), y, ws, tickets, M, N, K, shape["group"])
+    _kernel(kernel, x.dtype)(
+        lc["grid"], block, x.contiguous(), inputs["qw"], scale.contiguous(),
+        zero if zero is not None else inputs["qw"], int(zero is not None), y, ws, tickets,
+        shape["M"], shape["N"], shape["K"], shape["group"])
 
 
 @PROBLEM.variant("cuda_v5_w8a16_gemv", "cuda", source=SRC, kernel=("qgemm_v5_w8a16_gemv<{T},1>",
@@ -494,17 +500,11 @@ def _mma_ok(shape: Shape, dtype: str) -> str | None:
                  description="(GPU-unverified) mma.sync m16n8k16: packed bytes are B-fragment k-pairs, LDG.128 per "
                              "lane feeds 16 HMMAs, prmt+lop3 magic dequant, scales once per group, split-K tickets")
 def cuda_v6_w4a16_mma(inputs, out, shape):
-    x, y, scale = inputs["x"], out["y"], inputs["scale"]
-    M, N, K = shape["M"], shape["N"], shape["K"]
-    zero = inputs.get("zero")
-    if scale.dtype != x.dtype:
-        raise ValueError(f"cuda_v6_w4a16_mma reads scales in the activation dtype, got {scale.dtype}")
+    y = out["y"]
     sms = torch.cuda.get_device_properties(y.device).multi_processor_count if y.is_cuda else _MMA_SMS
-    lc = mma_launch(M, N, K, sms)
-    ws, tickets = _gemv_buffers(y, lc)
-    _kernel(f"qgemm_v6_w4a16_mma<{{T}},{lc['MT']},{_MMA_WARPS}>", x.dtype)(
-        lc["grid"], lc["block"], x.contiguous(), inputs["qw"], scale.contiguous(),
-        zero if zero is not None else inputs["qw"], int(zero is not None), y, ws, tickets, M, N, K, shape["group"])
+    lc = mma_launch(shape["M"], shape["N"], shape["K"], sms)
+    _launch_w4a16("cuda_v6_w4a16_mma", f"qgemm_v6_w4a16_mma<{{T}},{lc['MT']},{_MMA_WARPS}>", lc, lc["block"],
+                  inputs, out, shape)
 
 
 # ---------------------------------------------------------------------------------------------------- torch
