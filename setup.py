@@ -19,7 +19,7 @@ setup(
     ],
     extras_require={
         "cuda": ["pycuda", "cuda-python"],
-        "test": ["pytest", "pytest-benchmark", "ruff"],
+        "test": ["pytest", "pytest-benchmark", "ruff", "faiss-cpu"],  # faiss: the kNN family's second oracle
         "slurm": ["submitit"],
         "faiss": ["faiss-cpu"],
     },

@@ -667,9 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     from harness import provenance, registry
     from harness.runner import RunOptions, Task, isolate_default, plan
 
-    if args.list:
+    if args.list is not None:
+        argv_ = sys.argv[1:] if argv is None else argv
+        kernel_given = any(a == "--kernel" or a.startswith("--kernel=") for a in argv_)
+        which = args.list or (args.kernel if kernel_given else "all")
         try:
-            console.print(list_text(args.list, width=max(table_width(), 100)), markup=False, highlight=False,
+            console.print(list_text(which, width=max(table_width(), 100)), markup=False, highlight=False,
                           soft_wrap=True)
         except registry.RegistryError as e:
             raise CliError(str(e)) from None

@@ -485,26 +485,49 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data (x' = x - mu, y' = y - mu, mu = base mean, subtracted
 // while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative); the expansion
 // |x'|^2 + |y'|^2 - 2 x'.y' uses fp32 norms of the centred rows (knn_centred_sqnorms). Centring makes its error
-// scale with the cluster spread, not the offset (offset data: |x| ~ 11k, |x'| ~ 11). (2) Selection is FAISS's
-// WarpSelect in registers instead of v3's shared-memory list + ballot: per query, the warp queue holds KB keys
-// (KW = KB/32 registers per lane, position p = 32*j + lane, sorted ascending) and each lane a thread queue of NT
-// keys (registers KW..R-1, R = KW + NT a power of two). A distance whose key beats the warp's kc-th key goes into
-// the lane's thread queue; when any lane's queue is full (__any_sync) the warp bitonic-sorts all 32*R keys in
-// registers (stride < 32: __shfl_xor_sync; stride >= 32: register swaps) and keeps the KB best. Keys are
-// (orderable fp32 bits << 32 | index): unique, so ties go to the lower index. The kc = k + margin best by the
-// expansion are re-ranked by exact fp32 differences sum (x - y)^2 on the ORIGINAL rows (kc*D*4 bytes per query),
-// and each query is certified as in harness.families.knn.certified/expansion_error (u_prod = 2^-10, centred):
-// refused queries go to v2 in the launcher. The distance tile lives in shared memory only (never global).
+// scale with the cluster spread, not the offset (offset data: |x| ~ 11k, |x'| ~ 550). (2) Selection is FAISS's
+// WarpSelect instead of v3's shared-memory list + ballot: per query a warp queue of KB keys (KW = KB/32 per lane,
+// position p = 32*j + lane, sorted ascending) and per lane a thread queue of NT keys (R = KW + NT a power of two).
+// A distance whose key beats the warp's kc-th key goes into the lane's thread queue; after each 32-column step, if
+// any lane's queue is full (__any_sync), the warp bitonic-sorts the 32*R keys in registers (stride < 32:
+// __shfl_xor_sync; stride >= 32: register swaps, static indices only) and keeps the KB best. Keys are (orderable
+// fp32 bits << 32 | index): unique, so ties go to the lower index. The kc = k + margin best by the expansion are
+// re-ranked by exact fp32 differences sum (x - y)^2 on the ORIGINAL rows (kc*D*4 bytes per query), and each query
+// is certified as in harness.families.knn.certified/expansion_error (u_prod = 2^-10, centred): refused queries go
+// to v2 in the launcher. The distance tile lives in shared memory only (never global).
+// Registers vs local memory: a warp owns 4 queries; keeping 4 queries' queues in registers (reg[4][R], 178 regs,
+// 128 B of stack, LDL x32 / STL x36, 9572 SHFL from merges unrolled per query and per column step) gave 1 block
+// per SM. Now the queues live in shared memory ([32 queries][R][32 lanes] keys: 32 KB for KB = 32/64, 64 KB for
+// KB = 128; each lane only touches its own column, so no __syncwarp) and only the merge holds R keys in
+// registers, with static indices; the query and column-step loops stay rolled, so the merge is emitted once per
+// call site (main loop, final flush, merge kernel). The distance tile aliases the base stage (free after the MMA).
+// Split-N (Q small, e.g. Q = 1 latency): with grid.x = ceil(Q/32) < ~2 waves a CTA would walk the whole base
+// alone; the launcher adds grid.y = S slices of ns rows (a multiple of 128). Each CTA selects the kc best keys of
+// its slice into part[Q][S][KB] (EMPTY past kc) and knn_v4_merge (one warp per query) streams the S*KB keys through
+// the same WarpSelect, re-ranks the kc best exactly and certifies. Soundness of `last` (the merged kc-th key L):
+// a row dropped in slice s has key >= L_s (slice s's kc-th; keys are unique, so >), and slice s's kc keys are all
+// in the union, so at least kc keys are <= L_s, hence L <= L_s; a row kept by its slice but not merged has key > L.
+// Every non-candidate therefore has expansion key >= L, which is what certified() needs -- the same certificate as
+// without the split (and the same candidates: each global top-kc row is in its slice's top kc). Using min_s L_s
+// instead (>= L) or merging S-1 slices is unsound; tests/test_knn.py's emulation rejects both.
+// 3xTF32 for data=offset (issue 20): measured with v4_emulated's expansion on _S(64, 4000, 128, 10, data="offset")
+// (3 seeds, |x'| ~ 540): certified fraction 0.00 with tf32 products (u_prod = 2^-10: bound ~1200 vs gap ~-3),
+// 0.00 with 3xTF32 (2^-20: bound ~38 vs gap ~13) and 0.00 with exact products (bound ~37): the fp32 accumulation
+// term 2 gamma (|x'| + |y'|)^2, gamma = (D+4) 2^-23, dominates, so a SPLIT (3xTF32) instance would certify nothing
+// more and is not built; refused queries keep going to v2 (fp32 norms/dot with a larger accumulator would be needed).
 // Napkin math (1M x 128, Q = 10k, k = 10): 2.56 TFLOP; dense TF32 on H100/H200 is ~495 TF, so the MMA part is
 // ~5 ms; the base (512 MB) is re-read once per 32-query block from L2/HBM: 313 blocks x 512 MB = 160 GB, most
 // from L2 (a wave of 132 x 2 blocks walks the base in step) -> ~15-30 ms; the selection costs one pack + compare
 // per distance (1e10 of them, ~20 instr each / 32 lanes at ~60 T instr/s... ~10 ms) plus ~kc*ln(N/kc) ~ 330
 // insertions and ~100 merges of ~700 instructions per query. Target 150k QPS = 67 ms per 10k queries: the
-// budget is there if selection and staging overlap. What it should change vs v3: fp32 data on tensor cores
-// (v3 is fp16/bf16 only; fp32 today is v2's SIMT FMA at ~67 TF peak, ~7 TF measured for triton_fused), the
-// list sorts in shared memory (2*KB keys, log^2 stages with __syncwarp) become register sorts run only when a
-// thread queue fills, and 16-byte loads for fp32 rows (D % 4 == 0). (GPU-unverified: compiled and X-rayed here,
-// algorithm emulated in tests/test_knn.py, never run on a GPU.)
+// budget is there if selection and staging overlap. Q = 1: one CTA walked 512 MB at one SM's share of bandwidth
+// (~20-25 GB/s... tens of ms); split into 521 slices of 1920 rows (2 waves of 132 SMs x 2 blocks) it is one pass
+// over the base at HBM speed (~0.2 ms) plus one warp merging 521*32 keys (~10 us). What it should change vs v3:
+// fp32 data on tensor cores (v3 is fp16/bf16 only; fp32 today is v2's SIMT FMA at ~67 TF peak, ~7 TF measured for
+// triton_fused), the list sorts in shared memory (2*KB keys, log^2 stages with __syncwarp) become register sorts
+// run only when a thread queue fills, 2 blocks/SM instead of 1 (120-122 registers, 0 local memory, 370-1080
+// SHFL instead of 9572), Q = 1 latency by split-N, and 16-byte loads for fp32 rows (D % 4 == 0).
+// (GPU-unverified: compiled and X-rayed here, algorithm emulated in tests/test_knn.py, never run on a GPU.)
 __global__ void __launch_bounds__(256) knn_centred_sqnorms(const float* __restrict__ a, int rows, int D,
                                                            const float* __restrict__ mu, float* __restrict__ sq) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -546,60 +569,139 @@ __device__ __forceinline__ void ws_sort(unsigned long long (&r)[R], int lane) {
   }
 }
 
-// The key at position p (0 <= p < 32*R) of a warp-distributed array, broadcast to every lane.
-template <int R>
-__device__ __forceinline__ unsigned long long ws_get(const unsigned long long (&r)[R], int p) {
-  unsigned long long v = EMPTY_KEY;
-#pragma unroll
-  for (int j = 0; j < R; ++j)
-    if (j == (p >> 5)) v = r[j];
-  return __shfl_sync(0xffffffffu, v, p & 31);
-}
-
-// Merge the thread queues into the warp queue: sort everything, keep KW registers, clear the thread queues.
-template <int KW, int R>
-__device__ __forceinline__ void ws_merge(unsigned long long (&r)[R], int& tc, unsigned long long& wk, int kc,
-                                         int lane) {
-  ws_sort<R>(r, lane);
-#pragma unroll
-  for (int j = KW; j < R; ++j) r[j] = EMPTY_KEY;
-  tc = 0;
-  wk = ws_get<R>(r, kc - 1);
-}
-
 template <int KB>
 struct WsShape {
   static constexpr int KW = KB / 32, NT = KB == 32 ? 3 : KW, R = KW + NT;  // R: 4, 4, 8 for KB = 32, 64, 128
   static_assert((R & (R - 1)) == 0, "the register sort needs a power-of-two size");
 };
 
+// One query's queues in shared memory, st[32*j + lane]: j < KW the warp queue (sorted), KW <= j < R this lane's
+// thread queue (EMPTY past its fill). Sort all 32*R keys in registers, keep the KB best, clear the thread queues;
+// returns the kc-th key (EMPTY_KEY while fewer than kc were kept).
+template <int KW, int R>
+__device__ __forceinline__ unsigned long long ws_merge(unsigned long long* st, int kc, int lane) {
+  unsigned long long r[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) r[j] = st[32 * j + lane];
+  ws_sort<R>(r, lane);
+#pragma unroll
+  for (int j = 0; j < R; ++j) st[32 * j + lane] = j < KW ? r[j] : EMPTY_KEY;
+  __syncwarp();  // position p sits at st[p]: read back from shared memory (a register pick by p became LDL)
+  const unsigned long long w = st[kc - 1];
+  __syncwarp();  // before the next step's thread-queue writes
+  return w;
+}
+
+// One 32-key step of WarpSelect for one query (all 32 lanes, one key each): a key beating the kc-th goes to the
+// lane's thread queue (tc = its fill); a merge when any lane's queue is full.
+template <int KW, int NT>
+__device__ __forceinline__ void ws_push(unsigned long long key, unsigned long long* st, unsigned long long& wk,
+                                        int& tc, int kc, int lane) {
+  if (key < wk) {
+    st[32 * (KW + tc) + lane] = key;
+    ++tc;
+  }
+  if (__any_sync(0xffffffffu, tc == NT)) {
+    wk = ws_merge<KW, KW + NT>(st, kc, lane);
+    tc = 0;
+  }
+}
+
+// Exact re-rank of the kc candidates st[32*j + lane] (p = 32*j + lane < kc) + certificate, for one query (all 32
+// lanes). last_key: the kc-th expansion key (EMPTY_KEY: fewer than kc rows, all of them candidates).
+template <int KW>
+__device__ __forceinline__ void v4_finish(unsigned long long* st, unsigned long long last_key,
+                                          const float* __restrict__ xr, const float* __restrict__ y, float xn2,
+                                          int N, int D, int k, int kc, int vec, float* __restrict__ od,
+                                          long long* __restrict__ oi, int* __restrict__ okp, int lane) {
+  unsigned long long r[KW];
+#pragma unroll
+  for (int j = 0; j < KW; ++j) {
+    const int p = 32 * j + lane;
+    const unsigned long long c = st[32 * j + lane];
+    r[j] = EMPTY_KEY;
+    if (p < kc && c != EMPTY_KEY) {
+      const int n = (int)key_idx(c);
+      const float* yr = y + (long long)n * D;
+      float acc = 0.f;
+      if (vec) {
+        for (int d = 0; d < D; d += 4) {
+          const float4 a = *reinterpret_cast<const float4*>(xr + d), b = *reinterpret_cast<const float4*>(yr + d);
+          float t = a.x - b.x; acc = fmaf(t, t, acc);
+          t = a.y - b.y; acc = fmaf(t, t, acc);
+          t = a.z - b.z; acc = fmaf(t, t, acc);
+          t = a.w - b.w; acc = fmaf(t, t, acc);
+        }
+      } else {
+        for (int d = 0; d < D; ++d) { const float t = xr[d] - yr[d]; acc = fmaf(t, t, acc); }
+      }
+      r[j] = pack_key(acc, n);
+    }
+  }
+  ws_sort<KW>(r, lane);
+#pragma unroll
+  for (int j = 0; j < KW; ++j) {
+    const int p = 32 * j + lane;
+    st[p] = r[j];
+    if (p < k) {
+      od[p] = key_dist(r[j]);
+      oi[p] = key_idx(r[j]);
+    }
+  }
+  __syncwarp();
+  const float dk = fmaxf(key_dist(st[k - 1]), 0.f);
+  __syncwarp();  // st is reused by the warp's next query
+  if (lane == 0) {
+    int cert = 1;
+    if (last_key != EMPTY_KEY && kc < N) {  // expansion_error(nx, dk, D, 2^-10, centred=True), then certified()
+      const float g = (float)(D + 4) * 1.1920929e-7f;  // (D+4) * 2^-23
+      const float nx = sqrtf(fmaxf(xn2, 0.f)), sk = sqrtf(dk);
+      const float rr = 1.01f * 5.9604645e-8f * (2.f * nx + sk), yb = nx + sk + rr;
+      const float err = 2.f * (2.f * 9.765625e-4f * nx * yb + g * (nx + yb) * (nx + yb) + 2.f * sk * rr + rr * rr);
+      cert = key_dist(last_key) - err > dk * (1.f + g);
+    }
+    *okp = cert;
+  }
+}
+
+// Rows [ns*blockIdx.y, min(N, ns*(blockIdx.y+1))) of the base; gridDim.y == 1: the whole base, re-rank here;
+// gridDim.y = S > 1: the slice's kc best keys go to part[q][blockIdx.y][0..KB) and knn_v4_merge finishes.
 template <int KB>
-__global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ x, const float* __restrict__ y,
-                                                      const float* __restrict__ mu, const float* __restrict__ xnorm,
-                                                      const float* __restrict__ ynorm, float* __restrict__ out_d,
-                                                      long long* __restrict__ out_i, int* __restrict__ ok, int Q,
-                                                      int N, int D, int k, int kc, int vec) {
+__global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict__ x, const float* __restrict__ y,
+                                                         const float* __restrict__ mu,
+                                                         const float* __restrict__ xnorm,
+                                                         const float* __restrict__ ynorm, float* __restrict__ out_d,
+                                                         long long* __restrict__ out_i, int* __restrict__ ok,
+                                                         unsigned long long* __restrict__ part, int Q, int N, int D,
+                                                         int k, int kc, int vec, int ns) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   constexpr int BQ = 32, BN = 128, BD = 32, QW = BQ / 8;  // queries per warp: QW
   constexpr int LDY = BD + 4, LDD = BN + 4;               // padded strides (floats), 16-byte multiples
+  constexpr int STAGE = BN * LDY > BQ * LDD ? BN * LDY : BQ * LDD;
   constexpr int KW = WsShape<KB>::KW, NT = WsShape<KB>::NT, R = WsShape<KB>::R;
+  static_assert(QW * 8 <= 32, "thread-queue fills are packed 8 bits per query into one register");
   const int Dp = (D + 7) & ~7, LDX = Dp + 4;              // depth rounded up to the MMA's k = 8
   extern __shared__ __align__(32) unsigned char v4_smem[];
-  float* xs = reinterpret_cast<float*>(v4_smem);          // [BQ][LDX] centred, tf32-rounded queries
+  unsigned long long* st = reinterpret_cast<unsigned long long*>(v4_smem);  // [BQ][R][32] queues
+  unsigned long long* wks = st + BQ * R * 32;             // [BQ]      each query's kc-th key
+  float* xs = reinterpret_cast<float*>(wks + BQ);         // [BQ][LDX] centred, tf32-rounded queries
   float* ys = xs + BQ * LDX;                              // [BN][LDY] centred, tf32-rounded base stage
-  float* ds = ys + BN * LDY;                              // [BQ][LDD] dot products of the tile
-  float* mus = ds + BQ * LDD;                             // [Dp]      base mean (zeros past D)
+  float* ds = ys;                                         // [BQ][LDD] dot tile: reuses the stage after the MMA
+  float* mus = ys + STAGE;                                // [Dp]      base mean (zeros past D)
   float* xn = mus + Dp;                                   // [BQ]      |x'|^2
   float* yn = xn + BQ;                                    // [BN]      |y'|^2 of the tile's rows
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp >> 2, wn = warp & 3;                // rows 16*wm.., columns 32*wn.. (two 16x16 fragments)
-  const int q0 = blockIdx.x * BQ;
+  const int q0 = blockIdx.x * BQ, S = gridDim.y, s = blockIdx.y;
+  const int nb = s * ns, ne = min(N, nb + ns);
   {
     unsigned dyn;
     asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-    if (dyn < (unsigned)(BQ * LDX + BN * LDY + BQ * LDD + Dp + BQ + BN) * 4u) __trap();
+    if (dyn < (unsigned)(BQ * R * 32 + BQ) * 8u + (unsigned)(BQ * LDX + STAGE + Dp + BQ + BN) * 4u) __trap();
   }
+  for (int i = tid; i < BQ * R * 32; i += 256) st[i] = EMPTY_KEY;
+  if (tid < BQ) wks[tid] = EMPTY_KEY;
   for (int i = tid; i < Dp; i += 256) mus[i] = i < D ? mu[i] : 0.f;
   if (tid < BQ) xn[tid] = q0 + tid < Q ? xnorm[q0 + tid] : 0.f;
   __syncthreads();
@@ -621,19 +723,9 @@ __global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ 
     }
   }
 
-  unsigned long long reg[QW][R];  // per query: warp queue (0..KW-1) + this lane's thread queue (KW..R-1)
-  unsigned long long wk[QW];      // the warp's kc-th key (EMPTY_KEY until kc keys were kept)
-  int tc[QW];                     // this lane's thread-queue fill
-#pragma unroll
-  for (int qq = 0; qq < QW; ++qq) {
-#pragma unroll
-    for (int j = 0; j < R; ++j) reg[qq][j] = EMPTY_KEY;
-    wk[qq] = EMPTY_KEY;
-    tc[qq] = 0;
-  }
-
-  for (int n0 = 0; n0 < N; n0 += BN) {
-    if (tid < BN) yn[tid] = n0 + tid < N ? ynorm[n0 + tid] : 0.f;
+  unsigned tcp = 0;  // thread-queue fill of this lane for query QW*warp + qq: bits 8*qq .. 8*qq+7
+  for (int n0 = nb; n0 < ne; n0 += BN) {
+    if (tid < BN) yn[tid] = n0 + tid < ne ? ynorm[n0 + tid] : 0.f;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     wmma::fill_fragment(acc[0], 0.f);
     wmma::fill_fragment(acc[1], 0.f);
@@ -642,7 +734,7 @@ __global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ 
         for (int e = tid; e < BN * (BD / 4); e += 256) {
           const int r = e / (BD / 4), c = 4 * (e % (BD / 4)), d = d0 + c;
           float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (n0 + r < N && d < D) {
+          if (n0 + r < ne && d < D) {
             v = *reinterpret_cast<const float4*>(y + (long long)(n0 + r) * D + d);
             v = make_float4(wmma::__float_to_tf32(v.x - mus[d]), wmma::__float_to_tf32(v.y - mus[d + 1]),
                             wmma::__float_to_tf32(v.z - mus[d + 2]), wmma::__float_to_tf32(v.w - mus[d + 3]));
@@ -652,12 +744,13 @@ __global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ 
       } else {
         for (int e = tid; e < BN * BD; e += 256) {
           const int r = e / BD, c = e % BD, d = d0 + c;
-          ys[r * LDY + c] = (n0 + r < N && d < D) ? wmma::__float_to_tf32(y[(long long)(n0 + r) * D + d] - mus[d])
-                                                  : 0.f;
+          ys[r * LDY + c] = (n0 + r < ne && d < D) ? wmma::__float_to_tf32(y[(long long)(n0 + r) * D + d] - mus[d])
+                                                   : 0.f;
         }
       }
       __syncthreads();
       const int kend = min(BD, Dp - d0);
+#pragma unroll 1  // unrolled, the 4 steps' fragments took the kernel past 128 registers (a 4 B spill at KB >= 64)
       for (int kk = 0; kk < kend; kk += 8) {
         wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
         wmma::load_matrix_sync(a, xs + (16 * wm) * LDX + d0 + kk, LDX);
@@ -668,89 +761,78 @@ __global__ void __launch_bounds__(256) knn_v4_tf32_ws(const float* __restrict__ 
           wmma::mma_sync(acc[f], a, b, acc[f]);
         }
       }
-      __syncthreads();  // ys is refilled by the next stage (and ds was read by the previous tile's selection)
+      __syncthreads();  // ys is refilled by the next stage or overwritten by the dot tile
     }
 #pragma unroll
     for (int f = 0; f < 2; ++f)
       wmma::store_matrix_sync(ds + (16 * wm) * LDD + 32 * wn + 16 * f, acc[f], LDD, wmma::mem_row_major);
     __syncthreads();
-    // WarpSelect: warp w owns queries QW*w .. QW*w+QW-1; lane reads columns lane, lane+32, ...
-#pragma unroll
+    // WarpSelect: warp w owns queries QW*w .. QW*w+QW-1, one at a time; lane reads columns lane, lane+32, ...
+#pragma unroll 1
     for (int qq = 0; qq < QW; ++qq) {
       const int ql = warp * QW + qq;
-      if (q0 + ql >= Q) continue;  // warp-uniform; continue keeps the loop unrollable
+      if (q0 + ql >= Q) break;  // warp-uniform
+      unsigned long long* sq = st + ql * (R * 32);
+      unsigned long long wk = wks[ql];
+      int tc = (tcp >> (8 * qq)) & 0xff;
       const float* drow = ds + ql * LDD;
       const float xq = xn[ql];
-#pragma unroll
+#pragma unroll 1
       for (int h = 0; h < BN / 32; ++h) {
         const int nl = lane + 32 * h, n = n0 + nl;
-        const unsigned long long key = n < N ? pack_key((xq + yn[nl]) - 2.0f * drow[nl], n) : EMPTY_KEY;
-        if (key < wk[qq]) {
-#pragma unroll
-          for (int t = 0; t < NT; ++t)
-            if (t == tc[qq]) reg[qq][KW + t] = key;
-          ++tc[qq];
-        }
-        if (__any_sync(0xffffffffu, tc[qq] == NT)) ws_merge<KW, R>(reg[qq], tc[qq], wk[qq], kc, lane);
+        const unsigned long long key = n < ne ? pack_key((xq + yn[nl]) - 2.0f * drow[nl], n) : EMPTY_KEY;
+        ws_push<KW, NT>(key, sq, wk, tc, kc, lane);
       }
+      if (lane == 0) wks[ql] = wk;
+      tcp = (tcp & ~(0xffu << (8 * qq))) | ((unsigned)tc << (8 * qq));
     }
-    __syncthreads();  // ds and yn are rewritten by the next tile
+    __syncthreads();  // the stage/dot tile and yn are rewritten by the next tile
   }
 
-  // exact re-rank of the kc candidates + certificate, one query at a time per warp
-  const float g = (float)(D + 4) * 1.1920929e-7f;  // (D+4) * 2^-23
-#pragma unroll
+  // final flush, then the exact re-rank + certificate (or the slice's list for knn_v4_merge), one query at a time
+#pragma unroll 1
   for (int qq = 0; qq < QW; ++qq) {
     const int ql = warp * QW + qq, q = q0 + ql;
-    if (q >= Q) continue;
-    ws_merge<KW, R>(reg[qq], tc[qq], wk[qq], kc, lane);
-    const unsigned long long last_key = wk[qq];  // the kc-th expansion key (EMPTY_KEY: fewer than kc rows)
-    const float* xr = x + (long long)q * D;
+    if (q >= Q) break;
+    unsigned long long* sq = st + ql * (R * 32);
+    const unsigned long long last_key = ws_merge<KW, R>(sq, kc, lane);
+    if (S > 1) {
+      unsigned long long* dst = part + ((long long)q * S + s) * KB;
 #pragma unroll
-    for (int j = 0; j < KW; ++j) {
-      const int p = 32 * j + lane;
-      unsigned long long key = EMPTY_KEY;
-      if (p < kc && reg[qq][j] != EMPTY_KEY) {
-        const int n = (int)key_idx(reg[qq][j]);
-        const float* yr = y + (long long)n * D;
-        float acc = 0.f;
-        if (vec) {
-          for (int d = 0; d < D; d += 4) {
-            const float4 a = *reinterpret_cast<const float4*>(xr + d), b = *reinterpret_cast<const float4*>(yr + d);
-            float t = a.x - b.x; acc = fmaf(t, t, acc);
-            t = a.y - b.y; acc = fmaf(t, t, acc);
-            t = a.z - b.z; acc = fmaf(t, t, acc);
-            t = a.w - b.w; acc = fmaf(t, t, acc);
-          }
-        } else {
-          for (int d = 0; d < D; ++d) { const float t = xr[d] - yr[d]; acc = fmaf(t, t, acc); }
-        }
-        key = pack_key(acc, n);
-      }
-      reg[qq][j] = key;
-    }
-    ws_sort<R>(reg[qq], lane);
-#pragma unroll
-    for (int j = 0; j < KW; ++j) {
-      const int p = 32 * j + lane;
-      if (p < k) {
-        out_d[(long long)q * k + p] = key_dist(reg[qq][j]);
-        out_i[(long long)q * k + p] = key_idx(reg[qq][j]);
-      }
-    }
-    const float dk = fmaxf(key_dist(ws_get<R>(reg[qq], k - 1)), 0.f);
-    if (lane == 0) {
-      int cert = 1;
-      if (last_key != EMPTY_KEY && kc < N) {  // expansion_error(nx, dk, D, 2^-10, centred=True), then certified()
-        const float nx = sqrtf(fmaxf(xn[ql], 0.f)), sk = sqrtf(dk);
-        const float r = 1.01f * 5.9604645e-8f * (2.f * nx + sk), yb = nx + sk + r;
-        const float err = 2.f * (2.f * 9.765625e-4f * nx * yb + g * (nx + yb) * (nx + yb) + 2.f * sk * r + r * r);
-        cert = key_dist(last_key) - err > dk * (1.f + g);
-      }
-      ok[q] = cert;
+      for (int j = 0; j < KW; ++j) dst[32 * j + lane] = 32 * j + lane < kc ? sq[32 * j + lane] : EMPTY_KEY;
+    } else {
+      v4_finish<KW>(sq, last_key, x + (long long)q * D, y, xn[ql], N, D, k, kc, vec, out_d + (long long)q * k,
+                    out_i + (long long)q * k, ok + q, lane);
     }
   }
 #else
   __trap();  // TF32 WMMA needs sm_80+
 #endif
+}
+
+// Split-N second stage: one warp per query streams the S slices' kc-best lists (part[q][S][KB], EMPTY past kc)
+// through WarpSelect, then re-ranks the kc best and certifies with last = the merged kc-th key (see above).
+// (256, 4): with (256) alone ptxas chose 40-48 registers and spilled 28-60 B around the register sort.
+template <int KB>
+__global__ void __launch_bounds__(256, 4) knn_v4_merge(const float* __restrict__ x, const float* __restrict__ y,
+                                                       const float* __restrict__ xnorm,
+                                                       const unsigned long long* __restrict__ part,
+                                                       float* __restrict__ out_d, long long* __restrict__ out_i,
+                                                       int* __restrict__ ok, int Q, int N, int D, int k, int kc,
+                                                       int S, int vec) {
+  constexpr int KW = WsShape<KB>::KW, NT = WsShape<KB>::NT, R = WsShape<KB>::R;
+  __shared__ unsigned long long st_all[8][R * 32];  // 8 KB (KB = 32, 64) or 16 KB (KB = 128)
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, q = blockIdx.x * 8 + warp;
+  if (q >= Q) return;  // whole warps; no block barrier below
+  unsigned long long* sq = st_all[warp];
+#pragma unroll
+  for (int j = 0; j < R; ++j) sq[32 * j + lane] = EMPTY_KEY;
+  unsigned long long wk = EMPTY_KEY;
+  int tc = 0;
+  const unsigned long long* src = part + (long long)q * S * KB;
+#pragma unroll 1
+  for (int c = lane; c < S * KB; c += 32) ws_push<KW, NT>(src[c], sq, wk, tc, kc, lane);  // S*KB % 32 == 0
+  const unsigned long long last_key = ws_merge<KW, R>(sq, kc, lane);
+  v4_finish<KW>(sq, last_key, x + (long long)q * D, y, xnorm[q], N, D, k, kc, vec, out_d + (long long)q * k,
+                out_i + (long long)q * k, ok + q, lane);
 }

@@ -733,3 +733,303 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
         if (row < M && col < N) y[(long long)row * N + col] = from_float<T>(acc[i][j][e]);
       }
 }
+
+// ==================================================================================================================
+// qgemm_v7_w4a16_marlin: Marlin-style W4A16 (mma.sync m16n8k16, fp32 accumulate) with a multi-stage cp.async
+// pipeline through shared memory, for M = 16 .. 256 where v6 has no reuse of the dequantised weights across M tiles.
+// Napkin math at K = 4096, N = 14336, g128 (8192 x 28672: x4 the bytes and FLOPs):
+//   M = 16:  30.3 MB of nibbles + scales (+0.46 MB zeros asym) + 0.6 MB x/y vs 1.88 GFLOP: 62 FLOP/B, far under the
+//            H200's ~230 (989 TF / 4.3 TB/s), so DRAM-bound: floor 7.2 us (H200) / 10.3 us (H100); cuBLAS bf16 reads
+//            117 MB (27-39 us), so the 2.5x target needs >= ~65% of copy bandwidth. Per SM that is ~18 B/clk of
+//            packed weights = 0.28 n8k16 B tiles/clk, each dequantised with ~4.25 ALU ops per B register (2 regs per
+//            tile): ~2.4 of the SM's 4 issue slots/clk -- the dequant must be done ONCE per CTA, not per M tile.
+//            Latency x bandwidth ~ 20-30 KB in flight per SM: 3 stages x 8 KB of B in flight per CTA, 2+ CTAs/SM.
+//   M = 256: 30 GFLOP = 7.3M HMMA.16816 = 55.6k per SM at 1/clk/SM (989 TF) -> 30 us at peak, ~45 us at mma.sync's
+//            ~65% of it; cuBLAS bf16 is ~40-45 us (117 MB of bf16 weights): parity is the bar, so the per-HMMA
+//            overhead must be small. A warp tile of MT m16 x 4 n8 tiles needs 8 B registers per k16 (34 ALU ops:
+//            2 LDS.32, 2 shifts, 8 x {prmt, lop3, hsub2, hmul2}) for 4 MT HMMAs: 8.5 / MT ops per HMMA (2.1 at
+//            MT = 4, vs v6's per-warp dequant of all 128 columns for 2 m16 tiles); smem traffic per k16 per warp is
+//            MT ldmatrix.x4 (512 B each) + 256 B of packed B for 4 MT HMMAs = 144 B/HMMA at MT = 4 (~72 B/clk of
+//            the 128 B/clk smem port at full HMMA rate). L2 -> SM: a 64 x 256 CTA tile re-reads x once per N tile
+//            (56 x 2 MB = 118 MB) and W once per M block (4 x 30 MB = 120 MB) at M = 256: ~24 us of L2 time at
+//            ~10 TB/s, under the ~45 us of math.
+// Design:
+//   * CTA = 8 warps, tile BM = 16 MT rows x BN = 256 columns x BK = 64 k; a warp owns 32 columns (4 n8 tiles) and
+//     ALL BM rows: dequantised weights reused MT x from shared memory (each B register feeds MT HMMAs) -- the reuse
+//     v6 lacks -- and each weight byte is dequantised once per CTA (warps split N, never M);
+//   * STAGES = 4 cp.async.cg (16 B, L1 bypass) stages of {x tile, packed tile, the <= 4 scale/zero rows the k tile
+//     touches}; one __syncthreads per k tile: wait_group(STAGES - 2), barrier, issue tile it + 3 into the buffer
+//     the barrier just freed, compute tile it. Tails are zero-filled cp.async (src-size 0): rows >= M, columns >=
+//     N, k >= K; k16 steps past K are skipped (K % 16 == 0), so no zero-filled byte is ever dequantised;
+//   * packed layout unchanged (no repack): byte (p, n) = {k 2p, k 2p + 1} of column n is one B register of
+//     m16n8k16. Lane (gid, tig) reads 4 bytes (LDS.32) of packed rows 8 ks + tig and 8 ks + 4 + tig at CTA columns
+//     32 warp + 4 gid .. + 3: byte t is logical column gid of n8 tile t (physical column 32 warp + 4 gid + t), so
+//     the D fragment's columns 2 tig, 2 tig + 1 of tiles 0..3 are 8 consecutive output columns (one 16-byte
+//     store). Packed rows are padded to BN + 32 bytes: the 4 tig rows of an LDS.32 land in 4 disjoint 8-bank runs;
+//   * x tile rows are 128 B with the 16-byte chunk index XOR (row & 7): ldmatrix.x4 (one per m16 tile per k16) reads
+//     8 distinct chunks per phase, conflict-free;
+//   * group scale applied DURING dequant (it cannot be folded exactly: a 64-k tile may straddle groups, g >= 16):
+//     hsub2 {MAGIC + z} (exact) then hmul2 {s, s}, one rounding of each dequantised weight to the activation dtype
+//     (the family's tolerance model, as v6). {MAGIC + z} is prmt(zero word) | MAGIC (z <= 15 fits the mantissa),
+//     {s, s} a prmt of the scale word: re-read from smem once per group slot per k tile (3 LDS + 12 ops per lane);
+//   * split-K over CTAs (in k tiles) only when the output tiles are fewer than the SMs (decode M): fp32 partials
+//     [SPLIT, M, N] and v4/v6's one-launch ticket reduction in fixed split order. Grid (ceil(M / BM), SPLIT,
+//     ceil(N / BN)): the M blocks of one N tile are adjacent in launch order, so W is re-read from L2, not DRAM.
+// What it should change (vs v6): dequantised weights reused MT x from shared memory: one prmt/lop3/hsub2/hmul2 per
+// B register per CTA feeds MT HMMAs (MT = 4 at M = 256: 2.1 ALU ops per HMMA instead of v6's ~4.3 with 2 m16 tiles
+// per warp and the 128-column dequant repeated by every warp row), and W streams through a 4-stage cp.async ring
+// (24 KB in flight per CTA) instead of 4 LDG.128 per lane. Per 64-k tile the SASS loop is ~440 (MT 1) / ~510 (MT 4)
+// instructions per thread for 16 / 64 HMMAs; at M = 16 that is ~3000 warp instructions per 8 KB of packed weights,
+// so at 4 IPC the SMs issue-limit near 2.8 TB/s on an H200 (~65% of copy): the dequant, not DRAM, bounds M = 16.
+// Expected (GPU-unverified): M = 16 like v6 or better (>= 2.5x cuBLAS bf16), M = 256 near cuBLAS parity (v6: below).
+// Requires N % 16 == 0, group % 16 == 0 (so K % 16 == 0); any M. Dynamic shared memory STAGES x stage bytes
+// (qgemm_v7_smem_bytes below: 56 / 64 / 80 KB for MT = 1 / 2 / 4), block 256. ws / tickets as v6 (one ticket per
+// (blockIdx.x, blockIdx.z)).
+// Constants the CPU emulation (tests/qgemm_emulation.py) parses: keep the names.
+#define QG_V7_BK 64
+#define QG_V7_STAGES 4
+#define QG_V7_BPAD 32
+#define QG_V7_NT 4                 // n8 tiles per warp (bytes per lane per LDS.32)
+#define QG_V7_PRMT_Z0 0x4040u      // prmt selector, byte t = 0: {z.0, 0, z.0, 0}; byte t: + 0x0101 * t
+#define QG_V7_SYM_ZERO 0x08080808u // symmetric: z = 8 in every byte
+
+__device__ __forceinline__ void qg_cp_async16(void* dst, const void* src, bool pred) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void qg_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void qg_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void qg_ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <int MT, int WARPS>
+struct QgV7 {
+  static constexpr int BK = QG_V7_BK, STAGES = QG_V7_STAGES, BM = 16 * MT, BN = 8 * QG_V7_NT * WARPS;
+  static constexpr int NTH = 32 * WARPS, SLOTS = BK / 16;  // a 64-k tile touches <= 4 groups when group % 16 == 0
+  static constexpr int B_ROW = BN + QG_V7_BPAD;
+  static constexpr int A_BYTES = BM * BK * 2, B_BYTES = (BK / 2) * B_ROW;
+  static constexpr int S_BYTES = SLOTS * BN * 2, Z_BYTES = SLOTS * BN;
+  static constexpr int STAGE = A_BYTES + B_BYTES + S_BYTES + Z_BYTES;  // every part a multiple of 16 B
+  static constexpr int SMEM = STAGES * STAGE;
+};
+
+template <typename T, int MT, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __restrict__ x,
+                                                                     const uint8_t* __restrict__ packed,
+                                                                     const T* __restrict__ scale,
+                                                                     const uint8_t* __restrict__ zero, int has_zero,
+                                                                     T* __restrict__ y, float* __restrict__ ws,
+                                                                     unsigned* __restrict__ tickets, int M, int N,
+                                                                     int K, int group) {
+  using X = QgT<T>;
+  using T2 = typename X::T2;
+  using C = QgV7<MT, WARPS>;
+  constexpr int BK = C::BK, STAGES = C::STAGES, BM = C::BM, BN = C::BN, NTH = C::NTH, NT = QG_V7_NT;
+  constexpr int CA = (BM * 8 + NTH - 1) / NTH, CB = (BK / 2) * (BN / 16) / NTH;  // 16-byte copies per thread
+  static_assert((BK / 2) * (BN / 16) % NTH == 0 && C::SLOTS * (BN / 8 + BN / 16) <= NTH, "copy split");
+  constexpr unsigned magic = std::is_same<T, __half>::value ? QG_MAGIC_FP16 : QG_MAGIC_BF16;
+  extern __shared__ __align__(16) unsigned char qg_smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.z * BN;
+  const int ktiles = (K + BK - 1) / BK, per = (ktiles + gridDim.y - 1) / gridDim.y;
+  const int kt_begin = blockIdx.y * per, nkt = max(min(kt_begin + per, ktiles) - kt_begin, 0);
+
+  // Copy assignments, fixed for the whole K loop (the per-tile cost is a pointer bump and a predicate).
+  const T* a_src[CA];
+  int a_dst[CA], a_k[CA];
+  bool a_ok[CA];
+#pragma unroll
+  for (int j = 0; j < CA; ++j) {  // x: BM rows x 8 chunks of 8 k; chunk c of row r lands in slot c ^ (r & 7)
+    const int ch = tid + j * NTH, r = ch >> 3, c = ch & 7;
+    a_ok[j] = ch < BM * 8 && m0 + r < M;
+    a_src[j] = x + (a_ok[j] ? (long long)(m0 + r) * K + 8 * c : 0);
+    a_dst[j] = r * (BK * 2) + ((c ^ (r & 7)) << 4);
+    a_k[j] = 8 * c;
+  }
+  const uint8_t* b_src[CB];
+  int b_dst[CB], b_k[CB];
+  bool b_ok[CB];
+#pragma unroll
+  for (int j = 0; j < CB; ++j) {  // packed: BK/2 rows x BN/16 chunks
+    const int ch = tid + j * NTH, r = ch / (BN / 16), c = ch % (BN / 16), n = n0 + 16 * c;
+    b_ok[j] = n < N;  // N % 16 == 0
+    b_src[j] = packed + (long long)r * N + (b_ok[j] ? n : 0);
+    b_dst[j] = C::A_BYTES + r * C::B_ROW + 16 * c;
+    b_k[j] = 2 * r;
+  }
+  // group rows: threads [0, 4 BN/8) copy scale chunks (slot, 8 columns), [4 BN/8, + 4 BN/16) zero chunks
+  constexpr int S_CH = C::SLOTS * (BN / 8), Z_CH = C::SLOTS * (BN / 16);
+  const bool is_s = tid < S_CH, is_z = !is_s && tid < S_CH + Z_CH && has_zero;
+  const int q_sl = is_s ? tid / (BN / 8) : (tid - S_CH) / (BN / 16);
+  const int q_n = n0 + (is_s ? 8 * (tid % (BN / 8)) : 16 * ((tid - S_CH) % (BN / 16)));
+  const bool q_ok = q_n < N;
+  const int q_dst = C::A_BYTES + C::B_BYTES + (is_s ? q_sl * BN * 2 + 2 * (q_n - n0) : C::S_BYTES + q_sl * BN + (q_n - n0));
+  const uint8_t* q_base = is_s ? reinterpret_cast<const uint8_t*>(scale + (q_ok ? q_n : 0))
+                               : zero + (q_ok ? q_n : 0);
+  const int q_row = is_s ? 2 * N : N;  // bytes per group row
+
+  // (g0, rem): the first k of a tile is g0 * group + rem; advanced by BK per tile (group >= 16: <= 4 steps)
+  int ld_g0 = kt_begin * BK / group, ld_rem = kt_begin * BK - ld_g0 * group;
+  auto load = [&](int buf, int kt) {
+    unsigned char* st = qg_smem + buf * C::STAGE;
+    const int k0 = kt * BK;
+#pragma unroll
+    for (int j = 0; j < CA; ++j) {
+      const bool ok = a_ok[j] && k0 + a_k[j] < K;  // K % 16 == 0: a chunk is all in or all out
+      qg_cp_async16(st + a_dst[j], ok ? a_src[j] + k0 : x, ok);
+    }
+#pragma unroll
+    for (int j = 0; j < CB; ++j) {
+      const bool ok = b_ok[j] && k0 + b_k[j] < K;
+      qg_cp_async16(st + b_dst[j], ok ? b_src[j] + (long long)kt * (BK / 2) * N : packed, ok);
+    }
+    if (is_s || is_z) {
+      const int kl = min(BK, K - k0);  // k in this tile; slot s starts at tile offset s * group - rem
+      if (q_sl == 0 || q_sl * group - ld_rem < kl) {
+        qg_cp_async16(st + q_dst, q_base + (long long)(ld_g0 + q_sl) * q_row, q_ok);
+      }
+    }
+    ld_rem += BK;
+    while (ld_rem >= group) { ld_rem -= group; ++ld_g0; }
+  };
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][t][e] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nkt) load(s, kt_begin + s);
+    qg_cp_commit();  // an empty group keeps the wait_group arithmetic uniform
+  }
+  const int wc = warp * (8 * NT) + 4 * gid;  // this lane's 4 B columns in the CTA tile (byte t = n8 tile t)
+  const int a_row = (lane & 15) * (BK * 2), a_hi = lane >> 4, a_sw = lane & 7;  // ldmatrix: lanes 8j..8j+7 = matrix j
+  int rem = kt_begin * BK - (kt_begin * BK / group) * group;
+#pragma unroll 1
+  for (int it = 0; it < nkt; ++it) {
+    qg_cp_wait<STAGES - 2>();  // tile it has landed (this thread's copies) ...
+    __syncthreads();           // ... everyone's, and everyone is done with tile it - 1's buffer
+    if (it + STAGES - 1 < nkt) load((it + STAGES - 1) % STAGES, kt_begin + it + STAGES - 1);
+    qg_cp_commit();
+    const unsigned char* st = qg_smem + (it % STAGES) * C::STAGE;
+    const unsigned char* sb = st + C::A_BYTES;
+    const unsigned char* ss = sb + C::B_BYTES;
+    const int k0 = (kt_begin + it) * BK;
+    T2 s2[NT], mz2[NT];
+    int slot = 0, off = rem;  // off = (k0 + 16 ks) - (g0 + slot) * group
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) {
+      if (k0 + 16 * ks >= K) break;  // CTA-uniform K tail
+      if (ks > 0) {
+        off += 16;
+        if (off >= group) { off -= group; ++slot; }
+      }
+      if (ks == 0 || off == 0) {  // a new group slot: 4 scales (8 B) and 4 zeros (4 B) per lane
+        const uint2 sv = *reinterpret_cast<const uint2*>(ss + slot * BN * 2 + 2 * wc);
+        const unsigned zw = has_zero ? *reinterpret_cast<const unsigned*>(ss + C::S_BYTES + slot * BN + wc)
+                                     : QG_V7_SYM_ZERO;
+        s2[0] = X::bits(__byte_perm(sv.x, 0u, 0x1010u));
+        s2[1] = X::bits(__byte_perm(sv.x, 0u, 0x3232u));
+        s2[2] = X::bits(__byte_perm(sv.y, 0u, 0x1010u));
+        s2[3] = X::bits(__byte_perm(sv.y, 0u, 0x3232u));
+#pragma unroll
+        for (int t = 0; t < NT; ++t) mz2[t] = X::bits(__byte_perm(zw, 0u, QG_V7_PRMT_Z0 + 0x0101u * t) | magic);
+      }
+      const unsigned char* bp = sb + (8 * ks + tig) * C::B_ROW + wc;
+      const unsigned w0 = *reinterpret_cast<const unsigned*>(bp);                // k = 2 tig, 2 tig + 1
+      const unsigned w1 = *reinterpret_cast<const unsigned*>(bp + 4 * C::B_ROW);  // k = 8 + 2 tig, 9 + 2 tig
+      const unsigned w0s = w0 >> 4, w1s = w1 >> 4;
+      unsigned b[NT][2];
+      b[0][0] = qg_dequant_pair<T, 0>(w0, w0s, mz2[0], s2[0]);
+      b[0][1] = qg_dequant_pair<T, 0>(w1, w1s, mz2[0], s2[0]);
+      b[1][0] = qg_dequant_pair<T, 1>(w0, w0s, mz2[1], s2[1]);
+      b[1][1] = qg_dequant_pair<T, 1>(w1, w1s, mz2[1], s2[1]);
+      b[2][0] = qg_dequant_pair<T, 2>(w0, w0s, mz2[2], s2[2]);
+      b[2][1] = qg_dequant_pair<T, 2>(w1, w1s, mz2[2], s2[2]);
+      b[3][0] = qg_dequant_pair<T, 3>(w0, w0s, mz2[3], s2[3]);
+      b[3][1] = qg_dequant_pair<T, 3>(w1, w1s, mz2[3], s2[3]);
+      const unsigned char* ap = st + a_row + (((2 * ks + a_hi) ^ a_sw) << 4);
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        unsigned a[4];
+        qg_ldmatrix_x4(a, ap + i * 16 * (BK * 2));  // rows 16 i + (lane & 15): (r & 7) == (lane & 7)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) qg_mma16816<T>(acc[i][t], a, b[t][0], b[t][1]);
+      }
+    }
+    rem += BK;
+    while (rem >= group) rem -= group;
+  }
+  qg_cp_wait<0>();
+
+  // acc[i][t][e]: row m0 + 16 i + gid + 8 (e >> 1), column n0 + wc' with wc' = 32 warp + 4 (2 tig + (e & 1)) + t:
+  // for one row, e & 1 = 0 gives columns 8 tig + 0..3 and e & 1 = 1 gives 8 tig + 4..7 -- 8 consecutive columns.
+  const int cn = n0 + warp * (8 * NT) + 8 * tig;  // N % 16 == 0: the 8 columns are all in range or none
+  const int split = gridDim.y;
+  if (split > 1) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + 16 * i + gid + 8 * h;
+        if (row < M && cn < N) {
+          float4* p = reinterpret_cast<float4*>(ws + ((long long)blockIdx.y * M + row) * N + cn);
+          __stcg(p, make_float4(acc[i][0][2 * h], acc[i][1][2 * h], acc[i][2][2 * h], acc[i][3][2 * h]));
+          __stcg(p + 1, make_float4(acc[i][0][2 * h + 1], acc[i][1][2 * h + 1], acc[i][2][2 * h + 1],
+                                    acc[i][3][2 * h + 1]));
+        }
+      }
+    __threadfence();
+    __syncthreads();
+    __shared__ unsigned last;
+    unsigned* ticket = tickets + blockIdx.x + gridDim.x * blockIdx.z;
+    if (tid == 0) last = atomicAdd(ticket, 1u) == (unsigned)(split - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + 16 * i + gid + 8 * h;
+        float4 u = make_float4(0.f, 0.f, 0.f, 0.f), v = u;
+        if (row < M && cn < N) {
+          const float4* p = reinterpret_cast<const float4*>(ws + (long long)row * N + cn);
+#pragma unroll 1
+          for (int s = 0; s < split; ++s) {  // fixed order
+            const float4 a = __ldcg(p + (long long)s * M * N / 4), b = __ldcg(p + (long long)s * M * N / 4 + 1);
+            u.x += a.x; u.y += a.y; u.z += a.z; u.w += a.w;
+            v.x += b.x; v.y += b.y; v.z += b.z; v.w += b.w;
+          }
+        }
+        acc[i][0][2 * h] = u.x; acc[i][1][2 * h] = u.y; acc[i][2][2 * h] = u.z; acc[i][3][2 * h] = u.w;
+        acc[i][0][2 * h + 1] = v.x; acc[i][1][2 * h + 1] = v.y; acc[i][2][2 * h + 1] = v.z;
+        acc[i][3][2 * h + 1] = v.w;
+      }
+    if (tid == 0) *ticket = 0u;  // re-armed for the next launch
+  }
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = m0 + 16 * i + gid + 8 * h;
+      if (row < M && cn < N) {
+        T2 o[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {  // o[q] = columns 2q, 2q + 1 of the 8: (e & 1) = q / 2, t = 2 (q % 2) + 0/1
+          const int e = 2 * h + q / 2, t = 2 * (q % 2);
+          o[q] = X::pair(acc[i][t][e], acc[i][t + 1][e]);
+        }
+        store16(y + (long long)row * N + cn, *reinterpret_cast<const int4*>(o));
+      }
+    }
+}

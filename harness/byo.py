@@ -834,8 +834,9 @@ def add_cli_args(ap) -> None:
     g.add_argument("--block", metavar="N|XxY", help="threads per block of a bare kernel's default launch (256)")
     g.add_argument("--numbers", metavar="LIST",
                    help="kernel numbers of a numbered launcher, e.g. 1-5 (default: its case labels)")
-    g.add_argument("--list", nargs="?", const="all", metavar="FAMILY",
-                   help="each family's shapes, variants and calling convention for your own files; then exit")
+    g.add_argument("--list", nargs="?", const="", metavar="FAMILY",
+                   help="each family's shapes, variants and calling convention for your own files (FAMILY, else "
+                        "--kernel's when given, else all); then exit")
 
 
 def cli_variants(args, families: list[str]) -> list[str] | None:

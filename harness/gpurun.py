@@ -343,8 +343,11 @@ LOW_VALUE = ("naive", "sdpa_math", "twopass", "nosplit")
 KNN_HEADLINE = ("triton_fused", "knn_v2_fused", "torch_mm_topk")
 
 
-def low_value(family: str, variant: str) -> bool:
-    """Naive ladder rungs and reference-style variants: run last (run 2 spent its matmul box in cuda_v1_naive)."""
+def low_value(family: str, variant: str, shape: str | None = None, dtype: str | None = None) -> bool:
+    """Naive ladder rungs and reference-style variants: run last (run 2 spent its matmul box in cuda_v1_naive).
+
+    With a task's shape and dtype, "the top three rungs" counts only the CUDA rungs that run that task (quant_gemm:
+    the W4A16 GEMV rung v4 stays at M = 1 even though v5-v7 exist for other schemes or larger M)."""
     from harness.registry import get_problem
 
     if any(w in variant for w in LOW_VALUE):
@@ -352,10 +355,16 @@ def low_value(family: str, variant: str) -> bool:
     p = get_problem(family)
     v = p.variants[variant]
     if v.backend == "cuda" and v.ladder:
-        top = max((w.ladder or 0) for w in p.variants.values() if w.backend == "cuda" and set(w.dtypes) & set(v.dtypes))
-        # the top three rungs that share a dtype stay (matmul fp16: v8, v8b, v9, v10 — each rung's gain is measured);
+        rungs = [w for w in p.variants.values() if w.backend == "cuda" and w.ladder]
+        if shape is not None and dtype is not None:
+            s = p.parse_shape(shape)
+            rungs = [w for w in rungs if w.skip_reason(s, dtype) is None] or [v]
+        else:
+            rungs = [w for w in rungs if set(w.dtypes) & set(v.dtypes)]
+        top = sorted({w.ladder for w in rungs}, reverse=True)[:3]
+        # the top three rungs that run the task stay (matmul fp16: v8b, v9, v10 — each rung's gain is measured);
         # the SGEMM rungs v1-v4 go last
-        return v.ladder < top - 2
+        return v.ladder not in top and v.ladder < max(top)
     return False
 
 
@@ -380,7 +389,7 @@ def headline_rank(task: Any) -> tuple:
         tier = 5  # 0.3 s per call at 1M x 128: slow records, after the cheap ones
     else:
         tier = 4
-    return (low_value(fam, task.variant), tier)
+    return (low_value(fam, task.variant, task.shape, dt), tier)
 
 
 def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None = None,
@@ -441,14 +450,14 @@ def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None 
             feature_keys = {("knn", "knn_v3_tc", "fp16")}
             tasks = [t for t in tasks if (t.family, t.variant, t.dtype) not in feature_keys]
             tasks = sorted(tasks, key=headline_rank)  # stable: within a tier the registry's order
-            low = [t for t in tasks if low_value(t.family, t.variant)]
+            low = [t for t in tasks if low_value(t.family, t.variant, t.shape, t.dtype)]
             if name == "rungs":
                 st = Step("rungs", "naive ladder rungs at the headline shapes (not in the default steps)")
                 st.groups.append(group(low, {**timed, "ab_rounds": 10}))
                 out.append(st)
                 continue
             st = Step("headline", "benchmark-target shapes, most valuable first (naive rungs: step 'rungs')")
-            main = [t for t in tasks if t.family != "knn" and not low_value(t.family, t.variant)]
+            main = [t for t in tasks if t.family != "knn" and not low_value(t.family, t.variant, t.shape, t.dtype)]
             # kNN at 1M x 128 costs ~0.3 s a call: the fused kernels and the baseline only, 10 paired rounds
             knn_t = [t for t in tasks if t.family == "knn" and t.variant in KNN_HEADLINE]
             st.groups.append(group(main, timed))

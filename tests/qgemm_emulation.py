@@ -344,3 +344,187 @@ def _v6(x, packed, scale, zero, group, split, MT, warps, mutate, C):
                         ok = (rows < M) & (cc < N)
                         y[rows[ok], cc[ok]] = tot[bz, i, wn, j, ok, e]
     return _round_t(y, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- v7 (marlin)
+V7_MUTATIONS = ("nibble_swap", "group_slot", "wait_depth", "load_stage", "a_swizzle", "b_pad")
+V7_WARPS = 8
+
+
+def v7_constants(path: Path = CU) -> dict[str, int]:
+    """The decimal tile constants of qgemm_v7 (QG_V7_BK, QG_V7_STAGES, QG_V7_BPAD, QG_V7_NT) parsed from the .cu."""
+    return {k: int(v) for k, v in re.findall(r"#define (QG_V7_\w+) (\d+)\b(?!x)", path.read_text())}
+
+
+def _t_from_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
+    """uint16 bit patterns -> float64 values of fp16 / bf16."""
+    bits = bits.astype(np.uint16)
+    if dtype == "fp16":
+        return bits.view(np.float16).astype(np.float64)
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+
+
+def v7_w4a16(x, packed, scale, zero, group, split, MT, mutate: str | None = None, consts=None) -> np.ndarray:
+    """Emulate qgemm_v7_w4a16_marlin CTA by CTA and lane by lane, through a byte-level model of its shared memory:
+    every cp.async (16 B, zero-filled when its predicate is off) of the x / packed / scale / zero tiles to the kernel's
+    smem offsets (x chunks XOR-swizzled, packed rows padded), landing only at the cp.async.wait_group that retires
+    its commit group (smem starts as 0xFF poison, so a read before landing is wrong or NaN); then per k16 step the
+    LDS.32 B words at the lane's offsets, the group-slot walk, prmt/lop3/hsub2/hmul2 dequant, ldmatrix.x4 A
+    fragments gathered by the lanes' row addresses, the HMMA by the PTX fragment tables, the 8-consecutive-column
+    epilogue, split partials summed in split order, one rounding to the output dtype."""
+    C = dict(consts or constants())
+    C.update(v7_constants())
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _v7(x, packed, scale, zero, group, split, MT, mutate, C)
+
+
+def _v7(x, packed, scale, zero, group, split, MT, mutate, C):
+    dtype = "fp16" if x.dtype == torch.float16 else "bf16"
+    M, K = x.shape
+    N = packed.shape[1]
+    assert N % 16 == 0 and group % 16 == 0 and K % group == 0
+    BK, ST, PAD, NT = C["QG_V7_BK"], C["QG_V7_STAGES"], C["QG_V7_BPAD"], C["QG_V7_NT"]
+    BM, BN = 16 * MT, 8 * NT * V7_WARPS
+    B_ROW, SLOTS = BN + PAD, BK // 16
+    A_BYTES, B_BYTES, S_BYTES, Z_BYTES = BM * BK * 2, (BK // 2) * B_ROW, SLOTS * BN * 2, SLOTS * BN
+    STAGE = A_BYTES + B_BYTES + S_BYTES + Z_BYTES
+    magic = C["QG_MAGIC_FP16"] if dtype == "fp16" else C["QG_MAGIC_BF16"]
+    pair0 = C["QG_PRMT_PAIR0"]
+    if mutate == "nibble_swap":  # high nibble taken for the even k
+        pair0 = 0x0044
+    xg = x.detach().cpu().contiguous().view(torch.int16).numpy().view(np.uint8).reshape(M, 2 * K)
+    pg = packed.detach().cpu().numpy().astype(np.uint8)
+    sg = scale.detach().cpu().contiguous().view(torch.int16).numpy().view(np.uint8).reshape(-1, 2 * N)
+    zg = zero.detach().cpu().numpy().astype(np.uint8) if zero is not None else None
+    gm, gn = -(-M // BM), -(-N // BN)
+    ktiles = -(-K // BK)
+    per = -(-ktiles // split)
+    lane = np.arange(32)
+    gid, tig = lane // 4, lane % 4
+    wc = (np.arange(V7_WARPS)[:, None] * 8 * NT + 4 * gid[None, :])  # [W, 32]
+    y_parts = np.zeros((split, M, N))
+
+    def words(buf, offs, nbytes):  # little-endian uint32 / uint64 read of smem at byte offsets [..]
+        idx = offs[..., None] + np.arange(nbytes)
+        b = buf[idx].astype(np.uint64)
+        return (b << (np.uint64(8) * np.arange(nbytes, dtype=np.uint64))).sum(-1).astype(np.uint64)
+
+    for bm in range(gm):
+        for bn in range(gn):
+            for sidx in range(split):
+                m0, n0 = bm * BM, bn * BN
+                kt_begin = sidx * per
+                nkt = max(min(kt_begin + per, ktiles) - kt_begin, 0)
+                smem = np.full((ST, STAGE), 0xFF, dtype=np.uint8)
+                groups: list[list] = []  # commit groups of (stage, dst offset, 16 bytes)
+
+                def load(buf, kt):
+                    k0, ops = kt * BK, []
+                    for ch in range(BM * 8):
+                        r, c = ch >> 3, ch & 7
+                        m, k = m0 + r, k0 + 8 * c
+                        ok = m < M and k < K
+                        src = xg[m, 2 * k:2 * k + 16] if ok else np.zeros(16, np.uint8)
+                        ops.append((buf, r * BK * 2 + ((c ^ (r & 7)) << 4), src))
+                    for ch in range((BK // 2) * (BN // 16)):
+                        r, c = ch // (BN // 16), ch % (BN // 16)
+                        p, n = k0 // 2 + r, n0 + 16 * c
+                        ok = 2 * p < K and n < N
+                        src = pg[p, n:n + 16] if ok else np.zeros(16, np.uint8)
+                        ops.append((buf, A_BYTES + r * B_ROW + 16 * c, src))
+                    g0, rem, kl = k0 // group, k0 % group, min(BK, K - k0)
+                    for sl in range(SLOTS):
+                        if not (sl == 0 or sl * group - rem < kl):
+                            continue
+                        for c in range(BN // 8):
+                            n = n0 + 8 * c
+                            src = sg[g0 + sl, 2 * n:2 * n + 16] if n < N else np.zeros(16, np.uint8)
+                            ops.append((buf, A_BYTES + B_BYTES + sl * BN * 2 + 16 * c, src))
+                        if zg is not None:
+                            for c in range(BN // 16):
+                                n = n0 + 16 * c
+                                src = zg[g0 + sl, n:n + 16] if n < N else np.zeros(16, np.uint8)
+                                ops.append((buf, A_BYTES + B_BYTES + S_BYTES + sl * BN + 16 * c, src))
+                    return ops
+
+                def wait(n_pending):
+                    while len(groups) > n_pending:
+                        for buf, off, src in groups.pop(0):
+                            smem[buf, off:off + 16] = src
+
+                for s in range(ST - 1):
+                    groups.append(load(s, kt_begin + s) if s < nkt else [])
+                acc = np.zeros((MT, NT, V7_WARPS, 32, 4))
+                for it in range(nkt):
+                    wait(ST - 1 if mutate == "wait_depth" else ST - 2)
+                    nb = (it + ST if mutate == "load_stage" else it + ST - 1) % ST
+                    groups.append(load(nb, kt_begin + it + ST - 1) if it + ST - 1 < nkt else [])
+                    buf = smem[it % ST]
+                    k0 = (kt_begin + it) * BK
+                    slot, off = 0, k0 % group
+                    for ks in range(BK // 16):
+                        if k0 + 16 * ks >= K:
+                            break
+                        if ks > 0:
+                            off += 16
+                            if off >= group:
+                                off -= group
+                                slot += 1
+                        if ks == 0 or off == 0:
+                            sl = 0 if mutate == "group_slot" else slot
+                            sv = words(buf, A_BYTES + B_BYTES + sl * BN * 2 + 2 * wc, 8)
+                            svx = (sv & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+                            svy = (sv >> np.uint64(32)).astype(np.uint32)
+                            s2 = [prmt(svx, 0, 0x1010), prmt(svx, 0, 0x3232),
+                                  prmt(svy, 0, 0x1010), prmt(svy, 0, 0x3232)]
+                            if zg is not None:
+                                zw = words(buf, A_BYTES + B_BYTES + S_BYTES + sl * BN + wc, 4).astype(np.uint32)
+                            else:
+                                zw = np.full(wc.shape, C["QG_V7_SYM_ZERO"], dtype=np.uint32)
+                            mz2 = [prmt(zw, 0, C["QG_V7_PRMT_Z0"] + 0x0101 * t) | np.uint32(magic) for t in range(NT)]
+                        b_row = BN if mutate == "b_pad" else B_ROW
+                        boff = A_BYTES + (8 * ks + tig)[None, :] * b_row + wc
+                        w0 = words(buf, boff, 4).astype(np.uint32)
+                        w1 = words(buf, boff + 4 * b_row, 4).astype(np.uint32)
+                        breg = np.zeros((NT, V7_WARPS, 32, 4))
+                        for t in range(NT):
+                            s_lo, s_hi = halves(s2[t], dtype)
+                            z_lo, z_hi = halves(mz2[t], dtype)
+                            for half, w in ((0, w0), (1, w1)):
+                                r = lop3(prmt2(w, w >> np.uint32(4), pair0 + 0x1111 * t), C["QG_MASK_LO"], magic,
+                                         C["QG_LOP3_AND_OR"])
+                                lo, hi = halves(r, dtype)
+                                breg[t, ..., 2 * half] = _round_t(_round_t(lo - z_lo, dtype) * s_lo, dtype)
+                                breg[t, ..., 2 * half + 1] = _round_t(_round_t(hi - z_hi, dtype) * s_hi, dtype)
+                        for i in range(MT):
+                            rows = 16 * i + (lane & 15)
+                            chunk = 2 * ks + (lane >> 4)
+                            slotc = chunk if mutate == "a_swizzle" else chunk ^ (lane & 7)
+                            addr = rows * BK * 2 + 16 * slotc  # [32]: lane l supplies row l of matrix l // 8
+                            rowdat = buf[addr[:, None] + np.arange(16)]  # [32, 16] bytes
+                            vals = _t_from_bits(rowdat.view(np.uint16), dtype)  # [32, 8]
+                            areg = np.zeros((32, 8))
+                            for j in range(4):
+                                for h in range(2):
+                                    areg[:, 2 * j + h] = vals[8 * j + lane // 4, 2 * (lane % 4) + h]
+                            a_b = np.broadcast_to(areg, (V7_WARPS, 32, 8))
+                            for t in range(NT):
+                                acc[i, t] = mma_m16n8k16(a_b, breg[t], acc[i, t])
+                wait(0)
+                # epilogue: acc[i, t, w, l, e] -> row m0 + 16 i + gid + 8 (e >> 1),
+                #                                  col n0 + 32 w + 8 tig + 4 (e & 1) + t
+                for i in range(MT):
+                    for t in range(NT):
+                        for e in range(4):
+                            rows = m0 + 16 * i + gid + 8 * (e >> 1)
+                            cols = n0 + np.arange(V7_WARPS)[:, None] * 8 * NT + (8 * tig + 4 * (e & 1) + t)[None, :]
+                            rr = np.broadcast_to(rows[None, :], cols.shape)
+                            ok = (rr < M) & (cols < N)
+                            y_parts[sidx, rr[ok], cols[ok]] = acc[i, t, ..., e][ok]
+    if split == 1:
+        tot = y_parts[0]
+    else:
+        tot = np.zeros((M, N))
+        for p in y_parts:  # u starts at 0.f and adds splits 0, 1, ... (fixed order)
+            tot = f32(tot + p)
+    return _round_t(tot, dtype)

@@ -47,6 +47,10 @@ def test_headline_order_puts_big_gemms_and_attention_first_and_naive_rungs_last(
                    key=gpurun.headline_rank)
     assert [t.variant for t in order] == ["triton_matmul", "triton_fa2", "triton_fused", "cuda_v1_naive"]
     assert gpurun.low_value("matmul", "cuda_v1_naive") and not gpurun.low_value("matmul", "cuda_v9_wgmma")
+    # shape-aware: the top three rungs that RUN the task stay (the M = 1 GEMV rung is not pushed out by v5-v7)
+    m1 = "M=1,N=14336,K=4096,scheme=w4a16,group=128,sym=1"
+    assert not gpurun.low_value("quant_gemm", "cuda_v4_w4a16_gemv", m1, "bf16")
+    assert gpurun.low_value("quant_gemm", "cuda_v2_w4a16", m1, "bf16")
 
 
 # ------------------------------------------------------------------------------------------------ deadline

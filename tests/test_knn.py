@@ -618,19 +618,153 @@ def test_v4_registration_and_skips():
 
     v = P.variants["knn_v4_tf32_ws"]
     assert v.backend == "cuda" and v.ladder == 4 and v.dtypes == ("fp32",)
+    assert v.compute_dtype == "tf32"  # its floor is the TF32 tensor-core roof, not fp32 SIMT
     assert "GPU-unverified" in v.description
     assert "k=129" in v.skip_reason(_shape(N=1000, k=129), "fp32")
     assert "metric=ip" in v.skip_reason(_shape(metric="ip"), "fp32")
     assert v.kernel_names("fp32") == ("knn_centred_sqnorms", "knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>",
-                                      "knn_v4_tf32_ws<128>")
+                                      "knn_v4_tf32_ws<128>", "knn_v4_merge<32>", "knn_v4_merge<64>",
+                                      "knn_v4_merge<128>")
     assert "D=769" in v.skip_reason(_shape(D=769), "fp32")
-    assert _v4_smem(V4_MAX_D) <= 163 * 1024
+    assert _v4_smem(V4_MAX_D, 64) <= 163 * 1024  # KB <= 64 fits A100's opt-in at the largest D
+    assert v.skip_reason(_shape(D=768, k=100), "fp32") is None  # KB = 128 at D = 768: 187 KB <= sm_90's 227 KB
+    assert _v4_smem(128, 32) < 114 * 1024 and _v4_smem(128, 128) < 113 * 1024  # 2 blocks/SM by shared memory
+
+
+def test_v4_split_plan():
+    """Split-N only when ceil(Q/32) CTAs are under 2 waves of 132 SMs x 2 blocks; slices are whole 128-row tiles,
+    cover the base exactly once and hold >= 1024 rows."""
+    from harness.families.knn import v4_split_plan
+
+    assert v4_split_plan(100_000, 1_000_000) == (1, 1_000_000)
+    assert v4_split_plan(1, 900) == (1, 900)
+    for Q, N in ((1, 1_000_000), (10_000, 1_000_000), (1, 5000), (40, 100_000), (1, 1025), (1, 2048)):
+        S, ns = v4_split_plan(Q, N)
+        assert (S, ns) == (1, N) or (ns % 128 == 0 and ns >= 1024 and (S - 1) * ns < N <= S * ns), (Q, N, S, ns)
+    assert v4_split_plan(1, 1_000_000) == (521, 1920)  # Q = 1: 2 waves (528 CTAs), rounded to whole tiles
+    assert v4_split_plan(10_000, 1_000_000)[0] == 2  # 313 CTAs -> 626
+    assert v4_split_plan(1, 1_000_000, sms=16)[0] == 64
+    assert v4_split_plan(1, 2048) == (2, 1024)
+
+
+@pytest.mark.parametrize("kc", [18, 128])
+def test_v4_split_select_emulated_sound(kc):
+    """Split-N selection (slices of whole tiles -> kc-best lists -> merge WarpSelect) returns the global kc best and
+    last = the global kc-th key, and every row outside the candidates has a key >= last (what the certificate
+    needs). Planted bugs: last = the smallest slice's kc-th (some non-candidate is below it: unsound) and a merge
+    reading S-1 slices (the best rows, put in the last slice, go missing)."""
+    from harness.families.knn import pack_keys, v4_kb, warp_select_emulated
+
+    g = torch.Generator().manual_seed(kc)
+    Q, N = 6, 2600 + 11
+    dist = torch.randint(0, 300, (Q, N), generator=g).float() / 4  # ties everywhere
+    dist[1, -40:] = -1.0  # every best row in the last slice
+    dist[2] = torch.linspace(5, 0, N)
+    keys = pack_keys(dist, torch.arange(N).expand(Q, N))
+    srt = torch.sort(keys, dim=1).values
+    kb = v4_kb(kc)
+
+    def sound(best, last):
+        outside = torch.ones_like(keys, dtype=torch.bool)
+        outside.scatter_(1, (best & 0xFFFFFFFF).long(), False)
+        return bool((torch.where(outside, keys, srt[:, -1:]) >= last[:, None]).all())
+
+    for S in (3, 8):
+        best, last = warp_select_emulated(dist, kc, kb, splits=S, return_last=True)
+        assert torch.equal(best, srt[:, :kc]) and torch.equal(last, srt[:, kc - 1]), S
+        assert sound(best, last)
+        best, last = warp_select_emulated(dist, kc, kb, splits=S, return_last=True, bug="min_slice_last")
+        assert bool((last > srt[:, kc - 1]).any()) and not sound(best, last), S
+        best, last = warp_select_emulated(dist, kc, kb, splits=S, return_last=True, bug="drop_slice")
+        assert not torch.equal(best[1], srt[1, :kc]) and not sound(best, last), S
+
+
+def test_v4_flow_emulated_split_exact():
+    """v4_emulated with split-N gives the reference answer and the same certificates as without it (same
+    candidates, same last); the merge that skips the last slice loses the neighbours planted there."""
+    from harness.families.knn import v4_emulated
+
+    for kw in (V4_SHAPES[0], dict(Q=9, N=3000, D=16, k=10)):
+        s = _shape(**kw)
+        inp = P.make_inputs(s, "fp32", 1, CPU)
+        ref = P.reference(inp, s, "fp32")
+        one, split = v4_emulated(inp, s), v4_emulated(inp, s, splits=3)
+        assert P.check({"dist": split["dist"], "idx": split["idx"]}, ref, inp, s, "fp32").ok
+        assert torch.equal(one["ok"], split["ok"]) and torch.equal(one["idx"], split["idx"])
+    s = _shape(Q=4, N=3000, D=16, k=10)
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    for r in range(4):
+        inp["y"][2990 - r] = inp["x"][0] + 0.01 * (r + 1)
+    ref = P.reference(inp, s, "fp32")
+    assert v4_emulated(inp, s, splits=3)["ok"][0]
+    out = v4_emulated(inp, s, splits=3, bug="drop_slice")
+    res = P.check({"dist": out["dist"], "idx": out["idx"]}, ref, inp, s, "fp32")
+    assert not res.ok and "missing" in res.message
+
+
+def test_v4_offset_certification_fractions():
+    """The numbers in knn.cu's v4 comment: on clustered data far from the origin the certificate refuses (almost)
+    every query with tf32 products, and also with 3xTF32 or exact products -- the fp32 accumulation term
+    2γ(‖x'‖+‖y'‖)² dominates -- so no 3xTF32 instance is built. Control: on N(0, 1) data tf32 certifies most."""
+    from harness.families.knn import v4_emulated
+
+    s = _shape(Q=64, N=4000, D=128, k=10, data="offset")
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    frac = {p: float(v4_emulated(inp, s, products=p)["ok"].float().mean()) for p in ("tf32", "3xtf32", "exact")}
+    assert max(frac.values()) <= 0.05, frac
+    n = _shape(Q=64, N=4000, D=128, k=10)
+    ok = v4_emulated(P.make_inputs(n, "fp32", 0, CPU), n)["ok"]
+    assert float(ok.float().mean()) > 0.5
+
+
+def test_v4_xray_no_local_memory_two_blocks_per_sm():
+    """Every knn_v4 instance (KB = 32, 64, 128, and the split-N merge) compiles for sm_90 with 0 stack, 0 spills,
+    no LDL/STL in its SASS, <= 128 registers and >= 2 blocks of 256 threads per SM at D = 128; the main kernel keeps
+    HMMA and 128-bit loads, and its merges are not unrolled per query (SHFL count bounded; the 4-queries-in-registers
+    version had 9572). The occupancy rule rejects the old 178-register kernel (1 block/SM)."""
+    from harness.cuda import normalize_kernel_name, nvcc_path
+    from harness.families.knn import _v4_smem
+    from harness.xray import analyze_kernel, occupancy, tool
+
+    if nvcc_path() is None or tool("nvdisasm") is None and tool("cuobjdump") is None:
+        pytest.skip("nvcc / SASS tools not installed")
+    assert occupancy("sm_90", 178, 256, _v4_smem(128, 32))["blocks_per_sm"] == 1
+    v = P.variants["knn_v4_tf32_ws"]
+    for name in v.kernel_names("fp32")[1:]:
+        kb = int(name.split("<")[1].rstrip(">"))
+        build = v.source.build_for(name, "sm_90")
+        key = normalize_kernel_name(name)
+        main = name.startswith("knn_v4_tf32_ws")
+        f = analyze_kernel(build.cubin, build.mangled[key], "sm_90", 256, _v4_smem(128, kb) if main else 0,
+                           resources=build.resources[key].__dict__)
+        mix = f["mix"]
+        assert f["stack_bytes"] == 0 and f["spill_bytes"] == 0 and f["local_bytes"] == 0, (name, f)
+        assert mix["ldl"] == 0 and mix["stl"] == 0, (name, mix["ldl"], mix["stl"])
+        assert f["registers"] <= 128 and f["occupancy"]["blocks_per_sm"] >= 2, (name, f["registers"], f["occupancy"])
+        assert mix["shfl"] < 2000, (name, mix["shfl"])
+        if main:
+            assert mix["tensor"].get("HMMA", 0) > 0 and mix["ldg"].get(128, 0) > 0, (name, mix)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kw", V4_SHAPES + [dict(Q=37, N=1000, D=64, k=10)], ids=str)
 def test_gpu_v4_irregular(kw):
     res, out, ref, _ = _run("knn_v4_tf32_ws", _shape(**kw), "fp32", device=torch.device("cuda"))
+    assert res.ok, res.message
+    if kw.get("dups"):
+        assert torch.equal(out["idx"].cpu(), ref["idx"].cpu())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kw", [dict(Q=1, N=200_000, D=128, k=10), dict(Q=3, N=70_001, D=37, k=100),
+                                dict(Q=5, N=50_000, D=64, k=16, dups=True)], ids=str)
+def test_gpu_v4_split_n(kw):
+    """Q = 1..5 take the split-N path (grid.y slices + knn_v4_merge) and stay exact."""
+    from harness.families.knn import v4_split_plan
+
+    s = _shape(**kw)
+    assert v4_split_plan(s.Q, s.N, torch.cuda.get_device_properties(0).multi_processor_count)[0] > 1
+    res, out, ref, _ = _run("knn_v4_tf32_ws", s, "fp32", device=torch.device("cuda"))
     assert res.ok, res.message
     if kw.get("dups"):
         assert torch.equal(out["idx"].cpu(), ref["idx"].cpu())

@@ -197,6 +197,10 @@ def test_cli_list_format_csv_and_piped_progress(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "e.g. --shape M=" in res.stdout and "cuda_v1_naive" in res.stdout and "[fp32]" in res.stdout
     assert "one thread per C element" in res.stdout  # the variant's one-line description
+    res = subprocess.run(RUN + ["--kernel", "knn", "--list"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)  # a bare --list after --kernel lists that family only
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("knn:") and "knn_v4_tf32_ws" in res.stdout and "matmul:" not in res.stdout
     args = ["--kernel", "softmax", "--dtype", "float32", "--shape", "4x64", "--variants", "torch_softmax,torch_naive",
             "--no-figures", "--seeds", "1"]
     res = subprocess.run(RUN + args + ["--out", str(tmp_path / "a"), "--format", "csv", "--quiet"], cwd=ROOT,

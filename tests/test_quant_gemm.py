@@ -184,6 +184,7 @@ def test_problem_models_and_shapes():
     own = {"triton_w8a16": "w8a16", "triton_w4a16": "w4a16", "triton_w8a8": "w8a8", "triton_fp8": "fp8",
            "cuda_v1_w8a16": "w8a16", "cuda_v2_w4a16": "w4a16", "cuda_v3_w8a8_dp4a": "w8a8",
            "cuda_v4_w4a16_gemv": "w4a16", "cuda_v5_w8a16_gemv": "w8a16", "cuda_v6_w4a16_mma": "w4a16",
+           "cuda_v7_w4a16_marlin": "w4a16",
            "triton_w4a16_gemv": "w4a16", "triton_w8a16_gemv": "w8a16",
            "torch_int_mm": "w8a8", "torch_scaled_mm": "fp8"}
     assert set(own) | {"torch_bf16_dequant", "torch_dequant_matmul"} == set(P.variants)
@@ -587,6 +588,132 @@ def test_gpu_v6_matches_emulation(case, dtype):
     lc = fam.mma_launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
     cpu = {k: t.cpu() for k, t in inputs.items()}
     y = E.v6_w4a16(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"], lc["MT"])
+    ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
+    got = out["y"].cpu().double().numpy()
+    assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"
+
+
+# ------------------------------------------------------------------------------------------------ v7 (marlin)
+# (shape, split, MT): M tails (3, 20, 37 rows in 16 / 32 / 64-row CTAs), N tails (48, 272: lanes past N, a second
+# 256-column CTA with 16 live columns), K tails (208: a last 64-k tile with one k16 step), groups that straddle a
+# 64-k tile (g16, g32, g48: 2-4 scale slots per tile), 5 k tiles (a ring of 4 stages wraps), splits that do not divide
+# the k tiles (split 3 of 4 tiles: one empty split), sym and asym, MT = 1 / 2 / 4.
+V7_CASES = [(P.shape(M=3, N=48, K=320, scheme="w4a16", group=32, sym=False), 1, 1),
+            (P.shape(M=20, N=272, K=208, scheme="w4a16", group=16, sym=True), 2, 2),
+            (P.shape(M=37, N=64, K=256, scheme="w4a16", group=128, sym=False), 3, 4),
+            (P.shape(M=1, N=16, K=192, scheme="w4a16", group=48, sym=True), 2, 1)]
+# the known-wrong mappings each case can expose (load_stage needs >= 4 k tiles in a split, group_slot a tile that
+# straddles groups, a_swizzle a row other than 0)
+V7_REJECT = [None, ("a_swizzle", "b_pad"), ("nibble_swap", "wait_depth"), ("group_slot",)]
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", V7_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
+def test_emulated_v7_marlin_matches_reference(case, dtype):
+    """The lane-level emulation of qgemm_v7 (smem bytes, cp.async commit groups, ldmatrix, fragment tables) passes
+    the family's tolerance against the float64 reference, and every known-wrong mapping fails it."""
+    E = pytest.importorskip("tests.qgemm_emulation")
+    shape, split, mt = case
+    v = P.variants["cuda_v7_w4a16_marlin"]
+    assert v.skip_reason(shape, dtype) is None
+    inputs = P.make_inputs(shape, dtype, 4, "cpu")
+    ref = P.reference(inputs, shape, dtype)
+    exp = P.make_outputs(shape, dtype, "cpu")
+
+    def emulate(mutate=None):
+        y = E.v7_w4a16(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"], split, mt,
+                       mutate=mutate)
+        return {"y": torch.from_numpy(y).to(exp["y"].dtype)}
+
+    res = check_outputs(emulate(), ref, P.tol(dtype, v), exp)
+    assert res.ok, res.message
+    muts = V7_REJECT[V7_CASES.index(case)] or E.V7_MUTATIONS
+    for m in muts:
+        assert not check_outputs(emulate(m), ref, P.tol(dtype, v), exp).ok, f"mutation {m} passed"
+
+
+def test_v7_emulation_reads_the_cu_constants():
+    E = pytest.importorskip("tests.qgemm_emulation")
+    c = E.v7_constants()
+    assert (c["QG_V7_BK"], c["QG_V7_STAGES"], c["QG_V7_BPAD"], c["QG_V7_NT"]) == (64, 4, 32, 4)
+    assert set(E.V7_MUTATIONS) == {m for r in V7_REJECT if r for m in r} | {"load_stage"}
+    # {MAGIC + z, MAGIC + z} from a zero word by prmt | MAGIC is exact for every z in 0..15 (both dtypes)
+    C = E.constants()
+    z = np.arange(16, dtype=np.uint32)
+    zw = z | (z << np.uint32(8)) | (z << np.uint32(16)) | (z << np.uint32(24))
+    for t in range(4):
+        for dt, magic, base in (("fp16", C["QG_MAGIC_FP16"], 1024.0), ("bf16", C["QG_MAGIC_BF16"], 128.0)):
+            lo, hi = E.halves(E.prmt(zw, 0, C["QG_V7_PRMT_Z0"] + 0x0101 * t) | np.uint32(magic), dt)
+            assert np.array_equal(lo, base + z) and np.array_equal(hi, base + z)
+
+
+def test_v7_launch_and_smem():
+    """M = 16 makes >= 2 waves of CTAs on 132 SMs at both headline weights (split-K, no empty split); M = 256 needs
+    no split (>= 1.7 CTAs per SM, 2 resident); the dynamic shared memory matches the kernel's stage layout."""
+    for k, n in ((4096, 14336), (8192, 28672)):
+        lc = fam.v7_launch(16, n, k)
+        gm, split, gn = lc["grid"]
+        assert lc["MT"] == 1 and gm * split * gn >= 2 * 132 and split > 1, lc
+        ktiles = k // 64
+        assert (split - 1) * -(-ktiles // split) < ktiles  # no empty split
+        lc = fam.v7_launch(256, n, k)
+        assert lc["MT"] == 4 and lc["SPLIT"] == 1 and math.prod(lc["grid"]) >= 1.5 * 132, lc
+    assert [fam.v7_launch(m, 14336, 4096)["MT"] for m in (1, 16, 17, 32, 33, 256)] == [1, 1, 2, 2, 4, 4]
+    assert fam.v7_launch(1, 16, 64)["SPLIT"] == 1  # one k tile: nothing to split
+    # 4 stages x (x tile + 32 padded packed rows of 288 B + 4 scale and 4 zero slots of 256 columns)
+    assert [fam.v7_smem_bytes(mt) for mt in (1, 2, 4)] == [57344, 65536, 81920]
+    assert 2 * (fam.v7_smem_bytes(4) + 1024) <= 228 * 1024  # 2 CTAs per H100/H200 SM at M = 256
+
+
+def test_v7_skips_unsupported():
+    v = P.variants["cuda_v7_w4a16_marlin"]
+    assert v.description.startswith("(GPU-unverified)") and v.ladder == 7
+    assert "N % 16" in v.skip_reason(P.shape(M=16, N=40, K=128, scheme="w4a16", group=64), "fp16")
+    assert "group % 16" in v.skip_reason(P.shape(M=16, N=48, K=120, scheme="w4a16", group=40), "fp16")
+    assert v.skip_reason(P.shape(M=16, N=48, K=128, scheme="w8a16"), "fp16")
+    assert v.skip_reason(P.shape(M=256, N=14336, K=4096, scheme="w4a16", group=128, sym=False), "bf16") is None
+
+
+@pytest.mark.skipif(not _nvcc(), reason="nvcc not found")
+def test_v7_sass_has_hmma_ldgsts_ldsm():
+    """sm_90a only (the sm_80 build is covered by test_cuda_compiles_without_spills): every v7 instantiation has
+    HMMA.16816, cp.async (LDGSTS), ldmatrix (LDSM), no local memory, and MT x 16 HMMAs per 64-k tile."""
+    from harness import xray
+    from harness.cuda import normalize_kernel_name
+
+    if xray.tool("cuobjdump") is None:
+        pytest.skip("cuobjdump not found")
+    v = P.variants["cuda_v7_w4a16_marlin"]
+    for dtype in ("fp16", "bf16"):
+        for name, mt in zip(v.kernel_names(dtype), (1, 2, 4)):
+            r = v.source.resources(name, "sm_90a")
+            assert r["spill_store_bytes"] == r["spill_load_bytes"] == r["stack_bytes"] == 0, (name, r)
+            assert r["registers"] <= 128, (name, r)  # 2 CTAs of 256 threads per SM at MT = 4
+            b = v.source.build_for(name, "sm_90a")
+            ops = xray.sass_opcodes(b.cubin)[b.mangled[normalize_kernel_name(name)]]
+            hmma = [o for o in ops if o.startswith("HMMA.16816.F32")]
+            assert len(hmma) == 16 * mt, (name, len(hmma))
+            assert any(o.startswith("LDGSTS") for o in ops) and any(o.startswith("LDSM") for o in ops), name
+            assert not any(o.startswith(("LDL", "STL")) for o in ops), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", V7_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
+def test_gpu_v7_matches_emulation(case, dtype):
+    """On a GPU: v7 at the launcher's own split equals the emulation to fp32 accumulation error, run twice so the
+    tickets must have been re-armed."""
+    E = pytest.importorskip("tests.qgemm_emulation")
+    shape, _, _ = case
+    v = P.variants["cuda_v7_w4a16_marlin"]
+    inputs = P.make_inputs(shape, dtype, 4, "cuda")
+    out = P.make_outputs(shape, dtype, "cuda")
+    v.fn(inputs, out, shape)
+    v.fn(inputs, out, shape)
+    lc = fam.v7_launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
+    cpu = {k: t.cpu() for k, t in inputs.items()}
+    y = E.v7_w4a16(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"], lc["MT"])
     ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
     got = out["y"].cpu().double().numpy()
     assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"

@@ -724,26 +724,33 @@ def _register_cuda() -> None:
                         kernel=("knn_norms<{T}>", "knn_sqnorms<{T}>", "knn_v3_tc<{T},64>", "knn_v3_tc<{T},128>"),
                         description="WMMA x·yᵀ tile → k+margin candidates (v2's warp selection) → exact re-rank, "
                                     "certified (v2 for refused queries)")
-    # rung 4 — fp32 on tensor cores: centred TF32 WMMA expansion + FAISS-style WarpSelect in registers (thread
-    # queues, shuffle bitonic merges) for kc candidates, exact fp32 re-rank + certificate, v2 for refusals
+    # rung 4 — fp32 on tensor cores: centred TF32 WMMA expansion + FAISS-style WarpSelect (thread queues, register
+    # bitonic merges; queues in smem, 0 local memory, 2 blocks/SM) for kc candidates, exact fp32 re-rank +
+    # certificate, v2 for refusals; split-N over base slices + knn_v4_merge when Q/32 CTAs are < 2 waves (Q = 1)
     PROBLEM.add_variant("knn_v4_tf32_ws", "cuda", _cuda_v4, dtypes=("fp32",), source=src, ladder=4,
-                        supports=_v4_supports,
+                        supports=_v4_supports, compute_dtype="tf32",
                         kernel=("knn_centred_sqnorms", "knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>",
-                                "knn_v4_tf32_ws<128>"),
-                        description="(GPU-unverified) centred TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (register "
-                                    "thread queues + shuffle bitonic merge) keeps k+margin → exact fp32 re-rank, "
-                                    "certified (v2 for refused queries); l2 only")
+                                "knn_v4_tf32_ws<128>", "knn_v4_merge<32>", "knn_v4_merge<64>", "knn_v4_merge<128>"),
+                        description="(GPU-unverified) centred TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (thread "
+                                    "queues + register bitonic merge, no local memory, 2 blocks/SM) keeps k+margin → "
+                                    "exact fp32 re-rank, certified (v2 for refused queries); split-N base slices + "
+                                    "merge kernel when Q/32 CTAs < 2 waves; l2 only")
 
 
 # ---------------------------------------------------------------------------------- v4: launcher and CPU emulation
-V4_MAX_D = 768  # (D + 4)·128 B of query tile: 171 KB at D = 1024 would exceed the A100 opt-in
+V4_MAX_D = 768  # (D + 4)·128 B of query tile: 98.8 KB at D = 768 (+ 32 KB of queues: 154 KB <= A100's 163 KB)
+V4_SMEM_DEFAULT = 227 * 1024  # sm_90's opt-in per block; on a GPU the device's own figure is used
+V4_BLOCKS_PER_SM = 2  # 120-122 registers x 256 threads (__launch_bounds__(256, 2)); X-rayed in tests/test_knn.py
+V4_MIN_SLICE = 1024  # base rows per split-N slice at least: 8 tiles of 128 amortise the query tile and the list write
 
 
-def _v4_smem(D: int) -> int:
-    """knn_v4_tf32_ws's dynamic shared memory (the kernel traps on less): query tile, base stage, dot tile, mean,
-    norms. D = 128: 53.9 KB (opt-in above 48 KB)."""
+def _v4_smem(D: int, kb: int = 32) -> int:
+    """knn_v4_tf32_ws<kb>'s dynamic shared memory (the kernel traps on less): per-query queues [32][R][32] keys + kc-th
+    keys, query tile, base stage (reused as the dot tile), mean, norms. D = 128: 69.5 KB (KB = 32, 64), 101.5 KB
+    (KB = 128)."""
+    kw, nt = v4_queue_shape(kb)
     dp = (D + 7) // 8 * 8
-    return (32 * (dp + 4) + 128 * 36 + 32 * 132 + dp + 32 + 128) * 4
+    return 32 * (kw + nt) * 32 * 8 + 32 * 8 + (32 * (dp + 4) + max(128 * 36, 32 * 132) + dp + 32 + 128) * 4
 
 
 def v4_kb(kc: int) -> int:
@@ -757,6 +764,26 @@ def v4_queue_shape(kb: int) -> tuple[int, int]:
     return kw, (3 if kb == 32 else kw)
 
 
+def v4_split_plan(Q: int, N: int, sms: int = 132, per_sm: int = V4_BLOCKS_PER_SM) -> tuple[int, int]:
+    """(S, ns): base slices for split-N and rows per slice (a multiple of the 128-row tile; the last slice may be
+    shorter). S = 1 (no split) when ceil(Q/32) CTAs already fill ~2 waves of ``sms`` x ``per_sm``; otherwise enough
+    slices for ~2 waves, each at least V4_MIN_SLICE rows."""
+    blocks = -(-Q // 32)
+    want = 2 * sms * per_sm
+    S = min(-(-want // blocks), N // V4_MIN_SLICE)
+    if S <= 1:
+        return 1, N
+    ns = math.ceil(math.ceil(N / S) / 128) * 128
+    return -(-N // ns), ns
+
+
+def _v4_smem_limit() -> int:
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return int(getattr(props, "shared_memory_per_block_optin", V4_SMEM_DEFAULT))
+    return V4_SMEM_DEFAULT
+
+
 def _cuda_v4(inputs, out, shape):
     x, y = inputs["x"].contiguous(), inputs["y"].contiguous()
     Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
@@ -767,11 +794,19 @@ def _cuda_v4(inputs, out, shape):
     nk((-(-Q // 8),), (256,), x, Q, D, mu, xn)
     nk((-(-N // 8),), (256,), y, N, D, mu, yn)
     kc = v3_candidates(k, N)
+    kb = v4_kb(kc)
     ok = torch.empty(Q, device=x.device, dtype=torch.int32)
     vec = int(D % 4 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)
-    kern = _kernel(f"knn_v4_tf32_ws<{v4_kb(kc)}>")
-    kern((-(-Q // 32),), (256,), x, y, mu, xn, yn, out["dist"], out["idx"], ok, Q, N, D, k, kc, vec,
-         shared=_v4_smem(D))
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
+    S, ns = v4_split_plan(Q, N, sms)
+    # split-N: [Q, S, KB] keys (Q = 1, S ~ 264: 67 KB); S = 1 passes a 1-key dummy the kernel never touches
+    part = torch.empty((Q * S * kb) if S > 1 else 1, device=x.device, dtype=torch.int64)
+    kern = _kernel(f"knn_v4_tf32_ws<{kb}>")
+    kern((-(-Q // 32), S), (256,), x, y, mu, xn, yn, out["dist"], out["idx"], ok, part, Q, N, D, k, kc, vec, ns,
+         shared=_v4_smem(D, kb))
+    if S > 1:
+        _kernel(f"knn_v4_merge<{kb}>")((-(-Q // 8),), (256,), x, y, xn, part, out["dist"], out["idx"], ok, Q, N, D,
+                                       k, kc, S, vec)
     bad = (ok == 0).nonzero()[:, 0]
     if bad.numel():  # certificate refused: v2's direct differences (exact)
         sub = Shape({**shape, "Q": int(bad.numel())})
@@ -791,6 +826,10 @@ def _v4_supports(shape: Shape, dtype: str) -> str | None:
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
         major, minor = torch.cuda.get_device_capability()
         return f"TF32 WMMA needs sm_80+; this GPU is sm_{major}{minor}"
+    kb = v4_kb(v3_candidates(k_eff(shape), shape.N))
+    need, limit = _v4_smem(shape.D, kb), _v4_smem_limit()
+    if need > limit:
+        return f"D={shape.D}, KB={kb}: {need / 1024:.1f} KB of shared memory > {limit / 1024:.0f} KB per block"
     return None
 
 
@@ -835,20 +874,12 @@ def ws_sort_emulated(reg: torch.Tensor) -> torch.Tensor:
     return reg
 
 
-def warp_select_emulated(dist: torch.Tensor, kc: int, kb: int, bn: int = 128, bug: str | None = None) -> torch.Tensor:
-    """knn_v4_tf32_ws's selection for every query of ``dist`` [Q, N] (fp32 expansion distances), as the kernel runs
-    it: base tiles of ``bn`` columns (the last one partial), lane l takes columns l, l+32, ... of a tile; a key
-    beating the warp's kc-th goes into the lane's thread queue; after each 32-column step, if any lane's queue is
-    full, ws_sort over the [warp queue | thread queues] registers keeps the KB best; a last merge at the end.
-    Returns the kc best keys [Q, kc] in ascending order (EMPTY past the base). ``bug`` plants known-wrong variants:
-    "drop_last" (each merge loses the last thread-queue slot of lane 31), "no_flush" (no final merge), "no_tiebreak"
-    (keys without the index: equal distances keep an arbitrary row)."""
-    Q, N = dist.shape
+def _ws_select(keys: torch.Tensor, kc: int, kb: int, bn: int, bug: str | None) -> torch.Tensor:
+    """WarpSelect over the key stream ``keys`` [Q, N] in the kernel's order (tiles of ``bn`` columns, 32-column
+    steps, lane l takes column l of a step); returns the kc best [Q, kc] ascending (EMPTY past the stream)."""
+    Q, N = keys.shape
     kw, nt = v4_queue_shape(kb)
     R = kw + nt
-    keys = pack_keys(dist, torch.arange(N).expand(Q, N))
-    if bug == "no_tiebreak":  # order by distance only, last writer wins among equals
-        keys = (keys & ~0xFFFFFFFF) | (0xFFFFFFFF - torch.arange(N).expand(Q, N))
     reg = torch.full((Q, R, 32), _KEY_EMPTY, dtype=torch.int64)
     tc = torch.zeros((Q, 32), dtype=torch.int64)
     wk = torch.full((Q,), _KEY_EMPTY, dtype=torch.int64)
@@ -869,7 +900,7 @@ def warp_select_emulated(dist: torch.Tensor, kc: int, kb: int, bn: int = 128, bu
         for h in range(bn // 32):
             n = n0 + 32 * h + torch.arange(32)
             valid = n < N
-            key = torch.where(valid[None, :], keys[:, n.clamp(max=N - 1)], torch.full((Q, 32), _KEY_EMPTY))
+            key = torch.where(valid[None, :], keys[:, n.clamp(max=max(N - 1, 0))], torch.full((Q, 32), _KEY_EMPTY))
             take = key < wk[:, None]
             slot = (kw + tc).clamp(max=R - 1)
             reg[qs[take], slot[take], lanes[take]] = key[take]
@@ -882,6 +913,42 @@ def warp_select_emulated(dist: torch.Tensor, kc: int, kb: int, bn: int = 128, bu
     return reg.reshape(Q, -1)[:, :kc]
 
 
+def warp_select_emulated(dist: torch.Tensor, kc: int, kb: int, bn: int = 128, bug: str | None = None,
+                         splits: int = 1, return_last: bool = False):
+    """knn_v4_tf32_ws's selection for every query of ``dist`` [Q, N] (fp32 expansion distances), as the kernel runs
+    it: base tiles of ``bn`` columns (the last one partial), lane l takes columns l, l+32, ... of a tile; a key
+    beating the warp's kc-th goes into the lane's thread queue; after each 32-column step, if any lane's queue is
+    full, ws_sort over the [warp queue | thread queues] registers keeps the KB best; a last merge at the end.
+    Returns the kc best keys [Q, kc] in ascending order (EMPTY past the base), and with ``return_last`` also the
+    certificate's ``last`` key [Q] (the kc-th). ``splits`` > 1 runs split-N: slices of v4_split_plan's length
+    (a multiple of ``bn``), each selecting its kc best into a KB-wide list (EMPTY past kc), then knn_v4_merge's
+    WarpSelect over the S·KB listed keys (32 per step); ``last`` = the merged kc-th key. ``bug`` plants known-wrong
+    variants: "drop_last" (each merge loses the last thread-queue slot of lane 31), "no_flush" (no final merge),
+    "no_tiebreak" (keys without the index: equal distances keep an arbitrary row), and for splits > 1
+    "min_slice_last" (last = the smallest slice's kc-th key, which is >= the merged one: unsound) and "drop_slice"
+    (the merge reads S-1 slices)."""
+    Q, N = dist.shape
+    keys = pack_keys(dist, torch.arange(N).expand(Q, N))
+    if bug == "no_tiebreak":  # order by distance only, last writer wins among equals
+        keys = (keys & ~0xFFFFFFFF) | (0xFFFFFFFF - torch.arange(N).expand(Q, N))
+    sel_bug = bug if bug in ("drop_last", "no_flush") else None
+    if splits <= 1:
+        best = _ws_select(keys, kc, kb, bn, sel_bug)
+        return (best, best[:, kc - 1]) if return_last else best
+    ns = math.ceil(math.ceil(N / splits) / bn) * bn  # v4_split_plan's slice length
+    lists = []
+    for n0 in range(0, N, ns):
+        lst = torch.full((Q, kb), _KEY_EMPTY, dtype=torch.int64)
+        lst[:, :kc] = _ws_select(keys[:, n0:n0 + ns], kc, kb, bn, sel_bug)
+        lists.append(lst)
+    slice_last = torch.stack([lst[:, kc - 1] for lst in lists], 1)
+    if bug == "drop_slice":
+        lists = lists[:-1]
+    best = _ws_select(torch.cat(lists, 1), kc, kb, 32, sel_bug)
+    last = slice_last.min(1).values if bug == "min_slice_last" else best[:, kc - 1]
+    return (best, last) if return_last else best
+
+
 def tf32_round(t: torch.Tensor) -> torch.Tensor:
     """cvt.rna.tf32.f32: round fp32 to 10 mantissa bits, ties away from zero (finite inputs)."""
     b = t.float().contiguous().view(torch.int32)
@@ -889,11 +956,17 @@ def tf32_round(t: torch.Tensor) -> torch.Tensor:
     return b.view(torch.float32)
 
 
-def v4_emulated(inputs, shape, bug: str | None = None) -> dict[str, torch.Tensor]:
+V4_PRODUCTS = {"tf32": 2.0 ** -10, "3xtf32": 2.0 ** -20, "exact": 0.0}  # u_prod of the dot's products
+
+
+def v4_emulated(inputs, shape, bug: str | None = None, splits: int = 1, products: str = "tf32"
+                ) -> dict[str, torch.Tensor]:
     """knn_v4_tf32_ws's whole l2 flow on the CPU: base mean μ, centred fp32 squared norms, the dot x'·y'ᵀ of the
     tf32-rounded centred rows (products exact in fp32/float64 here; the tensor core's accumulation is in the
-    certificate's γ), the expansion, WarpSelect of kc candidates, exact fp32 re-rank from the original rows, the
-    certificate (u_prod = 2⁻¹⁰, centred) and the exact fallback for refused queries."""
+    certificate's γ), the expansion, WarpSelect of kc candidates (``splits`` > 1: split-N slices + merge, as
+    knn_v4_merge), exact fp32 re-rank from the original rows, the certificate (u_prod of ``products``, centred) and
+    the exact fallback for refused queries. ``products``: "tf32" (the kernel), "3xtf32" (hi·hi + hi·lo + lo·hi with
+    hi = tf32(x'), lo = tf32(x' − hi)) or "exact" — what-ifs for the certificate on offset data."""
 
     x, y = inputs["x"].float(), inputs["y"].float()
     N, D, k = shape.N, shape.D, k_eff(shape)
@@ -901,17 +974,25 @@ def v4_emulated(inputs, shape, bug: str | None = None) -> dict[str, torch.Tensor
     mu = y.mean(0, dtype=torch.float64).float()
     xc, yc = x - mu, y - mu
     xn, yn = (xc * xc).sum(1), (yc * yc).sum(1)
-    dot = (tf32_round(xc).double() @ tf32_round(yc).double().T).float()
+    if products == "exact":
+        dot = (xc.double() @ yc.double().T).float()
+    else:
+        xh, yh = tf32_round(xc).double(), tf32_round(yc).double()
+        dot = xh @ yh.T
+        if products == "3xtf32":
+            dot = dot + xh @ tf32_round(yc - yh.float()).double().T + tf32_round(xc - xh.float()).double() @ yh.T
+        dot = dot.float()
     exp_d = (xn[:, None] + yn[None, :]) - 2.0 * dot
-    keys = warp_select_emulated(exp_d, kc, v4_kb(kc), bug=bug)
+    keys, last_key = warp_select_emulated(exp_d, kc, v4_kb(kc), bug=bug, splits=splits, return_last=True)
     ev, ci = unpack_keys(keys)
-    last = torch.where(keys[:, -1] == _KEY_EMPTY, torch.full_like(ev[:, -1], float("inf")), ev[:, -1])
+    lv, _ = unpack_keys(last_key)
+    last = torch.where(last_key == _KEY_EMPTY, torch.full_like(lv, float("inf")), lv)
     ci = ci.clamp(max=N - 1)  # EMPTY slots only exist when kc >= N, i.e. never past the re-rank's k
     ex = ((x[:, None, :] - y[ci]) ** 2).sum(-1)
     d, i = _lex_sort(ex, ci, k)
     ok = torch.ones(shape.Q, dtype=torch.bool) if kc >= N else certified(
-        last, d[:, k - 1].double(), expansion_error(xn.double().sqrt(), d[:, k - 1].double(), D, 2.0 ** -10, True),
-        D)
+        last, d[:, k - 1].double(),
+        expansion_error(xn.double().sqrt(), d[:, k - 1].double(), D, V4_PRODUCTS[products], True), D)
     rows = (~ok).nonzero()[:, 0]
     if rows.numel():
         d[rows], i[rows] = _stable_topk(_torch_dist(x[rows], y, "l2", False), k)

@@ -315,7 +315,8 @@ def triton_fp8(inputs, out, shape):
 _NAMES = ("qgemm_v1_w8a16<{T}>", "qgemm_v2_w4a16<{T},4>", "qgemm_v3_w8a8_dp4a<{T}>",
           "qgemm_v4_w4a16_gemv<{T},1>", "qgemm_v4_w4a16_gemv<{T},2>",
           "qgemm_v5_w8a16_gemv<{T},1>", "qgemm_v5_w8a16_gemv<{T},2>",
-          "qgemm_v6_w4a16_mma<{T},1,4>", "qgemm_v6_w4a16_mma<{T},2,4>")
+          "qgemm_v6_w4a16_mma<{T},1,4>", "qgemm_v6_w4a16_mma<{T},2,4>",
+          "qgemm_v7_w4a16_marlin<{T},1,8>", "qgemm_v7_w4a16_marlin<{T},2,8>", "qgemm_v7_w4a16_marlin<{T},4,8>")
 SRC = CudaSource("quant_gemm.cu",
                  instantiate=[n.replace("{T}", CUDA_TYPES[d]) for d in ("fp16", "bf16") for n in _NAMES])
 _KERNELS: dict[str, object] = {}
@@ -437,7 +438,7 @@ def cuda_v4_w4a16_gemv(inputs, out, shape):
     _launch_w4a16("cuda_v4_w4a16_gemv", f"qgemm_v4_w4a16_gemv<{{T}},{lc['MT']}>", lc, 128, inputs, out, shape)
 
 
-def _launch_w4a16(variant: str, kernel: str, lc: dict, block: int, inputs, out, shape) -> None:
+def _launch_w4a16(variant: str, kernel: str, lc: dict, block: int, inputs, out, shape, shared: int = 0) -> None:
     """The W4A16 rungs' shared call: x [M, K], packed qw, scale (and zero) [K/group, N] in the activation dtype,
     y [M, N]; split-K workspace and tickets from ``lc`` (gemv_launch / mma_launch). No zero: qw stands in, flag 0."""
     x, y, scale = inputs["x"], out["y"], inputs["scale"]
@@ -448,7 +449,7 @@ def _launch_w4a16(variant: str, kernel: str, lc: dict, block: int, inputs, out, 
     _kernel(kernel, x.dtype)(
         lc["grid"], block, x.contiguous(), inputs["qw"], scale.contiguous(),
         zero if zero is not None else inputs["qw"], int(zero is not None), y, ws, tickets,
-        shape["M"], shape["N"], shape["K"], shape["group"])
+        shape["M"], shape["N"], shape["K"], shape["group"], shared=shared)
 
 
 @PROBLEM.variant("cuda_v5_w8a16_gemv", "cuda", source=SRC, kernel=("qgemm_v5_w8a16_gemv<{T},1>",
@@ -505,6 +506,47 @@ def cuda_v6_w4a16_mma(inputs, out, shape):
     lc = mma_launch(shape["M"], shape["N"], shape["K"], sms)
     _launch_w4a16("cuda_v6_w4a16_mma", f"qgemm_v6_w4a16_mma<{{T}},{lc['MT']},{_MMA_WARPS}>", lc, lc["block"],
                   inputs, out, shape)
+
+
+# v7: Marlin-style W4A16 (cuda_src/quant_gemm.cu header): 256-thread CTAs of 16 MT rows x 256 columns x 64 k, a
+# 4-stage cp.async pipeline through shared memory, every dequantised B fragment reused by the warp's MT m16 tiles.
+_V7_WARPS, _V7_BN, _V7_BK, _V7_STAGES = 8, 256, 64, 4
+
+
+def v7_smem_bytes(mt: int) -> int:
+    """Dynamic shared memory of qgemm_v7<T, mt, 8> (QgV7::SMEM): 4 stages of x (16 mt x 64 x 2 B), packed rows
+    (32 x (256 + 32) B), 4 scale slots (4 x 512 B) and 4 zero slots (4 x 256 B)."""
+    stage = 16 * mt * _V7_BK * 2 + (_V7_BK // 2) * (_V7_BN + 32) + (_V7_BK // 16) * _V7_BN * 3
+    return _V7_STAGES * stage
+
+
+def v7_launch(M: int, N: int, K: int, sms: int = _MMA_SMS) -> dict:
+    """Grid of qgemm_v7: MT = 1 / 2 / 4 m16 tiles per CTA (M <= 16 / 32 / beyond), grid (M blocks, SPLIT, N tiles).
+    Split-K only when the output tiles are fewer than the SMs (decode M): then SPLIT makes >= 2 waves of CTAs, each
+    split keeping >= 2 k tiles, none empty. At M = 256 the 224 (4096 x 14336) / 448 (8192 x 28672) tiles already
+    exceed the 132 SMs with 2 CTAs resident per SM; splitting them would add 2 x SPLIT x M x N x 4 B of fp32
+    partials (29 MB at SPLIT 2) for no fewer rounds."""
+    mt = 1 if M <= 16 else 2 if M <= 32 else 4
+    gm, gn = -(-M // (16 * mt)), -(-N // _V7_BN)
+    ktiles = -(-K // _V7_BK)
+    split = 1
+    if gm * gn < sms:
+        split = max(1, min(-(-2 * sms // (gm * gn)), ktiles // 2))
+        split = -(-ktiles // -(-ktiles // split))  # every split gets >= 1 k tile
+    return {"MT": mt, "SPLIT": split, "grid": (gm, split, gn), "block": 32 * _V7_WARPS, "smem": v7_smem_bytes(mt)}
+
+
+@PROBLEM.variant("cuda_v7_w4a16_marlin", "cuda", source=SRC,
+                 kernel=tuple(f"qgemm_v7_w4a16_marlin<{{T}},{mt},8>" for mt in (1, 2, 4)), ladder=7,
+                 supports=_all(_needs("w4a16"), _mma_ok),
+                 description="(GPU-unverified) Marlin-style: 4-stage cp.async of x/packed/scale tiles to smem, "
+                             "ldmatrix A, lop3 dequant once per CTA reused by MT m16 tiles, split-K at decode M")
+def cuda_v7_w4a16_marlin(inputs, out, shape):
+    y = out["y"]
+    sms = torch.cuda.get_device_properties(y.device).multi_processor_count if y.is_cuda else _MMA_SMS
+    lc = v7_launch(shape["M"], shape["N"], shape["K"], sms)
+    _launch_w4a16("cuda_v7_w4a16_marlin", f"qgemm_v7_w4a16_marlin<{{T}},{lc['MT']},{_V7_WARPS}>", lc, lc["block"],
+                  inputs, out, shape, shared=lc["smem"])
 
 
 # ---------------------------------------------------------------------------------------------------- torch
