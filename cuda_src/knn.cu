@@ -482,10 +482,18 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 
 // =================================================================================================================
 // v4 (tf32 + WarpSelect): fp32 inputs on tensor cores, exact by re-rank. Idea: v3's structure with two changes.
-// (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data (x' = x - mu, y' = y - mu, mu = base mean, subtracted
-// while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative); the expansion
-// |x'|^2 + |y'|^2 - 2 x'.y' uses fp32 norms of the centred rows (knn_centred_sqnorms). Centring makes its error
-// scale with the cluster spread, not the offset (offset data: |x| ~ 11k, |x'| ~ 550). (2) Selection is FAISS's
+// (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data, x' = x - c, y' = y - c with c = the CTA's OWN centre
+// (subtracted while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative). The
+// launcher orders the queries with kernels.knn.group_queries so each CTA's 32 come from one cluster, and CTA b is
+// centred at their mean, centres[b] (Q <= 32: the queries' mean; Q = 1: the query itself, so the expansion is the
+// direct difference up to the tf32 rounding of y - x). The expansion |x'|^2 + |y'|^2 - 2 x'.y' error bound grows
+// with |x'|.|y'| of the rows near x: ~8-10 within a cluster (D = 64) instead of ~400-550 at the base mean. The
+// norms depend on the CTA's centre, so both are made in-kernel from the centred fp32 values BEFORE the tf32
+// rounding (the certificate's model: fp32 norms of the unrounded rows, the dot's input rounding charged by u_prod):
+// |x'|^2 by one warp per query (v4_centred_sqnorm; knn_v4_merge recomputes it with centres[q / 32], same bits),
+// |y'|^2 of each 128-row tile from the staged values (one FMA per value across the BD-deep stages, one 8-thread
+// xor tree per tile). Emulated order: harness.families.knn.v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated.
+// (2) Selection is FAISS's
 // WarpSelect instead of v3's shared-memory list + ballot: per query a warp queue of KB keys (KW = KB/32 per lane,
 // position p = 32*j + lane, sorted ascending) and per lane a thread queue of NT keys (R = KW + NT a power of two).
 // A distance whose key beats the warp's kc-th key goes into the lane's thread queue; after each 32-column step, if
@@ -510,11 +518,15 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // Every non-candidate therefore has expansion key >= L, which is what certified() needs -- the same certificate as
 // without the split (and the same candidates: each global top-kc row is in its slice's top kc). Using min_s L_s
 // instead (>= L) or merging S-1 slices is unsound; tests/test_knn.py's emulation rejects both.
-// 3xTF32 for data=offset (issue 20): measured with v4_emulated's expansion on _S(64, 4000, 128, 10, data="offset")
-// (3 seeds, |x'| ~ 540): certified fraction 0.00 with tf32 products (u_prod = 2^-10: bound ~1200 vs gap ~-3),
-// 0.00 with 3xTF32 (2^-20: bound ~38 vs gap ~13) and 0.00 with exact products (bound ~37): the fp32 accumulation
-// term 2 gamma (|x'| + |y'|)^2, gamma = (D+4) 2^-23, dominates, so a SPLIT (3xTF32) instance would certify nothing
-// more and is not built; refused queries keep going to v2 (fp32 norms/dot with a larger accumulator would be needed).
+// Certified fraction on data=offset (issue 20), v4_emulated on _S(1024, 4000, 64, 10, data="offset"), seeds 0-2
+// (32 CTAs, ~4 per cluster): base-mean centre (the flow before, |x - mu| ~ 350-400): 0.00 / 0.00 / 0.00 with tf32
+// products (the error bound ~2^-9 |x'||y'| dwarfs the gap at rank kc); seed 0 with 3xTF32 0.36 and exact products
+// 0.40 (there the fp32 accumulation term 2 gamma (|x'| + |y'|)^2, gamma = (D+4) 2^-23, dominates; at D = 128,
+// Q = 64 all three were 0.00). Per-CTA centres: tf32 0.866 / 0.810 / 0.821, 3xTF32 0.979 / 0.969 / 0.974, exact
+// products 0.979 / 0.973 / 0.978. Every CTA whose 32 queries
+// come from one cluster (25-27 of 32) certifies 100% with tf32; the refusals are the 5-7 CTAs that straddle two
+// clusters (|x - c| ~ 40-160 median, up to ~600), where 3xTF32 would help but costs 3x the MMA: a grouping that
+// never straddles (cluster-aligned CTAs, some part-filled) is the cheaper fix; no 3xTF32 instance is built.
 // Napkin math (1M x 128, Q = 10k, k = 10): 2.56 TFLOP; dense TF32 on H100/H200 is ~495 TF, so the MMA part is
 // ~5 ms; the base (512 MB) is re-read once per 32-query block from L2/HBM: 313 blocks x 512 MB = 160 GB, most
 // from L2 (a wave of 132 x 2 blocks walks the base in step) -> ~15-30 ms; the selection costs one pack + compare
@@ -522,20 +534,23 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // insertions and ~100 merges of ~700 instructions per query. Target 150k QPS = 67 ms per 10k queries: the
 // budget is there if selection and staging overlap. Q = 1: one CTA walked 512 MB at one SM's share of bandwidth
 // (~20-25 GB/s... tens of ms); split into 521 slices of 1920 rows (2 waves of 132 SMs x 2 blocks) it is one pass
-// over the base at HBM speed (~0.2 ms) plus one warp merging 521*32 keys (~10 us). What it should change vs v3:
+// over the base at HBM speed (~0.2 ms) plus one warp merging 521*32 keys (~10 us). Per-CTA centres cost the
+// in-kernel norms: |y'|^2 is one FMA per staged value, 313 CTAs x 1M x 128 = 4e10 FMAs (1/32 of the MMA's MACs)
+// plus 24 SHFL/FADD per thread per tile: ~1.7e9 warp instructions, ~2 ms of issue at 132 SMs x 4 x 1.75 GHz (~3%
+// of the 67 ms budget); |x'|^2 is Q*D FMAs; group_queries is a Q x 64 x D expansion + a 64-step host chain (~1 ms,
+// one sync). Gone: the base-mean pass and the two centred-norm passes over x and y. What it should change vs v3:
 // fp32 data on tensor cores (v3 is fp16/bf16 only; fp32 today is v2's SIMT FMA at ~67 TF peak, ~7 TF measured for
 // triton_fused), the list sorts in shared memory (2*KB keys, log^2 stages with __syncwarp) become register sorts
-// run only when a thread queue fills, 2 blocks/SM instead of 1 (120-122 registers, 0 local memory, 370-1080
+// run only when a thread queue fills, 2 blocks/SM instead of 1 (112-116 registers, 0 local memory, 387-1097
 // SHFL instead of 9572), Q = 1 latency by split-N, and 16-byte loads for fp32 rows (D % 4 == 0).
 // (GPU-unverified: compiled and X-rayed here, algorithm emulated in tests/test_knn.py, never run on a GPU.)
-__global__ void __launch_bounds__(256) knn_centred_sqnorms(const float* __restrict__ a, int rows, int D,
-                                                           const float* __restrict__ mu, float* __restrict__ sq) {
-  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
-  if (row >= rows) return;
+// |x - c|^2 of one row in fp32 for one warp: lane-strided FMAs, then warp_reduce_sum (xor butterfly). The main
+// kernel (c = its CTA's centre in shared memory) and knn_v4_merge (c = the same row from global) get the same bits.
+__device__ __forceinline__ float v4_centred_sqnorm(const float* __restrict__ xr, const float* __restrict__ c, int D,
+                                                   int lane) {
   float s = 0.f;
-  for (int i = lane; i < D; i += 32) { float v = a[(long long)row * D + i] - mu[i]; s = fmaf(v, v, s); }
-  s = warp_reduce_sum(s);
-  if (lane == 0) sq[row] = s;
+  for (int i = lane; i < D; i += 32) { const float v = xr[i] - c[i]; s = fmaf(v, v, s); }
+  return warp_reduce_sum(s);
 }
 
 // Ascending bitonic sort of the 32*R keys r[j] of lanes 0..31 (position 32*j + lane), all in registers.
@@ -664,13 +679,12 @@ __device__ __forceinline__ void v4_finish(unsigned long long* st, unsigned long 
   }
 }
 
-// Rows [ns*blockIdx.y, min(N, ns*(blockIdx.y+1))) of the base; gridDim.y == 1: the whole base, re-rank here;
-// gridDim.y = S > 1: the slice's kc best keys go to part[q][blockIdx.y][0..KB) and knn_v4_merge finishes.
+// Queries q0 = 32*blockIdx.x .. q0+31 (grouped by the launcher), centred at centres[blockIdx.x][0..D); base rows
+// [ns*blockIdx.y, min(N, ns*(blockIdx.y+1))); gridDim.y == 1: the whole base, re-rank here; gridDim.y = S > 1: the
+// slice's kc best keys go to part[q][blockIdx.y][0..KB) and knn_v4_merge finishes.
 template <int KB>
 __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict__ x, const float* __restrict__ y,
-                                                         const float* __restrict__ mu,
-                                                         const float* __restrict__ xnorm,
-                                                         const float* __restrict__ ynorm, float* __restrict__ out_d,
+                                                         const float* __restrict__ centres, float* __restrict__ out_d,
                                                          long long* __restrict__ out_i, int* __restrict__ ok,
                                                          unsigned long long* __restrict__ part, int Q, int N, int D,
                                                          int k, int kc, int vec, int ns) {
@@ -688,9 +702,9 @@ __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict
   float* xs = reinterpret_cast<float*>(wks + BQ);         // [BQ][LDX] centred, tf32-rounded queries
   float* ys = xs + BQ * LDX;                              // [BN][LDY] centred, tf32-rounded base stage
   float* ds = ys;                                         // [BQ][LDD] dot tile: reuses the stage after the MMA
-  float* mus = ys + STAGE;                                // [Dp]      base mean (zeros past D)
-  float* xn = mus + Dp;                                   // [BQ]      |x'|^2
-  float* yn = xn + BQ;                                    // [BN]      |y'|^2 of the tile's rows
+  float* mus = ys + STAGE;                                // [Dp]      this CTA's centre c (zeros past D)
+  float* xn = mus + Dp;                                   // [BQ]      |x - c|^2 (fp32, unrounded)
+  float* yn = xn + BQ;                                    // [BN]      |y - c|^2 of the tile's rows (fp32, unrounded)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp >> 2, wn = warp & 3;                // rows 16*wm.., columns 32*wn.. (two 16x16 fragments)
   const int q0 = blockIdx.x * BQ, S = gridDim.y, s = blockIdx.y;
@@ -702,9 +716,15 @@ __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict
   }
   for (int i = tid; i < BQ * R * 32; i += 256) st[i] = EMPTY_KEY;
   if (tid < BQ) wks[tid] = EMPTY_KEY;
-  for (int i = tid; i < Dp; i += 256) mus[i] = i < D ? mu[i] : 0.f;
-  if (tid < BQ) xn[tid] = q0 + tid < Q ? xnorm[q0 + tid] : 0.f;
+  for (int i = tid; i < Dp; i += 256) mus[i] = i < D ? centres[(long long)blockIdx.x * D + i] : 0.f;
   __syncthreads();
+#pragma unroll 1
+  for (int qq = 0; qq < QW; ++qq) {  // each warp the norms of its own QW queries (read by that warp only)
+    const int ql = warp * QW + qq;
+    const bool in = q0 + ql < Q;  // past Q: 0 columns, but the butterfly's shuffles stay unconditional
+    const float s2 = v4_centred_sqnorm(x + (long long)(in ? q0 + ql : 0) * D, mus, in ? D : 0, lane);
+    if (lane == 0) xn[ql] = s2;
+  }
   if (vec) {  // D % 4 == 0, 16-byte aligned rows: one float4 per load
     for (int e = tid; e < BQ * (Dp / 4); e += 256) {
       const int r = e / (Dp / 4), d = 4 * (e % (Dp / 4));
@@ -725,28 +745,38 @@ __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict
 
   unsigned tcp = 0;  // thread-queue fill of this lane for query QW*warp + qq: bits 8*qq .. 8*qq+7
   for (int n0 = nb; n0 < ne; n0 += BN) {
-    if (tid < BN) yn[tid] = n0 + tid < ne ? ynorm[n0 + tid] : 0.f;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     wmma::fill_fragment(acc[0], 0.f);
     wmma::fill_fragment(acc[1], 0.f);
+    // |y - c|^2 of the tile's rows from the centred fp32 values BEFORE the tf32 rounding (what the certificate
+    // assumes). Each stage hands a thread 4 columns of rows tid/8 + 32i (i < 4; 8 threads a row, lanes 8j..8j+7
+    // of one warp): one FMA per value into yp[i] across all stages, then one xor tree over the row's 8 threads
+    // per tile. D = 128: 64 FMAs + 12 SHFL + 12 FADD per thread per tile next to 32x128x128 MACs of MMA.
+    constexpr int YR = BN * (BD / 4) / 256;
+    float yp[YR];
+#pragma unroll
+    for (int i = 0; i < YR; ++i) yp[i] = 0.f;
     for (int d0 = 0; d0 < Dp; d0 += BD) {
-      if (vec) {
-        for (int e = tid; e < BN * (BD / 4); e += 256) {
-          const int r = e / (BD / 4), c = 4 * (e % (BD / 4)), d = d0 + c;
-          float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (n0 + r < ne && d < D) {
-            v = *reinterpret_cast<const float4*>(y + (long long)(n0 + r) * D + d);
-            v = make_float4(wmma::__float_to_tf32(v.x - mus[d]), wmma::__float_to_tf32(v.y - mus[d + 1]),
-                            wmma::__float_to_tf32(v.z - mus[d + 2]), wmma::__float_to_tf32(v.w - mus[d + 3]));
+#pragma unroll
+      for (int i = 0; i < YR; ++i) {
+        const int e = tid + 256 * i, r = e / (BD / 4), c = 4 * (e % (BD / 4)), d = d0 + c;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (n0 + r < ne && d < D) {
+          const float* src = y + (long long)(n0 + r) * D + d;
+          if (vec) {  // D % 4 == 0, 16-byte aligned rows: one float4 per load
+            v = *reinterpret_cast<const float4*>(src);
+          } else {
+            v.x = src[0];
+            if (d + 1 < D) v.y = src[1];
+            if (d + 2 < D) v.z = src[2];
+            if (d + 3 < D) v.w = src[3];
           }
-          *reinterpret_cast<float4*>(ys + r * LDY + c) = v;
+          v = make_float4(v.x - mus[d], v.y - mus[d + 1], v.z - mus[d + 2], v.w - mus[d + 3]);  // 0 past D
         }
-      } else {
-        for (int e = tid; e < BN * BD; e += 256) {
-          const int r = e / BD, c = e % BD, d = d0 + c;
-          ys[r * LDY + c] = (n0 + r < ne && d < D) ? wmma::__float_to_tf32(y[(long long)(n0 + r) * D + d] - mus[d])
-                                                   : 0.f;
-        }
+        yp[i] = fmaf(v.w, v.w, fmaf(v.z, v.z, fmaf(v.y, v.y, fmaf(v.x, v.x, yp[i]))));
+        *reinterpret_cast<float4*>(ys + r * LDY + c) =
+            make_float4(wmma::__float_to_tf32(v.x), wmma::__float_to_tf32(v.y), wmma::__float_to_tf32(v.z),
+                        wmma::__float_to_tf32(v.w));
       }
       __syncthreads();
       const int kend = min(BD, Dp - d0);
@@ -762,6 +792,14 @@ __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict
         }
       }
       __syncthreads();  // ys is refilled by the next stage or overwritten by the dot tile
+    }
+#pragma unroll
+    for (int i = 0; i < YR; ++i) {  // constant trip count, whole warps: the shuffles are provably converged
+      float s2 = yp[i];
+      s2 += __shfl_xor_sync(0xffffffffu, s2, 1);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, 2);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, 4);
+      if ((tid & 7) == 0) yn[tid / 8 + 32 * i] = s2;  // read after the barrier below (the dot tile's)
     }
 #pragma unroll
     for (int f = 0; f < 2; ++f)
@@ -811,11 +849,12 @@ __global__ void __launch_bounds__(256, 2) knn_v4_tf32_ws(const float* __restrict
 }
 
 // Split-N second stage: one warp per query streams the S slices' kc-best lists (part[q][S][KB], EMPTY past kc)
-// through WarpSelect, then re-ranks the kc best and certifies with last = the merged kc-th key (see above).
+// through WarpSelect, then re-ranks the kc best and certifies with last = the merged kc-th key (see above) and
+// |x - c|^2 recomputed with query q's own centre, centres[q / 32] (the main kernel's CTA row; same bits).
 // (256, 4): with (256) alone ptxas chose 40-48 registers and spilled 28-60 B around the register sort.
 template <int KB>
 __global__ void __launch_bounds__(256, 4) knn_v4_merge(const float* __restrict__ x, const float* __restrict__ y,
-                                                       const float* __restrict__ xnorm,
+                                                       const float* __restrict__ centres,
                                                        const unsigned long long* __restrict__ part,
                                                        float* __restrict__ out_d, long long* __restrict__ out_i,
                                                        int* __restrict__ ok, int Q, int N, int D, int k, int kc,
@@ -833,6 +872,7 @@ __global__ void __launch_bounds__(256, 4) knn_v4_merge(const float* __restrict__
 #pragma unroll 1
   for (int c = lane; c < S * KB; c += 32) ws_push<KW, NT>(src[c], sq, wk, tc, kc, lane);  // S*KB % 32 == 0
   const unsigned long long last_key = ws_merge<KW, R>(sq, kc, lane);
-  v4_finish<KW>(sq, last_key, x + (long long)q * D, y, xnorm[q], N, D, k, kc, vec, out_d + (long long)q * k,
+  const float xn2 = v4_centred_sqnorm(x + (long long)q * D, centres + (long long)(q / 32) * D, D, lane);
+  v4_finish<KW>(sq, last_key, x + (long long)q * D, y, xn2, N, D, k, kc, vec, out_d + (long long)q * k,
                 out_i + (long long)q * k, ok + q, lane);
 }

@@ -388,10 +388,12 @@ def _triton_supports(max_k: int, sort_merge: bool = False, exact: bool = False):
 # no tl.dot, so it should run at a fraction of the FMA roof (the certificate's fallback)
 PROBLEM.add_variant("triton_exact", "triton", _triton(mode="exact"), supports=_triton_supports(512, exact=True),
                     description="rung 0: direct differences Σ(x−y)² per pair (no dot, no re-rank): exact, slow")
-# rung 1 — fused tl.dot expansion on centred data keeps k+margin candidates, exact fp32 re-rank + certificate:
+# rung 1 — fused tl.dot expansion on centred data keeps k+margin candidates, exact fp32 re-rank + certificate
+# (each program centred at the mean of its queries, grouped by cluster: kernels.knn.group_queries — on clustered
+# offset data (Q = 1024) it refuses 47 queries instead of 662, which take rung 0):
 # the distance math moves back onto tl.dot (~4x the FLOP rate of rung 0) at Q·kc·D re-rank bytes (~0.2% extra)
 PROBLEM.add_variant("triton_fused", "triton", _triton(), supports=_triton_supports(512),
-                    description="fused tl.dot expansion (centred) → k+margin candidates → exact re-rank, certified")
+                    description="block-centred tl.dot expansion → k+margin candidates → exact re-rank, certified")
 PROBLEM.add_variant("triton_sortmerge", "triton", _triton(merge="sort"),
                     supports=_triton_supports(512, sort_merge=True),
                     description="rung 1 with a bitonic sort-merge of the running candidates with each tile")
@@ -724,14 +726,16 @@ def _register_cuda() -> None:
                         kernel=("knn_norms<{T}>", "knn_sqnorms<{T}>", "knn_v3_tc<{T},64>", "knn_v3_tc<{T},128>"),
                         description="WMMA x·yᵀ tile → k+margin candidates (v2's warp selection) → exact re-rank, "
                                     "certified (v2 for refused queries)")
-    # rung 4 — fp32 on tensor cores: centred TF32 WMMA expansion + FAISS-style WarpSelect (thread queues, register
-    # bitonic merges; queues in smem, 0 local memory, 2 blocks/SM) for kc candidates, exact fp32 re-rank +
-    # certificate, v2 for refusals; split-N over base slices + knn_v4_merge when Q/32 CTAs are < 2 waves (Q = 1)
+    # rung 4 — fp32 on tensor cores: TF32 WMMA expansion centred per CTA (queries grouped by cluster) + FAISS-style
+    # WarpSelect (thread queues, register bitonic merges; queues in smem, 0 local memory, 2 blocks/SM) for kc
+    # candidates, exact fp32 re-rank + certificate, v2 for refusals; split-N over base slices + knn_v4_merge when
+    # Q/32 CTAs are < 2 waves (Q = 1)
     PROBLEM.add_variant("knn_v4_tf32_ws", "cuda", _cuda_v4, dtypes=("fp32",), source=src, ladder=4,
                         supports=_v4_supports, compute_dtype="tf32",
-                        kernel=("knn_centred_sqnorms", "knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>",
-                                "knn_v4_tf32_ws<128>", "knn_v4_merge<32>", "knn_v4_merge<64>", "knn_v4_merge<128>"),
-                        description="(GPU-unverified) centred TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (thread "
+                        kernel=("knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>", "knn_v4_tf32_ws<128>",
+                                "knn_v4_merge<32>", "knn_v4_merge<64>", "knn_v4_merge<128>"),
+                        description="(GPU-unverified) queries grouped by cluster, each CTA centred at its 32 queries' "
+                                    "mean (norms in-kernel); TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (thread "
                                     "queues + register bitonic merge, no local memory, 2 blocks/SM) keeps k+margin → "
                                     "exact fp32 re-rank, certified (v2 for refused queries); split-N base slices + "
                                     "merge kernel when Q/32 CTAs < 2 waves; l2 only")
@@ -740,14 +744,15 @@ def _register_cuda() -> None:
 # ---------------------------------------------------------------------------------- v4: launcher and CPU emulation
 V4_MAX_D = 768  # (D + 4)·128 B of query tile: 98.8 KB at D = 768 (+ 32 KB of queues: 154 KB <= A100's 163 KB)
 V4_SMEM_DEFAULT = 227 * 1024  # sm_90's opt-in per block; on a GPU the device's own figure is used
-V4_BLOCKS_PER_SM = 2  # 120-122 registers x 256 threads (__launch_bounds__(256, 2)); X-rayed in tests/test_knn.py
+V4_BLOCKS_PER_SM = 2  # 112-116 registers x 256 threads (__launch_bounds__(256, 2)); X-rayed in tests/test_knn.py
+V4_BQ = 32  # queries per CTA, each CTA centred at its own row of group_queries' centres
 V4_MIN_SLICE = 1024  # base rows per split-N slice at least: 8 tiles of 128 amortise the query tile and the list write
 
 
 def _v4_smem(D: int, kb: int = 32) -> int:
     """knn_v4_tf32_ws<kb>'s dynamic shared memory (the kernel traps on less): per-query queues [32][R][32] keys + kc-th
-    keys, query tile, base stage (reused as the dot tile), mean, norms. D = 128: 69.5 KB (KB = 32, 64), 101.5 KB
-    (KB = 128)."""
+    keys, query tile, base stage (reused as the dot tile), the CTA's centre, norms. D = 128: 69.5 KB (KB = 32, 64),
+    101.5 KB (KB = 128)."""
     kw, nt = v4_queue_shape(kb)
     dp = (D + 7) // 8 * 8
     return 32 * (kw + nt) * 32 * 8 + 32 * 8 + (32 * (dp + 4) + max(128 * 36, 32 * 132) + dp + 32 + 128) * 4
@@ -784,35 +789,66 @@ def _v4_smem_limit() -> int:
     return V4_SMEM_DEFAULT
 
 
+def _v4_flow(x: torch.Tensor, y: torch.Tensor, out: dict[str, torch.Tensor], search, fallback,
+             center: str = "block") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The host side of knn_v4_tf32_ws, shared by the launcher and v4_emulated (so the CPU tests run the same
+    grouping, scatter and fallback code as the GPU): group_queries orders the queries so each CTA's 32 come from one
+    cluster and gives each CTA's centre (Q <= 32: the queries' own mean, Q = 1: the query itself);
+    ``search(xp, centres, res)`` fills res["dist"/"idx"] in the grouped order and returns the certificates [Q]; the
+    refused rows go to ``fallback(x_rows) -> (dist, idx)``; everything is scattered back to the caller's order.
+    center="mean": every CTA at the base mean, order kept (the pre-grouping flow; emulation what-if only).
+    Returns (certified [Q] bool, centres [G, D], centre_of [Q]) in the caller's order."""
+    from kernels.knn import group_queries
+
+    Q, D = x.shape
+    if center == "block":
+        perm, centres = group_queries(x, y, V4_BQ)
+    else:
+        perm = None
+        mu = y.float().mean(0, dtype=torch.float64).float()
+        centres = mu.expand(-(-Q // V4_BQ), D).contiguous()
+    xp = x if perm is None else x[perm].contiguous()
+    res = out if perm is None else {"dist": torch.empty_like(out["dist"]), "idx": torch.empty_like(out["idx"])}
+    ok = search(xp, centres, res).bool()
+    bad = (~ok).nonzero()[:, 0]
+    if bad.numel():  # certificate refused: exact direct differences
+        res["dist"][bad], res["idx"][bad] = fallback(xp[bad].contiguous())
+    row = torch.arange(Q, device=x.device) // V4_BQ
+    if perm is not None:
+        out["dist"][perm], out["idx"][perm] = res["dist"], res["idx"]
+        okc, rowc = torch.empty_like(ok), torch.empty_like(row)
+        okc[perm], rowc[perm] = ok, row
+        ok, row = okc, rowc
+    return ok, centres, row
+
+
 def _cuda_v4(inputs, out, shape):
     x, y = inputs["x"].contiguous(), inputs["y"].contiguous()
     Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
-    mu = y.mean(0, dtype=torch.float64).float().contiguous()  # one pass over the base: ~0.2 ms at 512 MB
-    xn = torch.empty(Q, device=x.device, dtype=torch.float32)
-    yn = torch.empty(N, device=x.device, dtype=torch.float32)
-    nk = _kernel("knn_centred_sqnorms")
-    nk((-(-Q // 8),), (256,), x, Q, D, mu, xn)
-    nk((-(-N // 8),), (256,), y, N, D, mu, yn)
     kc = v3_candidates(k, N)
     kb = v4_kb(kc)
-    ok = torch.empty(Q, device=x.device, dtype=torch.int32)
-    vec = int(D % 4 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
     S, ns = v4_split_plan(Q, N, sms)
-    # split-N: [Q, S, KB] keys (Q = 1, S ~ 264: 67 KB); S = 1 passes a 1-key dummy the kernel never touches
-    part = torch.empty((Q * S * kb) if S > 1 else 1, device=x.device, dtype=torch.int64)
-    kern = _kernel(f"knn_v4_tf32_ws<{kb}>")
-    kern((-(-Q // 32), S), (256,), x, y, mu, xn, yn, out["dist"], out["idx"], ok, part, Q, N, D, k, kc, vec, ns,
-         shared=_v4_smem(D, kb))
-    if S > 1:
-        _kernel(f"knn_v4_merge<{kb}>")((-(-Q // 8),), (256,), x, y, xn, part, out["dist"], out["idx"], ok, Q, N, D,
-                                       k, kc, S, vec)
-    bad = (ok == 0).nonzero()[:, 0]
-    if bad.numel():  # certificate refused: v2's direct differences (exact)
-        sub = Shape({**shape, "Q": int(bad.numel())})
+
+    def search(xp, centres, res):
+        ok = torch.empty(Q, device=x.device, dtype=torch.int32)
+        vec = int(D % 4 == 0 and xp.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0)
+        # split-N: [Q, S, KB] keys (Q = 1, S ~ 264: 67 KB); S = 1 passes a 1-key dummy the kernel never touches
+        part = torch.empty((Q * S * kb) if S > 1 else 1, device=x.device, dtype=torch.int64)
+        _kernel(f"knn_v4_tf32_ws<{kb}>")((-(-Q // V4_BQ), S), (256,), xp, y, centres, res["dist"], res["idx"], ok,
+                                         part, Q, N, D, k, kc, vec, ns, shared=_v4_smem(D, kb))
+        if S > 1:
+            _kernel(f"knn_v4_merge<{kb}>")((-(-Q // 8),), (256,), xp, y, centres, part, res["dist"], res["idx"], ok,
+                                           Q, N, D, k, kc, S, vec)
+        return ok
+
+    def fallback(xb):  # v2's direct differences (exact)
+        sub = Shape({**shape, "Q": int(xb.shape[0])})
         o = make_outputs(sub, "fp32", x.device)
-        _cuda_v2({"x": x[bad].contiguous(), "y": y}, o, sub)
-        out["dist"][bad], out["idx"][bad] = o["dist"], o["idx"]
+        _cuda_v2({"x": xb, "y": y}, o, sub)
+        return o["dist"], o["idx"]
+
+    _v4_flow(x, y, out, search, fallback)
 
 
 def _v4_supports(shape: Shape, dtype: str) -> str | None:
@@ -956,47 +992,106 @@ def tf32_round(t: torch.Tensor) -> torch.Tensor:
     return b.view(torch.float32)
 
 
+def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """fmaf in fp32: the product is exact in float64, one rounding to float64 then one to fp32 (differs from a
+    single rounding only when the float64 sum lands exactly on an fp32 midpoint: ~2⁻²⁹ per operation)."""
+    return (a.double() * b.double() + c.double()).float()
+
+
+def v4_row_sqnorm_emulated(v: torch.Tensor) -> torch.Tensor:
+    """v4_centred_sqnorm of knn.cu for rows v [..., D] (already centred, fp32): lane l sums columns l, l+32, ...
+    with fmaf, then warp_reduce_sum's xor butterfly (16, 8, 4, 2, 1)."""
+    D = v.shape[-1]
+    L = -(-D // 32) * 32
+    vp = torch.nn.functional.pad(v.float(), (0, L - D)).reshape(*v.shape[:-1], L // 32, 32)
+    s = torch.zeros((*v.shape[:-1], 32), dtype=torch.float32)
+    for j in range(L // 32):  # fmaf(0, 0, s) == s: the padded lanes change nothing
+        s = _fma32(vp[..., j, :], vp[..., j, :], s)
+    lane = torch.arange(32)
+    for o in (16, 8, 4, 2, 1):
+        s = s + s[..., lane ^ o]
+    return s[..., 0]
+
+
+def v4_stage_sqnorm_emulated(v: torch.Tensor) -> torch.Tensor:
+    """The base rows' |y − c|² as knn_v4_tf32_ws builds yn (v [..., D] centred fp32): 8 threads a row, thread g
+    takes columns 32·st + 4g .. 32·st + 4g + 3 of every 32-column stage st, one fmaf per value in that order, then
+    an xor tree (1, 2, 4) over the 8 threads."""
+    D = v.shape[-1]
+    L = -(-D // 32) * 32
+    vp = torch.nn.functional.pad(v.float(), (0, L - D)).reshape(*v.shape[:-1], L // 32, 8, 4)
+    p = torch.zeros(vp.shape[:-3] + (8,), dtype=torch.float32)
+    for st in range(L // 32):  # fmaf(0, 0, p) == p: the padded columns change nothing
+        for j in range(4):
+            p = _fma32(vp[..., st, :, j], vp[..., st, :, j], p)
+    g = torch.arange(8)
+    for o in (1, 2, 4):
+        p = p + p[..., g ^ o]
+    return p[..., 0]
+
+
 V4_PRODUCTS = {"tf32": 2.0 ** -10, "3xtf32": 2.0 ** -20, "exact": 0.0}  # u_prod of the dot's products
 
 
-def v4_emulated(inputs, shape, bug: str | None = None, splits: int = 1, products: str = "tf32"
-                ) -> dict[str, torch.Tensor]:
-    """knn_v4_tf32_ws's whole l2 flow on the CPU: base mean μ, centred fp32 squared norms, the dot x'·y'ᵀ of the
-    tf32-rounded centred rows (products exact in fp32/float64 here; the tensor core's accumulation is in the
-    certificate's γ), the expansion, WarpSelect of kc candidates (``splits`` > 1: split-N slices + merge, as
-    knn_v4_merge), exact fp32 re-rank from the original rows, the certificate (u_prod of ``products``, centred) and
+def v4_emulated(inputs, shape, bug: str | None = None, splits: int = 1, products: str = "tf32",
+                center: str = "block") -> dict[str, torch.Tensor]:
+    """knn_v4_tf32_ws's whole l2 flow on the CPU, through the launcher's own host code (_v4_flow: group_queries,
+    grouped order, scatter back, fallback): per CTA of 32 grouped queries its centre c (a row of centres), |x − c|²
+    and |y − c|² in the kernel's fp32 order (v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated, from the unrounded
+    centred values), the dot of the tf32-rounded centred rows (products exact in float64 here; the tensor core's
+    accumulation order is not emulated: the certificate's γ covers it), the expansion (xn + yn) − 2·dot in fp32,
+    WarpSelect of kc candidates (``splits`` > 1: split-N slices + merge, as knn_v4_merge), exact fp32 re-rank from
+    the original rows, the certificate (u_prod of ``products``, centred, |x − c| of the query's own CTA centre) and
     the exact fallback for refused queries. ``products``: "tf32" (the kernel), "3xtf32" (hi·hi + hi·lo + lo·hi with
-    hi = tf32(x'), lo = tf32(x' − hi)) or "exact" — what-ifs for the certificate on offset data."""
-
+    hi = tf32(x'), lo = tf32(x' − hi)) or "exact"; ``center="mean"``: every CTA at the base mean (the flow before
+    per-CTA centres). ``bug`` plants known-wrong variants: WarpSelect's (see warp_select_emulated), "centre0" (the
+    certificate charges every query |x − centres[0]|, a merge / finish reading centre row 0) and "mean_norms" (the
+    norms from the base mean while the dot uses the CTA centre). Returns dist, idx, ok (certified), centres and
+    centre_of (query q's row of centres), all in the caller's order."""
     x, y = inputs["x"].float(), inputs["y"].float()
-    N, D, k = shape.N, shape.D, k_eff(shape)
+    Q, N, D, k = shape.Q, shape.N, shape.D, k_eff(shape)
     kc = v3_candidates(k, N)
     mu = y.mean(0, dtype=torch.float64).float()
-    xc, yc = x - mu, y - mu
-    xn, yn = (xc * xc).sum(1), (yc * yc).sum(1)
-    if products == "exact":
-        dot = (xc.double() @ yc.double().T).float()
-    else:
-        xh, yh = tf32_round(xc).double(), tf32_round(yc).double()
-        dot = xh @ yh.T
-        if products == "3xtf32":
-            dot = dot + xh @ tf32_round(yc - yh.float()).double().T + tf32_round(xc - xh.float()).double() @ yh.T
-        dot = dot.float()
-    exp_d = (xn[:, None] + yn[None, :]) - 2.0 * dot
-    keys, last_key = warp_select_emulated(exp_d, kc, v4_kb(kc), bug=bug, splits=splits, return_last=True)
-    ev, ci = unpack_keys(keys)
-    lv, _ = unpack_keys(last_key)
-    last = torch.where(last_key == _KEY_EMPTY, torch.full_like(lv, float("inf")), lv)
-    ci = ci.clamp(max=N - 1)  # EMPTY slots only exist when kc >= N, i.e. never past the re-rank's k
-    ex = ((x[:, None, :] - y[ci]) ** 2).sum(-1)
-    d, i = _lex_sort(ex, ci, k)
-    ok = torch.ones(shape.Q, dtype=torch.bool) if kc >= N else certified(
-        last, d[:, k - 1].double(),
-        expansion_error(xn.double().sqrt(), d[:, k - 1].double(), D, V4_PRODUCTS[products], True), D)
-    rows = (~ok).nonzero()[:, 0]
-    if rows.numel():
-        d[rows], i[rows] = _stable_topk(_torch_dist(x[rows], y, "l2", False), k)
-    return {"dist": d.float().contiguous(), "idx": i.contiguous(), "ok": ok}
+
+    def search(xp, centres, res):
+        exp_d = torch.empty((Q, N), dtype=torch.float32)
+        xn = torch.empty(Q, dtype=torch.float32)
+        for g in range(centres.shape[0]):  # one CTA: queries 32g .. 32g+31 of the grouped order
+            rows = slice(V4_BQ * g, min(Q, V4_BQ * (g + 1)))
+            c = centres[g]
+            xc, yc = xp[rows] - c, y - c
+            nc = mu if bug == "mean_norms" else c
+            xn[rows] = v4_row_sqnorm_emulated(xp[rows] - nc)
+            yn = v4_stage_sqnorm_emulated(y - nc)
+            if products == "exact":
+                dot = (xc.double() @ yc.double().T).float()
+            else:
+                xh, yh = tf32_round(xc).double(), tf32_round(yc).double()
+                dot = xh @ yh.T
+                if products == "3xtf32":
+                    dot = (dot + xh @ tf32_round(yc - yh.float()).double().T
+                           + tf32_round(xc - xh.float()).double() @ yh.T)
+                dot = dot.float()
+            exp_d[rows] = (xn[rows, None] + yn[None, :]) - 2.0 * dot
+        if bug == "centre0":
+            xn = v4_row_sqnorm_emulated(xp - centres[0])
+        keys, last_key = warp_select_emulated(exp_d, kc, v4_kb(kc), bug=bug, splits=splits, return_last=True)
+        ev, ci = unpack_keys(keys)
+        lv, _ = unpack_keys(last_key)
+        last = torch.where(last_key == _KEY_EMPTY, torch.full_like(lv, float("inf")), lv)
+        ci = ci.clamp(max=N - 1)  # EMPTY slots only exist when kc >= N, i.e. never past the re-rank's k
+        ex = ((xp[:, None, :] - y[ci]) ** 2).sum(-1)
+        d, i = _lex_sort(ex, ci, k)
+        res["dist"][:], res["idx"][:] = d.float(), i
+        if kc >= N:
+            return torch.ones(Q, dtype=torch.bool)
+        dk = d[:, k - 1].double()
+        return certified(last, dk, expansion_error(xn.double().sqrt(), dk, D, V4_PRODUCTS[products], True), D)
+
+    out = make_outputs(shape, "fp32", x.device)
+    ok, centres, row = _v4_flow(x, y, out, search, lambda xb: _stable_topk(_torch_dist(xb, y, "l2", False), k),
+                                center=center)
+    return {"dist": out["dist"], "idx": out["idx"], "ok": ok, "centres": centres, "centre_of": row}
 
 
 _register_cuda()
