@@ -313,15 +313,29 @@ class Step:
 
 
 def _runnable(tasks: Iterable[Any]) -> list[Any]:
-    """Drop the (variant, dtype) pairs the variant does not support: they would only write 'skipped' records."""
+    """Drop the tasks the variant does not support (dtype, or its ``supports`` reason: quant_gemm's int8/fp8
+    variants at a W4A16 shape): they would only write 'skipped' records, yet the plan would budget them. The
+    reasons are read as on the GPU machine (no TRITON_INTERPRET), so ``--plan`` here shows the GPU's plan."""
     from harness.registry import get_problem
 
-    out = []
-    for t in tasks:
-        v = get_problem(t.family).variants[t.variant]
-        if t.dtype in (v.dtypes or ()):
-            out.append(t)
-    return out
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        out = []
+        for t in tasks:
+            p = get_problem(t.family)
+            v = p.variants[t.variant]
+            if t.dtype not in (v.dtypes or ()):
+                continue
+            try:
+                reason = v.skip_reason(p.parse_shape(t.shape), t.dtype)
+            except Exception:  # noqa: BLE001 - a supports() that needs the GPU: let the run decide
+                reason = None
+            if reason is None:
+                out.append(t)
+        return out
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
 
 
 def _opt_fields() -> set[str]:
@@ -340,7 +354,10 @@ def _seeds(n: int) -> tuple[int, ...]:
 
 
 LOW_VALUE = ("naive", "sdpa_math", "twopass", "nosplit")
-KNN_HEADLINE = ("triton_fused", "knn_v2_fused", "torch_mm_topk")
+# kNN at 1M x 128 costs ~0.1-0.4 s a call: issue 20's rungs (v4 fp32, v3_tc fp16), the Triton path and the baseline
+KNN_HEADLINE = ("knn_v4_tf32_ws", "knn_v3_tc", "triton_fused", "torch_mm_topk")
+# the open issue's families run first in the headline step (issue 20: decode quant GEMM and exact kNN)
+FIRST_FAMILIES = ("quant_gemm",)
 
 
 def low_value(family: str, variant: str, shape: str | None = None, dtype: str | None = None) -> bool:
@@ -392,6 +409,26 @@ def headline_rank(task: Any) -> tuple:
     return (low_value(fam, task.variant, task.shape, dt), tier)
 
 
+FP64_FLOPS = 4e13  # the judge's float64 reference on an H100/H200 (DGEMM ~50-60 TF; topk and copies on top)
+
+
+def reference_s(task: Any, kind: str, opts: dict) -> float:
+    """Seconds of float64 reference per record: one per seed, plus the sampled timed outputs (RunOptions'
+    n_samples) when timed, each at most the spot-check budget (harness.runner.spot_plan). The history predates the
+    sampled checks, and a matmul 8192³ reference without spot checks is ~20 s: the plan must see it."""
+    from harness.registry import get_problem
+    from harness.runner import RunOptions, spot_plan
+
+    p = get_problem(task.family)
+    s = p.parse_shape(task.shape)
+    ro = RunOptions(seeds=tuple(opts.get("seeds") or (0, 1)))
+    n = len(ro.seeds) + (ro.n_samples if kind == "timed" else 0)
+    flops = float(p.flops(s))
+    sp = spot_plan(p, s, ro)
+    per = flops * sp["rows"] / sp["of"] if sp else flops
+    return n * per / FP64_FLOPS
+
+
 def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None = None,
                variants: list[str] | None = None, history: History | None = None,
                on_gpu: bool | None = None) -> list[Step]:
@@ -410,7 +447,8 @@ def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None 
     def group(tasks, opts, kind="timed", workers=1, est_scale=1.0) -> Group:
         opts = {k: v for k, v in opts.items() if k in fields}
         g = Group(list(tasks), opts, kind, workers)
-        g.est = [h.est(t.key, kind, opts.get("ab_rounds") or 0) * est_scale for t in g.tasks]
+        g.est = [h.est(t.key, kind, opts.get("ab_rounds") or 0) * est_scale + reference_s(t, kind, opts)
+                 for t in g.tasks]
         return g
 
     timed = {"max_time_s": 0.25, "ab_rounds": 30, "warmup_s": 0.1, "seeds": _seeds(2)}
@@ -458,11 +496,12 @@ def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None 
                 continue
             st = Step("headline", "benchmark-target shapes, most valuable first (naive rungs: step 'rungs')")
             main = [t for t in tasks if t.family != "knn" and not low_value(t.family, t.variant, t.shape, t.dtype)]
-            # kNN at 1M x 128 costs ~0.3 s a call: the fused kernels and the baseline only, 10 paired rounds
-            knn_t = [t for t in tasks if t.family == "knn" and t.variant in KNN_HEADLINE]
-            st.groups.append(group(main, timed))
-            if knn_t:
-                st.groups.append(group(knn_t, {**timed, "ab_rounds": 10}))
+            first = [t for t in main if t.family in FIRST_FAMILIES]
+            knn_t = [t for t in tasks if t.family == "knn" and t.variant in KNN_HEADLINE]  # 10 paired rounds
+            for g_tasks, g_opts in ((first, timed), (knn_t, {**timed, "ab_rounds": 10}),
+                                    ([t for t in main if t.family not in FIRST_FAMILIES], timed)):
+                if g_tasks:
+                    st.groups.append(group(g_tasks, g_opts))
             out.append(st)
         elif name == "checks":
             tasks = _runnable(plan(fams, quick=True))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import random
@@ -73,6 +74,9 @@ class RunOptions:
     isolate: bool = True
     time_on_cpu: bool = True  # time torch/interpreter variants on the CPU (labelled "cpu")
     timing: bool = True  # False: correctness only (--check-only), on any device
+    # spot checks (Problem.spot): when one float64 reference of the shape costs more than spot_flops (~1 s of fp64
+    # on an H100/H200), each check compares random output slices worth about spot_flops instead of everything
+    spot_flops: float = 5e10
 
     @property
     def n_samples(self) -> int:
@@ -353,10 +357,42 @@ class VariantFailed(Exception):
         self.status, self.message, self.tb, self.recycle = status, message, tb, recycle
 
 
+def spot_plan(problem: Problem, shape: Shape, opts: RunOptions) -> dict[str, Any] | None:
+    """Whether checks of this shape compare a random subset of output slices (see Problem.spot), and how many.
+
+    Applies when the family defines ``spot`` and one float64 reference costs more than ``opts.spot_flops`` (~1 s of
+    fp64 on an H100/H200: matmul 4096³ and up, attention at N = 4096, kNN 10k x 1M). Each check then compares as
+    many slices of ``spot_dim`` as ``spot_flops`` buys (4x with --strict; at least 2: the first and the last, where
+    tile tails live), drawn after the call, so a variant cannot know which ones. A variant wrong on a fraction f of
+    the slices survives one check with probability (1 - f)^rows: matmul 8192³ checks 372 rows, so 1% wrong rows
+    pass one check with p = 0.024 and the five checks of a record with p < 1e-8."""
+    if problem.spot is None or problem.spot_dim is None:
+        return None
+    n = int(shape[problem.spot_dim])
+    ref_flops = float(problem.flops(shape))
+    budget = opts.spot_flops * (4 if opts.strict else 1)
+    if ref_flops <= budget:
+        return None
+    rows = min(n, max(2, math.ceil(n * budget / ref_flops)))
+    if rows >= n:
+        return None
+    return {"dim": problem.spot_dim, "rows": rows, "of": n, "ref_gflop_full": round(ref_flops / 1e9, 1),
+            "ref_gflop_checked": round(ref_flops * rows / n / 1e9, 1),
+            "how": "random slices drawn after each call (first and last always); NaN checked in the whole output"}
+
+
+def spot_indices(n: int, rows: int) -> torch.Tensor:
+    """``rows`` distinct indices of range(n), sorted: 0 and n - 1 (the edge tiles) plus a random draw."""
+    g = torch.Generator().manual_seed(secrets.randbits(62))
+    pick = torch.randperm(max(0, n - 2), generator=g)[: max(0, rows - 2)] + 1
+    return torch.sort(torch.cat([torch.tensor([0, n - 1]), pick])).values
+
+
 def judge_payload(problem: Problem, v: Variant, dtype: str, shape: Shape, inputs: dict[str, Any],
-                  pay: dict[str, Any], tol: chk.Tolerance, check_inputs: bool = True) -> chk.CheckResult:
+                  pay: dict[str, Any], tol: chk.Tolerance, check_inputs: bool = True,
+                  spot: dict[str, Any] | None = None) -> chk.CheckResult:
     """The verdict on one call, from the judge's own inputs and reference: rebinding, output spec, storage overlap,
-    inputs untouched, then the family's comparison."""
+    inputs untouched, then the family's comparison (on a random subset of output slices when ``spot``)."""
     if pay.get("rebound"):
         k = pay["rebound"][0]
         return chk.CheckResult(False, message=f"out[{k!r}] was rebound to another tensor instead of written: the "
@@ -374,8 +410,18 @@ def judge_payload(problem: Problem, v: Variant, dtype: str, shape: Shape, inputs
         bad = chk.inputs_unchanged(_cpu(inputs), pay.get("inputs_after") or {})
         if bad:
             return chk.CheckResult(False, message=bad)
-    ref = problem.reference(inputs, shape, dtype)
     outs = pay.get("outputs") or {}
+    if spot is not None and isinstance(outs, dict):
+        for k, t in outs.items():  # the whole output: an unwritten (NaN-poisoned) slice fails wherever it is
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isnan(t).any()):
+                n = int(torch.isnan(t).sum())
+                return chk.CheckResult(False, float("nan"), None, f"{k}: {n} NaN of {t.numel()} (unwritten?)")
+        try:
+            inputs, outs, shape = problem.spot(inputs, outs, shape, spot_indices(spot["of"], spot["rows"]))
+        except Exception as e:  # noqa: BLE001 - wrong output shapes: the full comparison reports them
+            if not isinstance(e, (IndexError, RuntimeError)):
+                raise
+    ref = problem.reference(inputs, shape, dtype)
     if problem.check is not None:
         jdev = next((t.device for t in inputs.values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
         return problem.check(_to(outs, jdev), ref, inputs, shape, dtype, tol)
@@ -404,10 +450,13 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = False  # the float64 reference never runs in TF32
         torch.backends.cudnn.allow_tf32 = False
         worst, extra = 0.0, {}
+        spot = spot_plan(problem, shape, opts)
+        if spot is not None:
+            rec["spot_check"] = spot
         for seed in opts.seeds:
             inputs = problem.make_inputs(shape, dtype, seed, dev)
             pay = side.call("check", inputs=_cpu(inputs))
-            res = judge_payload(problem, v, dtype, shape, inputs, pay, tol)
+            res = judge_payload(problem, v, dtype, shape, inputs, pay, tol, spot=spot)
             rec["seeds"].append(seed)
             if not res.ok:
                 rec.update(status="incorrect", message=f"seed {seed}: {res.message}", rel_err=res.rel_err,
@@ -432,7 +481,7 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
         # when it is being checked ends here
         for s in tp["samples"]:
             inputs = _to(s["inputs"], dev)
-            res = judge_payload(problem, v, dtype, shape, inputs, s, tol, check_inputs=False)
+            res = judge_payload(problem, v, dtype, shape, inputs, s, tol, check_inputs=False, spot=spot)
             if not res.ok:
                 rec.update(status="incorrect", message=f"timed call {s['call']} of {tp['timed_calls']} (input seed "
                                                        f"{s['seed']}) produced a wrong output — cached, deferred or "

@@ -29,6 +29,13 @@ around, so queries are grouped by cluster and each program is centred at its own
 queries the certificate refuses from 662 to 47 of 1024 with fp32 products and from 1024 to 359 with TF32 (the
 rest sit in programs that straddle two clusters).
 
+Split-N (small Q, ``split_plan``): one program per 64 queries leaves Q = 1 with one program walking the whole base
+(512 MB at 1M x 128 fp32, at one SM's share of HBM: tens of ms). When the query blocks fill under two waves of
+the SMs, grid axis 1 cuts the base into slices of whole tiles (Q = 1, 1M rows: ~260 slices of ~3.8k rows, one
+pass over the base at full bandwidth, ~0.15 ms on an H200); each program leaves its slice's running top-k as raw
+keys and ``merge_keys`` takes the K smallest per query. The certificate stays sound: a row a slice dropped has a
+key above that slice's K-th, which is at least the merged K-th.
+
 Chunked base (``base_rows > 0``, for bases larger than device memory): the base is processed in chunks of
 ``base_rows`` rows (copied to the device chunk by chunk if it lives on the host); each chunk's launch starts from
 the previous chunk's packed keys and adds the chunk's row offset to the indices, so the result equals the unchunked
@@ -73,7 +80,7 @@ def _unpack_dist(key):
 def _knn_fused_kernel(
     x_ptr, y_ptr, mu_ptr, keys_in_ptr, keys_out_ptr, dist_ptr, idx_ptr,
     Q, N, D, K, idx_base,
-    stride_xq, stride_yn, mu_stride,
+    stride_xq, stride_yn, mu_stride, slice_rows,
     METRIC: tl.constexpr,  # 0 l2, 1 ip, 2 cos
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
     SORT_MERGE: tl.constexpr, HAS_INIT: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr,
@@ -123,9 +130,12 @@ def _knn_fused_kernel(
     curmax = tl.max(run, axis=1)
     kth = _unpack_dist(curmax)
 
-    for n0 in range(0, N, BLOCK_N):
+    # split-N (grid axis 1): program (pid, s) walks base rows [s·slice_rows, (s+1)·slice_rows) only
+    n_start = tl.program_id(1) * slice_rows
+    n_end = tl.minimum(N, n_start + slice_rows)
+    for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < N
+        n_mask = offs_n < n_end
         acc = tl.zeros((BLOCK_Q, BLOCK_N), dtype=tl.float32)
         yn = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
@@ -175,8 +185,9 @@ def _knn_fused_kernel(
             curmax = tl.max(run, axis=1)
             kth = _unpack_dist(curmax)
 
-    if not FINAL:  # raw keys for the next chunk's launch (padding stays where it is)
-        tl.store(keys_out_ptr + offs_q[:, None] * K_PAD + cols[None, :], run, mask=q_mask[:, None])
+    if not FINAL:  # raw keys for the next chunk's launch or the split-N merge (padding stays where it is)
+        tl.store(keys_out_ptr + tl.program_id(1) * Q * K_PAD + offs_q[:, None] * K_PAD + cols[None, :], run,
+                 mask=q_mask[:, None])
     elif SORT_MERGE:  # every merge leaves the list sorted: padding (INT64_MIN) first, then the K live keys
         pos = cols - (K_PAD - K)
         omask = q_mask[:, None] & (pos >= 0)[None, :]
@@ -331,17 +342,64 @@ def group_queries(x: torch.Tensor, y: torch.Tensor, block_q: int, pivots: int = 
     return perm, (sums / counts).contiguous()
 
 
-def _fused(x, y, K, metric, base_rows, sort_merge, prec, dist, idx, mu=None, exact=False):
-    """One pass of _knn_fused_kernel over the base (chunk by chunk when base_rows > 0) into dist/idx [Q, K]."""
+def split_plan(programs: int, N: int, block_n: int, k_pad: int, sms: int | None = None) -> tuple[int, int]:
+    """(S, slice_rows): base slices run in parallel when ``programs`` (query blocks) are under two waves of the
+    SMs (Q = 1: one program would walk a 1M-row base alone, ~1/132 of the GPU's bandwidth). Slices are whole
+    BLOCK_N tiles of at least max(1024, 4·K_PAD) rows; S = 1 keeps the single pass."""
+    if sms is None:
+        sms = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 132
+    want = -(-2 * sms // max(1, programs))
+    S = max(1, min(want, N // max(1024, 4 * k_pad)))
+    if S <= 1:
+        return 1, N
+    rows = -(-N // S)
+    rows = -(-rows // block_n) * block_n
+    return -(-N // rows), rows
+
+
+def merge_keys(keys: torch.Tensor, K: int) -> torch.Tensor:
+    """[S, Q, K_PAD] packed keys of the base slices -> the K smallest per query [Q, K], ascending. Padding
+    (INT64_MIN) is dropped; a slice's empty slots (+inf with fake indices) sort after every real key."""
+    S, Q, kp = keys.shape
+    k = keys.permute(1, 0, 2).reshape(Q, S * kp)
+    k = torch.where(k == -(1 << 63), torch.full_like(k, (1 << 63) - 1), k)
+    return torch.topk(k, K, dim=1, largest=False, sorted=True).values
+
+
+def unpack_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed keys -> (fp32 distance, int64 index): the inverse of _pack."""
+    k32 = (keys >> 32).to(torch.int32)
+    bits = k32 ^ ((k32 >> 31) & 0x7FFFFFFF)
+    return bits.view(torch.float32), keys & 0xFFFFFFFF
+
+
+def _fused(x, y, K, metric, base_rows, sort_merge, prec, dist, idx, mu=None, exact=False, split=None):
+    """One pass of _knn_fused_kernel over the base (chunk by chunk when base_rows > 0) into dist/idx [Q, K].
+    ``split``: base slices in parallel (None: ``split_plan``'s choice; 1: never), merged with ``merge_keys``."""
     Q, D = x.shape
     N = y.shape[0]
     cfg = _config(D, K, sort_merge, x.dtype, exact)
+    grid0 = triton.cdiv(Q, cfg["BLOCK_Q"])
+    mu_arg = mu if mu is not None else dist  # dummy pointer when unused
+    mu_stride = mu.stride(0) if mu is not None and mu.dim() == 2 else 0
+    if not (base_rows and base_rows > 0) and y.device == x.device:
+        S, rows = (split_plan(grid0, N, cfg["BLOCK_N"], cfg["K_PAD"]) if split is None else
+                   (split, -(-N // split)))
+        if S > 1:  # split-N: every slice's running top-K as raw keys, merged here
+            keys = torch.empty((S, Q, cfg["K_PAD"]), device=x.device, dtype=torch.int64)
+            _knn_fused_kernel[(grid0, S)](
+                x, y, mu_arg, keys, keys, dist, idx, Q, N, D, K, 0, x.stride(0), y.stride(0), mu_stride, rows,
+                METRIC=METRICS[metric], SORT_MERGE=sort_merge, HAS_INIT=False, FINAL=False,
+                PRECISION=None if exact else prec, CENTER=mu is not None, EXACT=exact, **cfg,
+            )
+            d, i = unpack_keys(merge_keys(keys, K))
+            dist.copy_(d)
+            idx.copy_(i)
+            return
     chunk = base_rows if base_rows and base_rows > 0 else N
     starts = list(range(0, N, chunk))
     keys = [torch.empty((Q, cfg["K_PAD"]), device=x.device, dtype=torch.int64) for _ in range(2 if len(starts) > 1
                                                                                               else 0)]
-    grid = (triton.cdiv(Q, cfg["BLOCK_Q"]),)
-    mu_arg = mu if mu is not None else dist  # dummy pointer when unused
     for i, c0 in enumerate(starts):
         yc = y[c0:c0 + chunk]
         if yc.device != x.device:
@@ -350,10 +408,10 @@ def _fused(x, y, K, metric, base_rows, sort_merge, prec, dist, idx, mu=None, exa
         final = i == len(starts) - 1
         k_in = keys[(i + 1) % 2] if i > 0 else idx  # dummy pointer when unused
         k_out = keys[i % 2] if not final else idx
-        _knn_fused_kernel[grid](
+        _knn_fused_kernel[(grid0,)](
             x, yc, mu_arg, k_in, k_out, dist, idx,
             Q, yc.shape[0], D, K, c0,
-            x.stride(0), yc.stride(0), mu.stride(0) if mu is not None and mu.dim() == 2 else 0,
+            x.stride(0), yc.stride(0), mu_stride, yc.shape[0],
             METRIC=METRICS[metric], SORT_MERGE=sort_merge, HAS_INIT=i > 0, FINAL=final,
             PRECISION=None if exact else prec, CENTER=mu is not None, EXACT=exact,
             **cfg,
@@ -362,7 +420,8 @@ def _fused(x, y, K, metric, base_rows, sort_merge, prec, dist, idx, mu=None, exa
 
 def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows: int = 0, merge: str = "auto",
         precision: str = "ieee", out: dict | None = None, mode: str = "rerank", kc: int | None = None,
-        stats: dict | None = None, center: str = "block") -> tuple[torch.Tensor, torch.Tensor]:
+        stats: dict | None = None, center: str = "block", split: int | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest rows of ``y`` [N, D] for each row of ``x`` [Q, D] -> (dist [Q, k'] fp32 ascending, idx [Q, k'] int64),
     k' = min(k, N); ties go to the lower index.
 
@@ -378,6 +437,8 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     * "exact": direct differences Σ(x−y)² for every pair (no tensor cores; the fallback, and the ladder's rung 0).
     * "expansion": the plain one-pass ‖x‖²+‖y‖²−2x·y ranking — NOT exact on offset data (tests use it as the
       known-wrong kernel the check must reject).
+    split: base slices searched in parallel, merged on the device (None: when the query blocks fill under two
+    waves of the SMs, e.g. Q = 1; 1: never; see ``split_plan``). Ignored with ``base_rows``.
     center (mode "rerank"): "block" (default) centres each program at the mean of its queries after grouping them
     by nearest pivot (``group_queries``), "mean" centres everything at the base mean.
     stats: optional dict that receives {"kc", "fallback"} (queries that needed the exact pass) and, l2 rerank,
@@ -411,11 +472,11 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
         return s
 
     if metric != "l2" or mode == "expansion":
-        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"])
+        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], split=split)
         return out["dist"], out["idx"]
     KC = min(max(kc or candidate_count(K, N), K), N, MAX_K)
     if mode == "exact" or KC >= N:  # nothing to prune: every row is a candidate, take the exact pass at once
-        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], exact=True)
+        _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], exact=True, split=split)
         if stats is not None:
             stats.update(kc=N, fallback=0)
         return out["dist"], out["idx"]
@@ -433,7 +494,7 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     mu_stride = mu.stride(0) if mu.dim() == 2 else 0
     cand_d = torch.empty((Q, KC), device=x.device, dtype=torch.float32)
     cand_i = torch.empty((Q, KC), device=x.device, dtype=torch.int64)
-    _fused(x, y, KC, metric, base_rows, sort_for(KC), prec, cand_d, cand_i, mu=mu)
+    _fused(x, y, KC, metric, base_rows, sort_for(KC), prec, cand_d, cand_i, mu=mu, split=split)
     # stage 2: exact re-rank + certificate
     if y.device == x.device:
         yr, rows = y.contiguous(), cand_i
@@ -459,7 +520,7 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     if bad.numel():
         d_b = torch.empty((bad.numel(), K), device=x.device, dtype=torch.float32)
         i_b = torch.empty((bad.numel(), K), device=x.device, dtype=torch.int64)
-        _fused(x[bad].contiguous(), y, K, metric, base_rows, sort_for(K), prec, d_b, i_b, exact=True)
+        _fused(x[bad].contiguous(), y, K, metric, base_rows, sort_for(K), prec, d_b, i_b, exact=True, split=split)
         out["dist"][bad] = d_b
         out["idx"][bad] = i_b
     if perm is not None:

@@ -414,6 +414,50 @@ def test_rerank_certifies_with_each_querys_own_centre():
     assert not torch.equal(ok0, st["certified"])
 
 
+def test_split_plan_for_small_q():
+    """Base slices in parallel only when the query blocks fill under two waves of 132 SMs: Q = 1 over 1M rows
+    gets ~264 slices of whole BLOCK_N tiles (>= 1024 rows), 10k fp32 queries (157 blocks of 64) two, 100k none."""
+    from kernels.knn import split_plan
+
+    S, rows = split_plan(1, 1_000_000, 64, 16, sms=132)
+    assert 250 < S <= 264 and rows % 64 == 0 and rows >= 1024 and (S - 1) * rows < 1_000_000 <= S * rows
+    assert split_plan(157, 1_000_000, 64, 16, sms=132)[0] == 2
+    assert split_plan(1563, 1_000_000, 64, 16, sms=132) == (1, 1_000_000)
+    assert split_plan(1, 1500, 64, 16, sms=132) == (1, 1500)  # too few rows to be worth a slice
+
+
+@pytest.mark.parametrize("kw", [dict(Q=5, N=1000, D=33, k=7), dict(Q=6, N=800, D=16, k=16, dups=True),
+                                dict(Q=3, N=900, D=16, k=5, metric="ip")], ids=str)
+def test_split_n_equals_one_pass(kw):
+    """split=3 (three base slices, merged by key) returns exactly the one-pass answer: the same candidates, the
+    same certificate, the lower-index tie rule across slices."""
+    from kernels.knn import knn
+
+    s = _shape(**kw)
+    inp = P.make_inputs(s, "fp32", 2, CPU)
+    one = knn(inp["x"], inp["y"], s.k, metric=s.metric, split=1)
+    three = knn(inp["x"], inp["y"], s.k, metric=s.metric, split=3)
+    assert torch.equal(one[1], three[1]) and torch.equal(one[0], three[0])
+    assert P.check({"dist": three[0], "idx": three[1]}, P.reference(inp, s, "fp32"), inp, s, "fp32").ok
+
+
+def test_split_n_merge_that_drops_a_slice_is_rejected(monkeypatch):
+    """The query's true neighbours are planted in the last slice: a merge that forgets a slice loses them and the
+    check says which are missing."""
+    import kernels.knn as kk
+
+    s = _shape(Q=2, N=900, D=16, k=4)
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    for r in range(4):
+        inp["y"][890 + r] = inp["x"][0] + 0.01 * (r + 1)
+    ref = P.reference(inp, s, "fp32")
+    good = kk.merge_keys
+    monkeypatch.setattr(kk, "merge_keys", lambda keys, K: good(keys[:-1], K))
+    d, i = kk.knn(inp["x"], inp["y"], 4, split=3)
+    res = P.check({"dist": d, "idx": i}, ref, inp, s, "fp32")
+    assert not res.ok and "missing" in res.message
+
+
 def test_baselines_lower_index_with_wide_tie_groups():
     """More rows tie at rank k than the 2k+16 candidate margin: the baselines still return the lowest indices."""
     s = _shape(Q=3, N=400, D=8, k=4)
@@ -548,7 +592,7 @@ def build(fn, sig, consts, nw, name):
     print(name, "smem", c.metadata.shared, "spills", spill)
 sig = {"x_ptr": "*fp16", "y_ptr": "*fp16", "mu_ptr": "*fp32", "keys_in_ptr": "*i64", "keys_out_ptr": "*i64",
        "dist_ptr": "*fp32", "idx_ptr": "*i64", "Q": "i32", "N": "i32", "D": "i32", "K": "i32", "idx_base": "i32",
-       "stride_xq": "i32", "stride_yn": "i32", "mu_stride": "i32"}
+       "stride_xq": "i32", "stride_yn": "i32", "mu_stride": "i32", "slice_rows": "i32"}
 f32 = {**sig, "x_ptr": "*fp32", "y_ptr": "*fp32"}
 for K, sort_merge, s_, prec, center, exact, dt in (
         (10, False, sig, None, False, False, torch.float16), (512, True, sig, None, False, False, torch.float16),

@@ -146,6 +146,17 @@ def _visible_pairs(Nq: int, Nkv: int, causal: bool) -> int:
     return sum(min(Nkv, max(0, i + off + 1)) for i in range(Nq))
 
 
+def spot(inputs: dict, outputs: dict, shape, idx: torch.Tensor):
+    """KV heads ``idx`` with the query heads that read them (GQA: H/Hkv each) -- whole sequences, so causal
+    alignment and every softmax row stay as they are."""
+    g = shape.H // shape.Hkv
+    i = idx.to(inputs["q"].device)
+    heads = (i[:, None] * g + torch.arange(g, device=i.device)[None, :]).reshape(-1)
+    ins = {"q": inputs["q"][:, heads], "k": inputs["k"][:, i], "v": inputs["v"][:, i]}
+    outs = {k: t[:, heads.to(t.device)] for k, t in outputs.items()}
+    return ins, outs, type(shape)({**shape, "H": len(heads), "Hkv": len(i)})
+
+
 def flops(s) -> float:
     return 4.0 * s.B * s.H * s.D * _visible_pairs(s.Nq, s.Nkv, bool(s.causal))
 
@@ -158,7 +169,7 @@ def min_bytes(s, dtype) -> float:
 PREFILL = register(Problem(
     name="attention", dims=DIMS, dtypes=DTYPE_LIST, make_inputs=make_inputs, make_outputs=make_outputs,
     reference=reference, flops=flops, min_bytes=min_bytes, shapes=[], quick=[], options={"causal": False},
-    tol_model=_tol_model, check=_check,
+    tol_model=_tol_model, check=_check, spot_dim="Hkv", spot=spot,
     description="fused attention forward O = softmax(QK^T/sqrt(D))V and LSE; GQA, bottom-right causal",
 ))
 

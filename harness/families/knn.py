@@ -294,6 +294,13 @@ def check_knn(out, ref, inputs, shape: Shape, dtype: str, tol=None) -> CheckResu
     return CheckResult(True, rel, max_abs, "", extra)
 
 
+def spot(inputs: dict, outputs: dict, shape: Shape, idx: torch.Tensor) -> tuple[dict, dict, Shape]:
+    """Queries ``idx``: their rows of x and of the outputs (each query's answer depends on it and the base only)."""
+    ins = {"x": inputs["x"][idx.to(inputs["x"].device)], "y": inputs["y"]}
+    outs = {k: t[idx.to(t.device)] for k, t in outputs.items()}
+    return ins, outs, Shape({**shape, "Q": len(idx)})
+
+
 def flops(shape: Shape) -> float:
     return 2.0 * shape.Q * shape.N * shape.D
 
@@ -324,6 +331,7 @@ PROBLEM = register(Problem(
     options={"metric": "l2", "dups": False, "base_rows": 0, "data": "normal"},
     check=check_knn,
     extra_metrics=extra_metrics,
+    spot_dim="Q", spot=spot,
     description="exact kNN: fused distance tiles + running top-k (l2 | ip | cos), ties to the lower index",
     shapes=[
         _S(10000, 1000000, 128, 10),  # headline (SIFT1M-like)

@@ -72,6 +72,13 @@ def reference(inputs: dict[str, torch.Tensor], shape: Shape, dtype: str) -> dict
     return {"c": a @ b}
 
 
+def spot(inputs: dict, outputs: dict, shape: Shape, idx: torch.Tensor) -> tuple[dict, dict, Shape]:
+    """Rows ``idx`` of C and of A (C's row i depends only on A's row i; B and the per-tensor scales stay whole)."""
+    ins = {k: (t[idx.to(t.device)] if k == "a" else t) for k, t in inputs.items()}
+    outs = {k: t[idx.to(t.device)] for k, t in outputs.items()}
+    return ins, outs, Shape({**shape, "M": len(idx)})
+
+
 def flops(shape: Shape) -> float:
     M, N, K = _dims(shape)
     return 2.0 * M * N * K
@@ -87,6 +94,7 @@ PROBLEM = register(Problem(
     name="matmul",
     dims=("M", "N", "K"),
     tol_model=lambda dtype, s: ("bf16" if dtype == "fp8" else dtype, s["K"], 1.0),  # fp8 stores bf16
+    spot_dim="M", spot=spot,
     dtypes=("fp32", "fp16", "bf16", "fp8"),
     make_inputs=make_inputs,
     make_outputs=make_outputs,

@@ -132,6 +132,15 @@ def reference(inputs: dict[str, torch.Tensor], shape: Shape, dtype: str) -> dict
     return {"y": x @ w}
 
 
+def spot(inputs: dict, outputs: dict, shape: Shape, idx: torch.Tensor) -> tuple[dict, dict, Shape]:
+    """Rows ``idx`` of y and of the activations (x, or xq with its per-token scales); weights stay whole."""
+    M = shape["M"]
+    ins = {k: (t[idx.to(t.device)] if k.startswith("x") and t.dim() >= 1 and t.shape[0] == M else t)
+           for k, t in inputs.items()}
+    outs = {k: t[idx.to(t.device)] for k, t in outputs.items()}
+    return ins, outs, Shape({**shape, "M": len(idx)})
+
+
 # ---------------------------------------------------------------------------------------------------- models
 def flops(shape: Shape) -> float:
     return 2.0 * shape["M"] * shape["N"] * shape["K"]
@@ -204,6 +213,7 @@ PROBLEM = register(Problem(
                 "pre-dequantized weights",
     compute_dtype=lambda dtype, shape: compute_dtype_for(shape, dtype),
     extra_metrics=extra_metrics,
+    spot_dim="M", spot=spot,
 ))
 
 # Llama-3-8B MLP projections: (K, N) = up/gate (4096 -> 14336), down (14336 -> 4096), and a square 8192.
