@@ -391,6 +391,9 @@ def test_rerank_certifies_with_each_querys_own_centre():
     d, i = knn(x, y, 5, stats=st)
     assert P.check({"dist": d, "idx": i}, P.reference(inp, s, "fp32"), inp, s, "fp32").ok
     assert st["centres"].shape[0] == 3  # 150 queries, BLOCK_Q = 64: three programs, three centres
+    refused = int((~st["certified"]).sum())
+    assert 0 < refused <= 75 and st["retried"] == refused  # the refused queries were grouped and searched again
+    assert st["fallback"] < refused  # ... and the second search certified some of them
 
     def margins(row: torch.Tensor) -> torch.Tensor:
         c = st["centres"][row]
