@@ -283,6 +283,24 @@ __device__ __forceinline__ void qg_dequant_word(unsigned w, const typename QgT<T
   }
 }
 
+// Split-K ticket (v4-v7): called by every thread after storing its fp32 partial of the output tile (blockIdx.x,
+// blockIdx.z); true in the one CTA that takes the tile's last ticket, which then sums the partials in fixed split
+// order. The fences make every CTA's partial visible GPU-wide before its ticket, and the partials visible to the
+// last CTA after it.
+__device__ __forceinline__ unsigned* qg_ticket(unsigned* tickets) {
+  return tickets + blockIdx.x + gridDim.x * blockIdx.z;
+}
+__device__ __forceinline__ bool qg_last_ticket(unsigned* tickets, int split) {
+  __threadfence();
+  __syncthreads();
+  __shared__ unsigned last;
+  if (threadIdx.x == 0) last = atomicAdd(qg_ticket(tickets), 1u) == (unsigned)(split - 1);
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();
+  return true;
+}
+
 // CTA-wide reduction of acc[MT][16] (16 columns per thread, natural order) and the split-K finish.
 // Thread layout: tid = slice * 8 + ct; a warp holds 4 slices of the same 8 column-threads (lanes differing in bits
 // 3 and 4). ws: fp32 [SPLIT, M, N] partials; tickets: one unsigned per (column block, row block), zero at rest.
@@ -321,14 +339,7 @@ __device__ __forceinline__ void qg_finish(float (&acc)[MT][16], float (*red)[MT]
     for (int i = 0; i < MT; ++i)
       if (m0 + i < M) __stcg(ws + ((long long)s * M + m0 + i) * N + n, part[i]);
   }
-  __threadfence();  // this thread's partial is visible GPU-wide before the ticket is taken
-  __syncthreads();
-  __shared__ unsigned last;
-  unsigned* ticket = tickets + blockIdx.x + gridDim.x * blockIdx.z;
-  if (tid == 0) last = atomicAdd(ticket, 1u) == (unsigned)(split - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!qg_last_ticket(tickets, split)) return;
   if (n < N) {
     const float cs = colscale ? colscale[n] : 1.f;
 #pragma unroll
@@ -339,7 +350,7 @@ __device__ __forceinline__ void qg_finish(float (&acc)[MT][16], float (*red)[MT]
       y[(long long)(m0 + i) * N + n] = from_float<T>(v * cs);
     }
   }
-  if (tid == 0) *ticket = 0u;  // re-armed for the next launch (kernel boundaries order it)
+  if (tid == 0) *qg_ticket(tickets) = 0u;  // re-armed for the next launch (kernel boundaries order it)
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -699,14 +710,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
           const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
           if (row < M && col < N) __stcg(ws + ((long long)sidx * M + row) * N + col, acc[i][j][e]);
         }
-    __threadfence();
-    __syncthreads();
-    __shared__ unsigned last;
-    unsigned* ticket = tickets + blockIdx.x + gridDim.x * blockIdx.z;
-    if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == (unsigned)(split - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!qg_last_ticket(tickets, split)) return;
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -721,7 +725,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
           }
           acc[i][j][e] = v;
         }
-    if (threadIdx.x == 0) *ticket = 0u;  // re-armed for the next launch
+    if (threadIdx.x == 0) *qg_ticket(tickets) = 0u;  // re-armed for the next launch
   }
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -988,14 +992,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __r
                                     acc[i][3][2 * h + 1]));
         }
       }
-    __threadfence();
-    __syncthreads();
-    __shared__ unsigned last;
-    unsigned* ticket = tickets + blockIdx.x + gridDim.x * blockIdx.z;
-    if (tid == 0) last = atomicAdd(ticket, 1u) == (unsigned)(split - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!qg_last_ticket(tickets, split)) return;
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -1015,7 +1012,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __r
         acc[i][0][2 * h + 1] = v.x; acc[i][1][2 * h + 1] = v.y; acc[i][2][2 * h + 1] = v.z;
         acc[i][3][2 * h + 1] = v.w;
       }
-    if (tid == 0) *ticket = 0u;  // re-armed for the next launch
+    if (tid == 0) *qg_ticket(tickets) = 0u;  // re-armed for the next launch
   }
 #pragma unroll
   for (int i = 0; i < MT; ++i)
