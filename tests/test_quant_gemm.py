@@ -540,28 +540,34 @@ def test_v6_launch_two_waves():
     assert fam.mma_launch(1, 16, 64)["SPLIT"] == 1  # 4 k16 steps: no split below 4 steps each
 
 
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("case", V6_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
-def test_emulated_v6_mma_matches_reference(case, dtype):
+def _emulated_vs_reference(variant: str, emulator: str, case, dtype: str, mutations) -> None:
+    """A lane-level emulation (tests/qgemm_emulation.py) of a CUDA rung passes the family's tolerance against the
+    float64 reference at ``case`` = (shape, split, MT), and each known-wrong mapping in ``mutations`` fails it."""
     E = pytest.importorskip("tests.qgemm_emulation")
     shape, split, mt = case
-    v = P.variants["cuda_v6_w4a16_mma"]
+    v = P.variants[variant]
     assert v.skip_reason(shape, dtype) is None
     inputs = P.make_inputs(shape, dtype, 4, "cpu")
     ref = P.reference(inputs, shape, dtype)
     exp = P.make_outputs(shape, dtype, "cpu")
 
     def emulate(mutate=None):
-        y = E.v6_w4a16(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"], split, mt,
-                       mutate=mutate)
+        y = getattr(E, emulator)(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"],
+                                 split, mt, mutate=mutate)
         return {"y": torch.from_numpy(y).to(exp["y"].dtype)}
 
     res = check_outputs(emulate(), ref, P.tol(dtype, v), exp)
     assert res.ok, res.message
-    i = V6_CASES.index(case)  # every known-wrong variant on the first case, one each on the others (test time)
-    muts = E.V6_MUTATIONS if i == 0 else E.V6_MUTATIONS[i % len(E.V6_MUTATIONS):][:1]
-    for m in muts:
+    for m in mutations(E):
         assert not check_outputs(emulate(m), ref, P.tol(dtype, v), exp).ok, f"mutation {m} passed"
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", V6_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
+def test_emulated_v6_mma_matches_reference(case, dtype):
+    i = V6_CASES.index(case)  # every known-wrong variant on the first case, one each on the others (test time)
+    _emulated_vs_reference("cuda_v6_w4a16_mma", "v6_w4a16", case, dtype,
+                           lambda E: E.V6_MUTATIONS if i == 0 else E.V6_MUTATIONS[i % len(E.V6_MUTATIONS):][:1])
 
 
 def test_v6_skips_unsupported():
@@ -610,26 +616,10 @@ V7_REJECT = [None, ("a_swizzle", "b_pad"), ("nibble_swap", "wait_depth"), ("grou
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("case", V7_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
 def test_emulated_v7_marlin_matches_reference(case, dtype):
-    """The lane-level emulation of qgemm_v7 (smem bytes, cp.async commit groups, ldmatrix, fragment tables) passes
-    the family's tolerance against the float64 reference, and every known-wrong mapping fails it."""
-    E = pytest.importorskip("tests.qgemm_emulation")
-    shape, split, mt = case
-    v = P.variants["cuda_v7_w4a16_marlin"]
-    assert v.skip_reason(shape, dtype) is None
-    inputs = P.make_inputs(shape, dtype, 4, "cpu")
-    ref = P.reference(inputs, shape, dtype)
-    exp = P.make_outputs(shape, dtype, "cpu")
-
-    def emulate(mutate=None):
-        y = E.v7_w4a16(inputs["x"], inputs["qw"], inputs["scale"], inputs.get("zero"), shape["group"], split, mt,
-                       mutate=mutate)
-        return {"y": torch.from_numpy(y).to(exp["y"].dtype)}
-
-    res = check_outputs(emulate(), ref, P.tol(dtype, v), exp)
-    assert res.ok, res.message
-    muts = V7_REJECT[V7_CASES.index(case)] or E.V7_MUTATIONS
-    for m in muts:
-        assert not check_outputs(emulate(m), ref, P.tol(dtype, v), exp).ok, f"mutation {m} passed"
+    """The emulation of qgemm_v7 (smem bytes, cp.async commit groups, ldmatrix, fragment tables) against float64,
+    and every known-wrong mapping rejected."""
+    _emulated_vs_reference("cuda_v7_w4a16_marlin", "v7_w4a16", case, dtype,
+                           lambda E: V7_REJECT[V7_CASES.index(case)] or E.V7_MUTATIONS)
 
 
 def test_v7_emulation_reads_the_cu_constants():
