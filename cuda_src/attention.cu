@@ -562,7 +562,7 @@ template <int D> struct Cfg {
 }  // namespace attn90
 // ATTN_V3_CONSTS_END
 
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time)
+#include "sm90.cuh"  // mbarrier, TMA, setmaxnreg, the cuTensorMapEncodeTiled entry point
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 namespace attn90 {
@@ -582,43 +582,16 @@ __host__ __device__ __forceinline__ uint64_t make_desc_u32(uint32_t saddr, uint3
 __device__ __forceinline__ uint64_t make_desc(const void* p, uint32_t lbo, uint32_t sbo) {
   return make_desc_u32(smem_u32(p), lbo, sbo);
 }
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, int phase) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(smem_u32(bar)),
-      "r"(phase)
-      : "memory");
-}
-// a 3-D box {c0 (column), c1 (row), c2 (head)} of the tensor map, completion counted on `bar` in bytes
-__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n"
-      ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2)
-      : "memory");
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-template <int R> __device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
-}
-template <int R> __device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
-}
+using hopper::mbar_arrive;
+using hopper::mbar_expect_tx;
+using hopper::mbar_init;
+using hopper::mbar_wait;
+using hopper::setmaxnreg_dec;
+using hopper::setmaxnreg_inc;
+using hopper::tma_load_3d;
+using hopper::wgmma_commit;
+using hopper::wgmma_fence;
+using hopper::wgmma_wait0;
 
 // D[64xN] (+)= A[64x16] * B[16xN]. wgmma_ss: A K-major and B K-major (keys x d, i.e. K itself) from shared memory;
 // wgmma_rs: A from registers (the m16n8k16-style fragment of each warp's 16 rows), B N-major (V: keys x d) from
@@ -843,24 +816,6 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
 // ATTN_V3_KERNEL_END
 
 // ---------------------------------------------------------------------------------------------------- host side
-typedef CUresult (*AttnEncodeTiledFn)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                      const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                      CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-// cuTensorMapEncodeTiled through the runtime's driver entry point: no link-time dependency on libcuda.so
-static AttnEncodeTiledFn attn_encode_fn() {
-  static AttnEncodeTiledFn fn = nullptr;
-  if (fn == nullptr) {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-#if CUDART_VERSION >= 12050
-    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
-#else
-    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &q);
-#endif
-    if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) fn = reinterpret_cast<AttnEncodeTiledFn>(p);
-  }
-  return fn;
-}
 
 // [heads, n, D] contiguous 16-bit as {D, n, heads}, box {64, rows, 1}, 128-B swizzle, OOB (rows >= n) zero-filled
 static int attn_encode_3d(CUtensorMap* map, CUtensorMapDataType dt, const void* base, int D, int n, int heads,
@@ -869,7 +824,7 @@ static int attn_encode_3d(CUtensorMap* map, CUtensorMapDataType dt, const void* 
   cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)n * D * 2};  // bytes, multiples of 16
   cuuint32_t box[3] = {64, (cuuint32_t)rows, 1};
   cuuint32_t estr[3] = {1, 1, 1};
-  AttnEncodeTiledFn encode = attn_encode_fn();
+  hopper::EncodeTiledFn encode = hopper::encode_tiled_fn();
   if (encode == nullptr) return 999;
   return (int)encode(map, dt, 3, const_cast<void*>(base), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);

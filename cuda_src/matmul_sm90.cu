@@ -8,7 +8,7 @@
 // bytes) and 16-byte aligned base pointers; M, N, K otherwise arbitrary — TMA zero-fills out-of-bounds box elements,
 // the epilogue guards its stores.
 #include "common.cuh"
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time, below)
+#include "sm90.cuh"  // mbarrier, TMA, wgmma waits, setmaxnreg, the cuTensorMapEncodeTiled entry point
 
 // =====================================================================================================================
 // v9 — wgmma + TMA. One warpgroup (128 threads) computes a 128x128 tile of C as two m64n128k16 wgmmas per k16 step;
@@ -35,34 +35,13 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// ---- mbarrier
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, int phase) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(smem_u32(bar)),
-      "r"(phase)
-      : "memory");
-}
-
-// ---- TMA: a 2-D box of the tensor map, completion counted on `bar` in bytes
-__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
-          "r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1)
-      : "memory");
-}
+using hopper::mbar_expect_tx;
+using hopper::mbar_init;
+using hopper::mbar_wait;
+using hopper::tma_load_2d;
+using hopper::wgmma_commit;
+using hopper::wgmma_fence;
+using hopper::wgmma_wait0;
 
 // ---- wgmma matrix descriptor, 128-byte swizzle (layout type 1 in bits 62-63); byte offsets encoded >> 4.
 // K-major (A): rows of 64 elements = 128 B; SBO = 1024 B between 8-row groups; LBO unused (1).
@@ -76,10 +55,6 @@ __device__ __forceinline__ uint64_t make_desc(const void* p, uint32_t lbo_bytes,
   d |= (uint64_t)1 << 62;  // 128-byte swizzle; base offset (bits 49-51) 0 because every tile is 1024-B aligned
   return d;
 }
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 
 // D[64x128] += A[64x16] (K-major, smem) * B[16x128] (N-major, smem: imm-trans-b = 1). scale-d = 1 always: the
 // accumulators start at zero, so the first k-step needs no special case.
@@ -204,25 +179,8 @@ __global__ void __launch_bounds__(sm90::THREADS) hgemm_v9_wgmma(const __grid_con
 }
 
 // ---------------------------------------------------------------------------------------------------- host side
-// cuTensorMapEncodeTiled is a driver-API function; fetching it through the runtime (cudaGetDriverEntryPoint*) keeps
-// this library free of a link-time dependency on libcuda.so (absent on machines without a driver).
-typedef CUresult (*EncodeTiledFn)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                  const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                  CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-static EncodeTiledFn encode_tiled_fn() {
-  static EncodeTiledFn fn = nullptr;
-  if (fn == nullptr) {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-#if CUDART_VERSION >= 12050
-    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
-#else
-    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &q);
-#endif
-    if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) fn = reinterpret_cast<EncodeTiledFn>(p);
-  }
-  return fn;
-}
+using hopper::EncodeTiledFn;
+using hopper::encode_tiled_fn;
 
 static int encode_2d(CUtensorMap* map, CUtensorMapDataType dt, const void* base, uint64_t inner, uint64_t outer,
                      uint32_t box_inner, uint32_t box_outer) {
@@ -299,18 +257,10 @@ __host__ __device__ __forceinline__ void ws_tile_coords(int t, int tiles_m, int 
 }
 // WS_TILE_ORDER_END
 
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-template <int N> __device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-template <int R> __device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
-}
-template <int R> __device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
-}
+using hopper::mbar_arrive;
+using hopper::setmaxnreg_dec;
+using hopper::setmaxnreg_inc;
+using hopper::wgmma_wait;
 
 // D[64x256] (+)= A[64x16] (K-major) * B[16x256] (N-major, imm-trans-b = 1); scale_d = 0 overwrites D.
 // D[64x128] (+)= A[64x32] * B[32x128], e4m3 x e4m3 -> f32: fp8 wgmma has no transpose, both operands are K-major.

@@ -321,6 +321,18 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def gpu_arch_reason(what: str, minimum: tuple[int, int] | None = None, exact: tuple[int, int] | None = None
+                    ) -> str | None:
+    """A supports() reason when this GPU's compute capability is below ``minimum`` or is not ``exact``:
+    "<what>; this GPU is sm_XY". None without a GPU (the runner then only compiles) or when the GPU qualifies."""
+    if not torch.cuda.is_available():
+        return None
+    cc = torch.cuda.get_device_capability()
+    if (minimum is not None and cc < minimum) or (exact is not None and cc != exact):
+        return f"{what}; this GPU is sm_{cc[0]}{cc[1]}"
+    return None
+
+
 REGISTRY: dict[str, Problem] = {}
 
 # Families that are planned but may not be registered yet: `--kernel X` says so instead of "unknown".

@@ -517,11 +517,10 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     bad = (ok == 0).nonzero()[:, 0]
     if stats is not None:  # certified[q] in the caller's query order; centre_of[q] = row of centres
         cert = ok.bool()
-        row = (torch.arange(Q, device=x.device) // block_q if mu.dim() == 2 else
-               torch.zeros(Q, dtype=torch.long, device=x.device))
+        row = torch.arange(Q, device=x.device) // block_q if mu.dim() == 2 else torch.zeros_like(ok, dtype=torch.long)
         if perm is not None:
-            cert, row = cert.clone(), row.clone()
-            cert[perm], row[perm] = ok.bool(), torch.arange(Q, device=x.device) // block_q
+            inv = torch.argsort(perm)
+            cert, row = cert[inv], row[inv]
         stats.update(kc=KC, fallback=int(bad.numel()), certified=cert, centres=mu.reshape(-1, D), centre_of=row)
     if bad.numel() and center == "block" and retry and 2 * bad.numel() <= Q:
         # refusals cluster in programs whose queries straddle two clusters: grouped again on their own they get

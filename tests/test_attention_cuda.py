@@ -13,7 +13,6 @@ Nq/Nkv in {1, 17, 1000}, causal and not, GQA (H=4, Hkv=2), D = 64 and 128, fp16 
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import torch
 from harness.cuda import nvcc_path
 from harness.families import _attention_cuda as ac
 from harness.registry import Problem, Shape, Tolerance
+from tests.gxx import build_and_run
+from tests.gxx import section as _section
 
 needs_nvcc = pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -145,34 +146,19 @@ EMU = Path(__file__).with_name("attn_sm90_emu.cpp")
 V3_SRC = ac.SRC_SM90.path
 
 
-def _section(text, begin, end):
-    i = text.index(begin)
-    return text[i:text.index(end, i)]
-
-
 def _emu_v3(tmp_path, src: str, args: list[str]) -> subprocess.CompletedProcess:
     """Build the emulator around the v3 sections of ``src`` (attention.cu's text, possibly broken on purpose)."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found")
     kern = _section(src, "// ATTN_V3_KERNEL_BEGIN", "// ATTN_V3_KERNEL_END")
     decl = "extern __shared__ __align__(1024) unsigned char smem_raw[];"
     fence = 'asm volatile("fence.mbarrier_init.release.cluster;\\n" ::: "memory");'
     assert decl in kern and fence in kern
     kern = kern.replace(decl, "unsigned char* smem_raw = g_dyn_smem;").replace(fence, "")
     assert "asm" not in kern, "inline asm left in the kernel body: the emulator only replaces the helpers"
-    (tmp_path / "kernel.inc").write_text(kern)
-    (tmp_path / "consts.inc").write_text(_section(src, "// ATTN_V3_CONSTS_BEGIN", "// ATTN_V3_CONSTS_END"))
-    (tmp_path / "desc.inc").write_text(_section(src, "// ATTN_V3_DESC_BEGIN", "// ATTN_V3_DESC_END"))
-    shutil.copy(EMU, tmp_path / "emu.cpp")
-    exe = tmp_path / "emu"
-    res = subprocess.run([gxx, "-std=c++20", "-O1", "-w", "-pthread", "-o", str(exe), str(tmp_path / "emu.cpp")],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        if "barrier" in res.stderr and "No such file" in res.stderr or "_Float16" in res.stderr:
-            pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {res.stderr.splitlines()[0]}")
-        raise AssertionError(res.stderr[-4000:])
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+    files = {"kernel.inc": kern,
+             "consts.inc": _section(src, "// ATTN_V3_CONSTS_BEGIN", "// ATTN_V3_CONSTS_END"),
+             "desc.inc": _section(src, "// ATTN_V3_DESC_BEGIN", "// ATTN_V3_DESC_END"),
+             "emu.cpp": EMU.read_text()}
+    return build_and_run(tmp_path, "emu", files, args, timeout=120)
 
 
 # dtype (h fp16, b bf16), D, B, H, Hkv, Nq, Nkv, causal. N never a multiple of the 128-row/128-key tiles except where

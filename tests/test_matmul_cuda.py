@@ -21,6 +21,8 @@ import torch
 from harness.cuda import CompileError, nvcc_path
 from harness.families import _matmul_cuda as mc
 from harness.registry import Shape
+from tests.gxx import build_and_run
+from tests.gxx import section as _section
 
 needs_nvcc = pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found")
 # the lead's conftest skips `gpu` tests without CUDA; the skipif keeps this file safe on its own too
@@ -339,27 +341,8 @@ int main(int argc, char** argv) {
 """
 
 
-def _section(text: str, begin: str, end: str | None) -> str:
-    i = text.index(begin)
-    i = text.rindex("\n", 0, i) + 1
-    j = text.index(end, i) if end else len(text)
-    return text[i:j]
-
-
 def _build_and_run(tmp_path, name: str, main_src: str, inc_name: str, inc: str, args: list[str]) -> str:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found")
-    (tmp_path / inc_name).write_text(inc)
-    (tmp_path / f"{name}.cpp").write_text(main_src)
-    exe = tmp_path / name
-    res = subprocess.run([gxx, "-std=c++20", "-O1", "-w", "-pthread", "-o", str(exe), str(tmp_path / f"{name}.cpp")],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        if "barrier" in res.stderr and "No such file" in res.stderr or "_Float16" in res.stderr:
-            pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {res.stderr.splitlines()[0]}")
-        raise AssertionError(res.stderr[-4000:])
-    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    run = build_and_run(tmp_path, name, {inc_name: inc, f"{name}.cpp": main_src}, args)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     return run.stdout
 
@@ -629,19 +612,13 @@ def _check_order(order: list[tuple[int, int]], tm: int, tn: int, group_m: int = 
 
 
 def test_tile_order_is_a_grouped_bijection(tmp_path):
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found")
     sm90 = mc.SRC_SM90.path.read_text()
     mm = mc.SRC.path.read_text()
-    (tmp_path / "ws_order.inc").write_text(_section(sm90, "WS_TILE_ORDER_BEGIN", "WS_TILE_ORDER_END"))
-    (tmp_path / "v8b_order.inc").write_text(_section(mm, "V8B_TILE_ORDER_BEGIN", "V8B_TILE_ORDER_END"))
-    (tmp_path / "order.cpp").write_text(TILE_ORDER_MAIN)
-    exe = tmp_path / "order"
-    res = subprocess.run([gxx, "-std=c++17", "-O1", "-o", str(exe), str(tmp_path / "order.cpp")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = subprocess.run([str(exe), *(f"{m},{n}" for m, n in GRIDS)], capture_output=True, text=True, check=True)
+    out = build_and_run(tmp_path, "order", {"ws_order.inc": _section(sm90, "WS_TILE_ORDER_BEGIN", "WS_TILE_ORDER_END"),
+                                            "v8b_order.inc": _section(mm, "V8B_TILE_ORDER_BEGIN", "V8B_TILE_ORDER_END"),
+                                            "order.cpp": TILE_ORDER_MAIN},
+                        [f"{m},{n}" for m, n in GRIDS], std="c++17")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows: dict[tuple[int, int], list[list[int]]] = {}
     for line in out.stdout.splitlines():
         tm, tn, t, a, b, c, d = map(int, line.split())
@@ -1146,7 +1123,7 @@ def _sm90_incs(src: str) -> dict[str, str]:
         "sm90_consts.inc": _section(src, "constexpr int BM = 128, BN = 128, BK = 64, STAGES = 4, THREADS = 128;",
                                     "__device__ __forceinline__ uint32_t smem_u32"),
         "make_desc.inc": _section(src, "__device__ __forceinline__ uint64_t make_desc",
-                                  "__device__ __forceinline__ void wgmma_fence()"),
+                                  "// D[64x128] += A[64x16] (K-major, smem)"),
         "ws_order.inc": _section(src, "WS_TILE_ORDER_BEGIN", "WS_TILE_ORDER_END"),
         "ws_consts.inc": _section(src, "constexpr int PRODUCER_REGS", "}  // namespace sm90ws") + "}  // namespace sm90ws\n",
         "kernels.inc": kern,
@@ -1154,20 +1131,7 @@ def _sm90_incs(src: str) -> dict[str, str]:
 
 
 def _emu_sm90(tmp_path, src: str, args: list[str]) -> subprocess.CompletedProcess:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found")
-    for name, text in _sm90_incs(src).items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "emu_sm90.cpp").write_text(EMU_SM90)
-    exe = tmp_path / "emu_sm90"
-    res = subprocess.run([gxx, "-std=c++20", "-O1", "-w", "-pthread", "-o", str(exe), str(tmp_path / "emu_sm90.cpp")],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        if "barrier" in res.stderr and "No such file" in res.stderr or "_Float16" in res.stderr:
-            pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {res.stderr.splitlines()[0]}")
-        raise AssertionError(res.stderr[-4000:])
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    return build_and_run(tmp_path, "emu_sm90", {**_sm90_incs(src), "emu_sm90.cpp": EMU_SM90}, args)
 
 
 # kernel,M,N,K,grid: v9 (the anchor) with an edge tile; v10 one CTA over 4 tiles x 4 slices (the ring wraps inside a

@@ -577,26 +577,31 @@ def test_v6_skips_unsupported():
     assert v.skip_reason(P.shape(M=16, N=48, K=128, scheme="w8a16"), "fp16")
 
 
+def _gpu_vs_emulation(variant: str, emulator: str, launch, case, dtype: str) -> None:
+    """On a GPU: the rung at its launcher's own split equals its emulation to fp32 accumulation error (the HMMA's
+    internal rounding is modelled, not replayed), run twice so the split-K tickets must have been re-armed."""
+    E = pytest.importorskip("tests.qgemm_emulation")
+    shape, _, _ = case
+    v = P.variants[variant]
+    inputs = P.make_inputs(shape, dtype, 4, "cuda")
+    out = P.make_outputs(shape, dtype, "cuda")
+    v.fn(inputs, out, shape)
+    v.fn(inputs, out, shape)
+    lc = launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
+    cpu = {k: t.cpu() for k, t in inputs.items()}
+    y = getattr(E, emulator)(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"],
+                             lc["MT"])
+    ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
+    got = out["y"].cpu().double().numpy()
+    assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("case", V6_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
 def test_gpu_v6_matches_emulation(case, dtype):
-    """On a GPU: v6 at the launcher's own split equals the emulation to fp32 accumulation error (the HMMA's internal
-    rounding is modelled, not replayed), run twice so the tickets must have been re-armed."""
-    E = pytest.importorskip("tests.qgemm_emulation")
-    shape, _, _ = case
-    v = P.variants["cuda_v6_w4a16_mma"]
-    inputs = P.make_inputs(shape, dtype, 4, "cuda")
-    out = P.make_outputs(shape, dtype, "cuda")
-    v.fn(inputs, out, shape)
-    v.fn(inputs, out, shape)
-    lc = fam.mma_launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
-    cpu = {k: t.cpu() for k, t in inputs.items()}
-    y = E.v6_w4a16(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"], lc["MT"])
-    ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
-    got = out["y"].cpu().double().numpy()
-    assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"
+    _gpu_vs_emulation("cuda_v6_w4a16_mma", "v6_w4a16", fam.mma_launch, case, dtype)
 
 
 # ------------------------------------------------------------------------------------------------ v7 (marlin)
@@ -692,18 +697,4 @@ def test_v7_sass_has_hmma_ldgsts_ldsm():
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("case", V7_CASES, ids=lambda c: f"{c[0]}-split{c[1]}-mt{c[2]}")
 def test_gpu_v7_matches_emulation(case, dtype):
-    """On a GPU: v7 at the launcher's own split equals the emulation to fp32 accumulation error, run twice so the
-    tickets must have been re-armed."""
-    E = pytest.importorskip("tests.qgemm_emulation")
-    shape, _, _ = case
-    v = P.variants["cuda_v7_w4a16_marlin"]
-    inputs = P.make_inputs(shape, dtype, 4, "cuda")
-    out = P.make_outputs(shape, dtype, "cuda")
-    v.fn(inputs, out, shape)
-    v.fn(inputs, out, shape)
-    lc = fam.v7_launch(shape["M"], shape["N"], shape["K"], torch.cuda.get_device_properties(0).multi_processor_count)
-    cpu = {k: t.cpu() for k, t in inputs.items()}
-    y = E.v7_w4a16(cpu["x"], cpu["qw"], cpu["scale"], cpu.get("zero"), shape["group"], lc["SPLIT"], lc["MT"])
-    ulp = 2.0 ** (-10 if dtype == "fp16" else -7)
-    got = out["y"].cpu().double().numpy()
-    assert np.all(np.abs(got - y) <= ulp * np.abs(y) + 1e-6), "GPU result differs from the emulation"
+    _gpu_vs_emulation("cuda_v7_w4a16_marlin", "v7_w4a16", fam.v7_launch, case, dtype)

@@ -22,6 +22,7 @@ import math
 import torch
 
 from harness.cuda import CudaSource, ptr
+from harness.registry import gpu_arch_reason
 
 HEAD_DIMS = (64, 128)
 CTYPES = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
@@ -159,12 +160,7 @@ def _supports_v3(shape, dtype):
         return reason
     if min(shape["Nq"], shape["Nkv"]) < 1:
         return "Nq and Nkv must be >= 1 (TMA tensor maps have no empty dimension)"
-    if not torch.cuda.is_available():
-        return None  # no GPU: the runner only compiles (status "compiled")
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) != (9, 0):
-        return f"wgmma/TMA need sm_90a (Hopper); this GPU is sm_{major}{minor}"
-    return None
+    return gpu_arch_reason("wgmma/TMA need sm_90a (Hopper)", exact=(9, 0))
 
 
 # ------------------------------------------------------------------------------------------------ decode

@@ -17,6 +17,7 @@ import ctypes
 import torch
 
 from harness.cuda import CudaSource, CudaUnavailable, ptr
+from harness.registry import gpu_arch_reason
 
 SRC = CudaSource("matmul.cu")
 SRC_SM90 = CudaSource("matmul_sm90.cu", archs=("sm_90a",))
@@ -181,11 +182,9 @@ def _v9(inputs, out, shape):
 
 
 def _v9_supports(shape, dtype):
-    if not torch.cuda.is_available():
-        return None  # no GPU: the runner only compiles (status "compiled")
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) != (9, 0):
-        return f"wgmma/TMA need sm_90a (Hopper); this GPU is sm_{major}{minor}"
+    reason = _sm90_reason()
+    if reason:
+        return reason
     M, N, K = _dims(shape)
     if K % 8 or N % 8:
         return "TMA needs 16-byte row strides: K and N must be multiples of 8"
@@ -201,12 +200,7 @@ GROUP_M = 8  # cuda_src/matmul_sm90.cu sm90ws::GROUP_M (the persistent tile orde
 
 
 def _sm90_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return None  # no GPU: the runner only compiles (status "compiled")
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) != (9, 0):
-        return f"wgmma/TMA need sm_90a (Hopper); this GPU is sm_{major}{minor}"
-    return None
+    return gpu_arch_reason("wgmma/TMA need sm_90a (Hopper)", exact=(9, 0))
 
 
 def _v10(inputs, out, shape):

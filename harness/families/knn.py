@@ -49,7 +49,7 @@ import math
 import torch
 
 from harness.check import CheckResult
-from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, interpreter, register
+from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, gpu_arch_reason, interpreter, register
 
 METRICS = ("l2", "ip", "cos")
 DATA = ("normal", "offset")
@@ -696,10 +696,7 @@ def _v3_supports(shape: Shape, dtype: str) -> str | None:
         return reason
     if shape.D > V3_MAX_D:
         return f"D={shape.D} > {V3_MAX_D}: the query tile would not fit shared memory"
-    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
-        major, minor = torch.cuda.get_device_capability()
-        return f"bf16/fp16 WMMA path is built for sm_80+; this GPU is sm_{major}{minor}"
-    return None
+    return gpu_arch_reason("bf16/fp16 WMMA path is built for sm_80+", minimum=(8, 0))
 
 
 def _cuda_supports(max_k: int):
@@ -867,9 +864,9 @@ def _v4_supports(shape: Shape, dtype: str) -> str | None:
         return f"metric={shape.metric}: TF32 products (2^-10) are far outside the ip/cos tie band; l2 only"
     if shape.D > V4_MAX_D:
         return f"D={shape.D} > {V4_MAX_D}: the query tile would not fit shared memory"
-    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
-        major, minor = torch.cuda.get_device_capability()
-        return f"TF32 WMMA needs sm_80+; this GPU is sm_{major}{minor}"
+    reason = gpu_arch_reason("TF32 WMMA needs sm_80+", minimum=(8, 0))
+    if reason:
+        return reason
     kb = v4_kb(v3_candidates(k_eff(shape), shape.N))
     need, limit = _v4_smem(shape.D, kb), _v4_smem_limit()
     if need > limit:

@@ -28,7 +28,7 @@ import math
 import torch
 
 from harness.check import f64
-from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, interpreter, on_gpu, register
+from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, gpu_arch_reason, interpreter, on_gpu, register
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 BF16_INTERP = "bf16 tl.dot is wrong under TRITON_INTERPRET; checked on GPU"
@@ -122,10 +122,7 @@ PROBLEM = register(Problem(
 
 # ------------------------------------------------------------------------------------------------------ Triton
 def _fp8_gpu_reason() -> str | None:
-    major, minor = torch.cuda.get_device_capability()
-    if major < 9:
-        return f"fp8 e4m3 tensor-core GEMM needs Hopper (sm_90+); this GPU is sm_{major}{minor}"
-    return None
+    return gpu_arch_reason("fp8 e4m3 tensor-core GEMM needs Hopper (sm_90+)", minimum=(9, 0))
 
 
 def _triton_supports(shape: Shape, dtype: str) -> str | None:

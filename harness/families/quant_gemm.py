@@ -38,7 +38,7 @@ import torch
 
 from harness.check import f64
 from harness.cuda import CUDA_TYPES, CudaSource
-from harness.registry import DTYPES, Problem, Shape, interpreter, on_gpu, register
+from harness.registry import DTYPES, Problem, Shape, gpu_arch_reason, interpreter, on_gpu, register
 from kernels import quant as Q
 from kernels import quant_gemm as TK
 
@@ -264,10 +264,7 @@ def _triton_dot(shape: Shape, dtype: str) -> str | None:
 
 def _sm89(what: str):
     def check(shape: Shape, dtype: str) -> str | None:
-        if on_gpu() and torch.cuda.get_device_capability() < (8, 9):
-            return f"{what} needs fp8 tensor cores (sm_89+ / Hopper); this GPU is sm_" + "".join(
-                map(str, torch.cuda.get_device_capability()))
-        return None
+        return gpu_arch_reason(f"{what} needs fp8 tensor cores (sm_89+ / Hopper)", minimum=(8, 9))
 
     return check
 
