@@ -343,6 +343,60 @@ def first_error(log: str) -> str:
     return lines[-1] if lines else "nvcc failed"
 
 
+def cached_build(stem: str, name: str, run: Any, primary: Path) -> tuple[Path, Path]:
+    """One cached compile (ccache's direct mode, see the module docstring): ``run(tmp)`` writes ``tmp/name`` and
+    returns (the files the compile read, its log); the entry is keyed by ``stem`` (everything but the files'
+    contents) and the content of every file read. Returns (artefact, log file). Used by nvcc builds here and by the
+    CPU interpreter's g++ builds (harness/interp)."""
+    index = cache_dir() / f"{stem}.deps.json"
+    hit = _lookup(index, name)
+    if hit is not None:
+        return hit / name, hit / "ptxas.log"
+    with FileLock(str(cache_dir() / f"{stem}.lock")):
+        hit = _lookup(index, name)  # another worker built it while this one waited for the lock
+        if hit is not None:
+            return hit / name, hit / "ptxas.log"
+        started = time.time_ns()
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
+            tdp = Path(td)
+            deps, log = run(tdp)
+            (tdp / "ptxas.log").write_text(log)
+            deps = [p for p in deps if tdp.resolve() not in p.parents]
+            if primary.resolve() not in deps:
+                deps.insert(0, primary.resolve())
+            files = {_portable(p): _signature(p) for p in deps}
+            h = hashlib.sha256(stem.encode())
+            for f in sorted(files):
+                h.update(f"{f}\0{files[f][2]}\0".encode())
+            cdir = cache_dir() / f"{stem}-{h.hexdigest()[:16]}"
+            # an input edited while the compiler ran: this build may hold either version, so it is used, never indexed
+            racy = any(sig[1] >= started for sig in files.values())
+            if not cdir.exists():
+                entry = tdp / "entry"
+                entry.mkdir()
+                shutil.move(str(tdp / name), entry / name)
+                shutil.move(str(tdp / "ptxas.log"), entry / "ptxas.log")
+                if racy:
+                    keep = cache_dir() / f".racy-{stem}-{os.getpid()}-{time.time_ns()}"
+                    os.rename(entry, keep)
+                    return keep / name, keep / "ptxas.log"
+                os.rename(entry, cdir)  # atomic: the entry is complete or absent
+            if not racy:
+                entries = [e for e in _read_index(index) if e.get("dir") != cdir.name]
+                entries.insert(0, {"dir": cdir.name, "files": files})
+                _write_atomic(index, json.dumps(entries[:8]).encode())  # the 8 latest dependency sets
+        return cdir / name, cdir / "ptxas.log"
+
+
+def _lookup(index: Path, artefact: str) -> Path | None:
+    for e in _read_index(index):
+        cdir = cache_dir() / str(e.get("dir", ""))
+        files = e.get("files") or {}
+        if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
+            return cdir
+    return None
+
+
 @dataclass
 class CudaSource:
     """One ``.cu`` file under ``cuda_src/`` (or an absolute path: a user's own file) and how to compile it."""
@@ -378,14 +432,6 @@ class CudaSource:
                                        list(self.libs), nvcc_version()], default=str).encode())
         return h.hexdigest()[:24]
 
-    def _lookup(self, index: Path, artefact: str) -> Path | None:
-        for e in _read_index(index):
-            cdir = cache_dir() / str(e.get("dir", ""))
-            files = e.get("files") or {}
-            if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
-                return cdir
-        return None
-
     def _cmd(self, arch: str) -> list[str]:
         nv = nvcc_path()
         if nv is None:
@@ -412,56 +458,20 @@ class CudaSource:
         library (host mode)."""
         name = "k.cubin" if kind == "cubin" else "lib.so"
         stem = f"{Path(self.path).stem}-{arch}-{kind}-{self._config_key(arch, kind)}"
-        index = cache_dir() / f"{stem}.deps.json"
-        hit = self._lookup(index, name)
-        if hit is not None:
-            return hit / name, hit / "ptxas.log"
-        with FileLock(str(cache_dir() / f"{stem}.lock")):
-            hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
-            if hit is not None:
-                return hit / name, hit / "ptxas.log"
-            return self._compile_locked(arch, kind, name, stem, index)
+        return cached_build(stem, name, lambda tdp: self._compile_locked(arch, kind, name, tdp), Path(self.path))
 
-    def _compile_locked(self, arch: str, kind: str, name: str, stem: str, index: Path) -> tuple[Path, Path]:
+    def _compile_locked(self, arch: str, kind: str, name: str, tdp: Path) -> tuple[list[Path], str]:
+        """nvcc into ``tdp/name`` (under the cache entry's lock) -> (the files it read, its log)."""
         libs = [f"-l{lib}" for lib in self.libs]
         extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *libs]
-        started = time.time_ns()
-        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
-            tdp = Path(td)
-            unit = self._unit(tdp)
-            depf = tdp / "deps.d"
-            cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-MD", "-MF", str(depf), "-o", str(tdp / name),
-                   str(unit)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            log = res.stdout + res.stderr
-            if res.returncode != 0:
-                raise CompileError(f"{first_error(log)}\n{log}")
-            (tdp / "ptxas.log").write_text(log)
-            deps = [p for p in parse_depfile(depf.read_text(), Path.cwd()) if tdp.resolve() not in p.parents]
-            if Path(self.path).resolve() not in deps:
-                deps.insert(0, Path(self.path).resolve())
-            files = {_portable(p): _signature(p) for p in deps}
-            h = hashlib.sha256(stem.encode())
-            for f in sorted(files):
-                h.update(f"{f}\0{files[f][2]}\0".encode())
-            cdir = cache_dir() / f"{stem}-{h.hexdigest()[:16]}"
-            # an input edited while nvcc ran: this build may hold either version, so it is used, never indexed
-            racy = any(sig[1] >= started for sig in files.values())
-            if not cdir.exists():
-                entry = tdp / "entry"
-                entry.mkdir()
-                shutil.move(str(tdp / name), entry / name)
-                shutil.move(str(tdp / "ptxas.log"), entry / "ptxas.log")
-                if racy:
-                    keep = cache_dir() / f".racy-{stem}-{os.getpid()}-{time.time_ns()}"
-                    os.rename(entry, keep)
-                    return keep / name, keep / "ptxas.log"
-                os.rename(entry, cdir)  # atomic: the entry is complete or absent
-            if not racy:
-                entries = [e for e in _read_index(index) if e.get("dir") != cdir.name]
-                entries.insert(0, {"dir": cdir.name, "files": files})
-                _write_atomic(index, json.dumps(entries[:8]).encode())  # the 8 latest dependency sets
-        return cdir / name, cdir / "ptxas.log"
+        unit = self._unit(tdp)
+        depf = tdp / "deps.d"
+        cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-MD", "-MF", str(depf), "-o", str(tdp / name), str(unit)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        log = res.stdout + res.stderr
+        if res.returncode != 0:
+            raise CompileError(f"{first_error(log)}\n{log}")
+        return parse_depfile(depf.read_text(), Path.cwd()), log
 
     def compile(self, arch: str | None = None) -> Build:
         """nvcc -> cubin for one arch (default: the GPU's, else the first default). Cached on disk."""
