@@ -416,6 +416,7 @@ class CudaSource:
         self._builds: dict[str, Build] = {}
         self._modules: dict[str, Any] = {}
         self._libs: dict[str, ctypes.CDLL] = {}
+        self._kernel_names: list[str] = []  # every kernel() asked for: the CPU interpreter's entry points
 
     @property
     def name(self) -> str:
@@ -544,11 +545,33 @@ class CudaSource:
     # ------------------------------------------------------------------------------------------- kernel mode
     def kernel(self, name: str) -> Kernel:
         self._ensure_instantiated(name)
+        if name not in self._kernel_names:
+            self._kernel_names.append(name)
         return Kernel(self, name)
+
+    def interp_library(self, kernel: str | None = None) -> Any:
+        """The CPU interpreter's build of this file (harness.interp): entry points for every kernel asked for so
+        far; when that build fails, one for ``kernel`` alone (an error in another template specialisation must
+        not fail this kernel, as with nvcc)."""
+        from harness import interp
+
+        names = interp.kernel_list(self)
+        try:
+            return interp.library(self, names)
+        except CompileError:
+            if kernel is None or len(names) <= 1:
+                raise
+            return interp.library(self, [kernel])
 
     # ------------------------------------------------------------------------------------------- host mode
     def library(self, arch: str | None = None) -> ctypes.CDLL:
-        """Compile the file as a shared library (its host code included) and load it with ctypes."""
+        """Compile the file as a shared library (its host code included) and load it with ctypes. In interpret mode
+        (harness.interp.enabled()) the library is the CPU interpreter's build: the same exported functions, run on
+        host memory, with memcheck/racecheck/synccheck (a fault raises harness.interp.KernelFault)."""
+        from harness import interp
+
+        if interp.enabled():
+            return interp.library(self, [])
         arch = arch or self.default_arch()
         if arch in self._libs:
             return self._libs[arch]
@@ -592,9 +615,26 @@ def f64(x: float) -> _Scalar:
     return _Scalar(x, np.float64)
 
 
+def stream_of(t: Any) -> int:
+    """The CUDA stream handle a host-mode launcher takes for work on tensor ``t``: torch's current stream on a GPU,
+    the default stream (0) for CPU tensors (the CPU interpreter runs every launch on it)."""
+    if getattr(t, "is_cuda", False):
+        import torch
+
+        return int(torch.cuda.current_stream().cuda_stream)
+    return 0
+
+
 def ptr(t: Any) -> int:
-    """Device address of a torch tensor (for host-mode libraries and kernel arguments)."""
-    return int(t.data_ptr()) if t is not None else 0
+    """Device address of a torch tensor (for host-mode libraries and kernel arguments). In interpret mode the
+    tensor's storage also becomes valid device memory for the library's kernels (memcheck)."""
+    if t is None:
+        return 0
+    from harness import interp
+
+    if not getattr(t, "is_cuda", False) and interp.enabled():
+        interp.register(t)
+    return int(t.data_ptr())
 
 
 def _convert(a: Any) -> tuple[str, Any]:
@@ -737,6 +777,12 @@ class Kernel:
             raise ValueError(f"{self.name}: empty launch grid={grid} block={block}")
         if shared > 48 * 1024 and self._max_dyn < shared:
             self.set_max_dynamic_shared(shared)
+        from harness import interp
+
+        if interp.enabled():  # the CPU interpreter: CPU tensors are valid arguments
+            lib = self.src.interp_library(self.name)
+            lib.launch(self.name, grid, block, int(shared), args, max_dyn=self._max_dyn or -1)
+            return
         kind, fn = self._load()
         conv = [_convert(a) for a in args]
         import torch

@@ -150,6 +150,15 @@ class InterpLibrary:
         idx = self.kernels.get(kernel)
         if idx is None:
             raise KeyError(f"{self.path.name}: kernel {kernel!r} was not built; built: {sorted(self.kernels)}")
+        gpu = [i for i, a in enumerate(args) if getattr(a, "is_cuda", False)]
+        if gpu:  # WB_CUDA_INTERPRET=1 on a GPU machine: the kernel runs on CPU copies, copied back afterwards
+            cpu = list(args)
+            for i in gpu:
+                cpu[i] = args[i].cpu()
+            self.launch(kernel, grid, block, shared, tuple(cpu), max_dyn)
+            for i in gpu:
+                args[i].copy_(cpu[i])
+            return
         bufs: list[tuple[int, int, str]] = []
         holders: list[Any] = []
         for i, a in enumerate(args):
@@ -211,6 +220,31 @@ class InterpFunction:
 
 
 _LIBS: dict[tuple[str, tuple[str, ...]], InterpLibrary] = {}
+
+
+def kernel_list(src: Any) -> list[str]:
+    """The kernels a CudaSource's interpreted build has entry points for: every kernel() asked for, then its
+    explicit instantiations (the same list in every process: families create their kernels at import)."""
+    return list(dict.fromkeys([*getattr(src, "_kernel_names", []), *getattr(src, "instantiate", [])]))
+
+
+def prebuild(sources: list[Any], workers: int | None = None) -> None:
+    """Compile the interpreted libraries of several sources in parallel threads (g++ runs as subprocesses) before the
+    workers need them; failures are left for each variant's record to report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.cuda import CompileError
+    from harness.interp.build import build
+
+    def one(src: Any) -> None:
+        try:
+            build(src, kernel_list(src))
+        except (CompileError, OSError):
+            pass
+
+    todo = list({id(s): s for s in sources}.values())
+    with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as ex:
+        list(ex.map(one, todo))
 
 
 def library(src: Any, kernels: list[str] | tuple[str, ...] = ()) -> InterpLibrary:

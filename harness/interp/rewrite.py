@@ -203,9 +203,11 @@ def _c_string(lit: str) -> str:
     return bytes(body, "utf-8").decode("unicode_escape", errors="replace")
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside brackets and strings (':' never splits a '::')."""
+def _split_top(text: str, sep: str, angles: bool = False) -> list[str]:
+    """Split at ``sep`` outside brackets and strings (':' never splits a '::'); ``angles``: '<...>' count as brackets
+    too (declarations, where they are template argument lists)."""
     parts, depth, cur, i, quote = [], 0, "", 0, ""
+    opens, closes = ("([{<", ")]}>") if angles else ("([{", ")]}")
     while i < len(text):
         c = text[i]
         if quote:
@@ -219,10 +221,10 @@ def _split_top(text: str, sep: str) -> list[str]:
         elif c in "\"'":
             quote = c
             cur += c
-        elif c in "([{":
+        elif c in opens:
             depth += 1
             cur += c
-        elif c in ")]}":
+        elif c in closes:
             depth -= 1
             cur += c
         elif c == sep and depth == 0 and not (sep == ":" and (text[i:i + 2] == "::" or (i and text[i - 1] == ":"))):
@@ -443,7 +445,7 @@ def _shared_edit(u: Unit, pos: int, counter: list[int], fname: str, line: int) -
     toks = body.split()
     is_extern = "extern" in toks
     body = re.sub(r"\b(extern|static|__shared__)\b", " ", body)
-    decls = _split_top(body, ",")
+    decls = _split_top(body, ",", angles=True)
     scope = scope_kind(u, pos)
     if scope == "class":
         raise RewriteError(f"{fname}:{line}: __shared__ member of a class is not supported")

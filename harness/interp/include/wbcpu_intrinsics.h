@@ -13,7 +13,7 @@ inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 // ---- warp collectives (lane = linear thread id % 32; a collective waits for every lane its mask names)
-#define __syncwarp(...) ::wb::syncwarp_(WB_LOC, ##__VA_ARGS__)
+#define __syncwarp(...) ::wb::syncwarp_(WB_LOC __VA_OPT__(, ) __VA_ARGS__)
 #define __shfl_sync(...) ::wb::shfl_t(0, WB_LOC, __VA_ARGS__)
 #define __shfl_up_sync(...) ::wb::shfl_t(1, WB_LOC, __VA_ARGS__)
 #define __shfl_down_sync(...) ::wb::shfl_t(2, WB_LOC, __VA_ARGS__)
