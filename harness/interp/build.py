@@ -35,6 +35,11 @@ SANITIZE = ["-fsanitize=kernel-address,alignment", "--param", "asan-instrumentat
             "--param", "asan-stack=0", "--param", "asan-globals=0", "--param", "asan-use-after-return=0",
             "--param", "asan-instrument-allocas=0"]
 CXXFLAGS = ["-std=c++17", "-O2", "-gdwarf-4", "-fPIC", "-fno-strict-aliasing", "-w"]
+# Several interpreted libraries share a worker process: no symbol may bind across them. Template statics are
+# STB_GNU_UNIQUE by default (unified process-wide even under RTLD_LOCAL: one library's __shared__ slot offsets would
+# land in another's window), and -Bsymbolic binds every reference inside the library to its own definitions.
+ISOLATE = ["-fno-gnu-unique"]
+LINK_ISOLATE = ["-Wl,-Bsymbolic"]
 
 
 def cxx() -> str:
@@ -70,7 +75,7 @@ def runtime_object() -> Path:
             return out
         with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".rt-") as td:
             tmp = Path(td) / "rt.o"
-            cmd = [cxx(), *CXXFLAGS, "-fvisibility=hidden", "-c", str(RUNTIME), "-o", str(tmp)]
+            cmd = [cxx(), *CXXFLAGS, *ISOLATE, "-fvisibility=hidden", "-c", str(RUNTIME), "-o", str(tmp)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise CompileError(f"the interpreter's runtime does not compile: {first_error(res.stderr)}\n"
@@ -136,12 +141,13 @@ def build(src: Any, kernels: list[str]) -> Path:
         except rw.RewriteError as e:
             raise CompileError(f"interpret mode cannot translate {path.name}: {e}") from None
         rewritten.write_text(text + launcher_code(kernels))
-        res = subprocess.run([cxx(), *CXXFLAGS, *SANITIZE, "-x", "c++-cpp-output", "-c", str(rewritten), "-o",
-                              str(obj)], capture_output=True, text=True)
+        res = subprocess.run([cxx(), *CXXFLAGS, *ISOLATE, *SANITIZE, "-x", "c++-cpp-output", "-c", str(rewritten),
+                              "-o", str(obj)], capture_output=True, text=True)
         log = res.stdout + res.stderr
         if res.returncode != 0:
             raise CompileError(f"{first_error(log)}\n{log[-6000:]}")
-        res = subprocess.run([cxx(), "-shared", "-o", str(tdp / "lib.so"), str(obj), str(rt), "-ldl", "-lm"],
+        res = subprocess.run([cxx(), "-shared", *LINK_ISOLATE, "-o", str(tdp / "lib.so"), str(obj), str(rt), "-ldl",
+                              "-lm"],
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise CompileError(f"{first_error(res.stderr)}\n{res.stderr[-4000:]}")

@@ -75,6 +75,14 @@
 
 #include "wbcpu_vec.h"
 
+// The rewriter's targets in the user's code: a device assert ends the launch; exit()/abort() in host code throw (to the
+// library's caller) instead of ending the process.
+extern "C" {
+[[noreturn]] WB_HIDDEN void wb_assert_fail(const char* expr, const char* file, unsigned line, const char* func);
+[[noreturn]] WB_HIDDEN void wb_exit(int code);
+[[noreturn]] WB_HIDDEN void wb_abort();
+}
+
 // ------------------------------------------------------------------------------------------------ built-in variables
 // Set by the runtime at every switch to another CUDA thread (plain globals: a constant-offset access to a global is
 // not instrumented, so reading threadIdx.x costs a load and nothing else).

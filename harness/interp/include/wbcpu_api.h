@@ -149,6 +149,19 @@ WB_HIDDEN cudaError_t func_set_attribute(const void* f, int attr, int value);
 WB_HIDDEN int launch_args(const void* f, dim3 g, dim3 b, void** args, size_t smem, cudaStream_t st);
 }  // namespace wb
 
+// the typed overloads cuda_runtime.h has (cudaMalloc(&float_ptr, n) without a cast)
+template <class T> inline cudaError_t cudaMalloc(T** p, size_t n) { return cudaMalloc((void**)p, n); }
+template <class T> inline cudaError_t cudaMallocManaged(T** p, size_t n, unsigned f = 1) {
+  return cudaMallocManaged((void**)p, n, f);
+}
+template <class T> inline cudaError_t cudaMallocHost(T** p, size_t n) { return cudaMallocHost((void**)p, n); }
+template <class T> inline cudaError_t cudaHostAlloc(T** p, size_t n, unsigned f) {
+  return cudaHostAlloc((void**)p, n, f);
+}
+template <class T> inline cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t s) {
+  return cudaMallocAsync((void**)p, n, s);
+}
+
 template <class T> inline cudaError_t cudaFuncSetAttribute(T* f, cudaFuncAttribute a, int v) {
   return ::wb::func_set_attribute(reinterpret_cast<const void*>(f), (int)a, v);
 }
