@@ -350,7 +350,7 @@ def _launch_edit(u: Unit, pos: int) -> Edit:
         j += 1
     else:
         raise RewriteError(f"{callee}<<<...: no closing >>>")
-    cfg = [c.strip() for c in _split_top(text[pos + 3:j], ",")]
+    cfg = [" ".join(c.split()) for c in _split_top(text[pos + 3:j], ",")]
     if not 2 <= len(cfg) <= 4:
         raise RewriteError(f"{callee}<<<...>>>: expected 2 to 4 configuration arguments, got {len(cfg)}")
     k = skip_ws(text, j + 3)

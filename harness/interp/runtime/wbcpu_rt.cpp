@@ -186,7 +186,9 @@ struct Fault {
 // global runtime state (one launch at a time per library)
 Fiber g_main;
 Fiber* g_cur = &g_main;
-uintptr_t g_fast_lo = 0, g_fast_size = ~(uintptr_t)0;  // the running fiber's own stack; everything outside fibers
+uintptr_t g_fast_lo = 0, g_fast_size = ~(uintptr_t)0;  // what the hooks let through: the running fiber's own stack
+                                                        // (everything outside fibers and inside model code)
+uintptr_t g_stack_lo = 0, g_stack_size = ~(uintptr_t)0;  // the running fiber's own stack, always
 std::vector<Fiber> g_fibers;
 char* g_stacks = nullptr;
 size_t g_stack_bytes = 64 * 1024, g_stacks_n = 0;
@@ -495,11 +497,11 @@ void switch_to(Fiber* to) {
   g_cur = to;
   g_spin = 0;
   if (to == &g_main) {
-    g_fast_lo = 0;
-    g_fast_size = ~(uintptr_t)0;
+    g_fast_lo = g_stack_lo = 0;
+    g_fast_size = g_stack_size = ~(uintptr_t)0;
   } else {
-    g_fast_lo = reinterpret_cast<uintptr_t>(to->stack_lo);
-    g_fast_size = to->stack_size;
+    g_fast_lo = g_stack_lo = reinterpret_cast<uintptr_t>(to->stack_lo);
+    g_fast_size = g_stack_size = to->stack_size;
     threadIdx = to->tid;
     to->state = T_RUNNING;
   }
@@ -532,6 +534,20 @@ void yield_running() {  // preempt the running fiber (spin loops on shared flags
   make_runnable(*g_cur);
   schedule_next();
 }
+
+// Model code (a rendezvous callback, a wait predicate) runs with the instrumentation hooks off: it reads other lanes'
+// blobs and its own bookkeeping. Accesses it makes on a thread's behalf go through check_access, which stays on.
+struct Unchecked {
+  uintptr_t lo = g_fast_lo, size = g_fast_size;
+  Unchecked() {
+    g_fast_lo = 0;
+    g_fast_size = ~(uintptr_t)0;
+  }
+  ~Unchecked() {
+    g_fast_lo = lo;
+    g_fast_size = size;
+  }
+};
 
 // ------------------------------------------------------------------------------------------------ warps (racecheck)
 void record_sync(unsigned warp, uint32_t lanes) {
@@ -748,8 +764,9 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
       raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask names lane %u, which does not exist (the block has %u "
                                        "threads) %s", kind, loc_str(loc).c_str(), i, g_nthreads, who().c_str()));
     if (g_fibers[base + i].state == T_EXITED)
-      raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask names lane %u (thread %s), which has exited %s", kind,
-                                       loc_str(loc).c_str(), i, thread_str(base + i).c_str(), who().c_str()));
+      raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask 0x%08llx names lane %u (thread %s), which has exited %s",
+                                       kind, loc_str(loc).c_str(), mask[0], i, thread_str(base + i).c_str(),
+                                       who().c_str()));
   }
   Coll* c = nullptr;
   for (Coll* o : g_colls)
@@ -780,7 +797,10 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
   c->r.in[lane] = in;
   c->r.out[lane] = out;
   if (c->arrived[0] == c->mask[0] && c->arrived[1] == c->mask[1]) {
-    if (c->fn) c->fn(c->r);
+    if (c->fn) {
+      Unchecked quiet;
+      c->fn(c->r);
+    }
     for (unsigned w = 0; w < (unsigned)lanes / 32; ++w) {
       const uint32_t m = (uint32_t)(c->mask[w / 2] >> (32 * (w % 2)));
       if (m) record_sync(base / 32 + w, m);
@@ -804,10 +824,11 @@ void thread_exit_checks(unsigned t) {
   for (Coll* c : g_colls) {
     const unsigned lane = t % c->lanes;
     if (t / c->lanes == c->group && bit_of(c->mask, lane) && !bit_of(c->arrived, lane))
-      raise_fault(FAULT_SYNCCHECK,
-                  fmt("thread %s exited while %s at %s (mask %s, thread %s waiting) names its lane %u; in %s block "
-                      "(%u,%u,%u)", thread_str(t).c_str(), c->kind, loc_str(c->loc).c_str(), mask_str(*c).c_str(),
-                      thread_str(c->first->ltid).c_str(), lane, g_kernel, g_block.x, g_block.y, g_block.z));
+      raise_fault(FAULT_SYNCCHECK,  // worded as when the collective meets an already exited lane
+                  fmt("%s at %s: the mask %s names lane %u (thread %s), which has exited in %s block (%u,%u,%u) "
+                      "thread %s", c->kind, loc_str(c->loc).c_str(), mask_str(*c).c_str(), lane,
+                      thread_str(t).c_str(), g_kernel, g_block.x, g_block.y, g_block.z,
+                      thread_str(c->first->ltid).c_str()));
   }
 }
 struct LaunchState {
@@ -826,6 +847,12 @@ void fiber_main(void*) {
   __builtin_trap();
 }
 
+// A wait_until predicate is the model's own read of its state (an mbarrier's phase): evaluated with the checks off.
+bool eval_pred(bool (*pred)(void*), void* arg) {
+  Unchecked quiet;
+  return pred(arg);
+}
+
 // ------------------------------------------------------------------------------------------------ deadlock
 bool make_progress() {
   bool any = false;
@@ -833,7 +860,7 @@ bool make_progress() {
     if (!op.landed) land(op), any = true;
   if (g_pred_waiters) {
     for (auto& f : g_fibers) {
-      if (f.state == T_PRED && f.pred(f.pred_arg)) {
+      if (f.state == T_PRED && eval_pred(f.pred, f.pred_arg)) {
         --g_pred_waiters;
         make_runnable(f);
         any = true;
@@ -1155,7 +1182,7 @@ void warpgroup_rendezvous(const unsigned long long (&mask)[2], const char* kind,
   rendezvous(128, mask, kind, in, out, fn, user, loc);
 }
 void wait_until(bool (*pred)(void*), void* arg, const char* what, Loc loc) {
-  if (pred(arg)) return;
+  if (eval_pred(pred, arg)) return;
   if (!in_fiber()) raise_fault(FAULT_SYNCCHECK, fmt("wait for %s outside a kernel", what));
   Fiber& f = *g_cur;
   f.state = T_PRED;
@@ -1222,7 +1249,7 @@ void async_retire(unsigned long long id) {
 void check_access(const void* p, size_t n, int kind, Loc loc) {
   if (!in_fiber()) return;
   const uintptr_t a = (uintptr_t)p;
-  if (a - g_fast_lo < g_fast_size) return;
+  if (a - g_stack_lo < g_stack_size) return;
   check_slow(a, n, kind, intern(loc));
 }
 bool is_shared(const void* p) { return g_win && (uintptr_t)p - (uintptr_t)g_win < WIN_SIZE; }
@@ -1517,13 +1544,13 @@ static void ubsan_mismatch(UbsanMismatch* d, uintptr_t p) {
   if (!in_fiber()) return;
   const unsigned long align = 1ul << d->log_alignment;
   if (!p || !(p & (align - 1))) return;
-  static const char* kinds[] = {"load of", "store to", "reference binding to", "member access within",
-                                "member call on", "constructor call on", "downcast of", "downcast of",
-                                "upcast of", "cast to virtual base of", "_Nonnull binding to", "dynamic operation on"};
+  std::string type = d->type ? d->type->name : "?";  // "'const struct float4'" -> "float4"
+  for (const char* junk : {"'", "const ", "volatile ", "struct ", "union ", "class "})
+    for (size_t k; (k = type.find(junk)) != std::string::npos;) type.erase(k, strlen(junk));
   const bool sh = is_shared(reinterpret_cast<void*>(p));
   raise_fault(FAULT_MEMCHECK,
               fmt("misaligned %s %s at %s (address %% %lu = %lu) %s at %s:%u",
-                  d->check_kind < 12 ? kinds[d->check_kind] : "access to", d->type ? d->type->name : "?",
+                  d->check_kind == 0 ? "load of" : d->check_kind == 1 ? "store to" : "access to", type.c_str(),
                   sh ? describe_shared(p).c_str() : describe_global(p).c_str(), align, (unsigned long)(p & (align - 1)),
                   who().c_str(), base_name(d->loc.file), d->loc.line),
               cudaErrorMisalignedAddress);
