@@ -359,3 +359,39 @@ def test_16_bit_and_fp8_conversions_round_like_torch(tmp_path):
     fin = x.abs() <= 448
     assert torch.equal(f8[fin], x[fin].to(torch.float8_e4m3fn).view(torch.uint8))
     assert torch.equal(back, x.half().float() + x.bfloat16().float())
+
+
+# ----------------------------------------------------------------------------------------------- a student's file
+STUDENT = FIX / "course" / "student_sgemm" / "kernels.cuh"
+
+
+@pytest.fixture
+def student_variants():
+    from harness import byo, registry
+
+    before = set(registry.get_problem("sgemm").variants)
+    names = byo.register_all(byo.from_args("sgemm", [str(STUDENT)], None), export=False)
+    yield names
+    for v in set(registry.get_problem("sgemm").variants) - before:
+        registry.get_problem("sgemm").variants.pop(v)
+
+
+def test_student_sgemm_file_gets_a_verdict_per_kernel(student_variants):
+    """The course layout, unmodified: kernels behind an inline launch_kernel, judged at a ragged shape over three
+    seeds. The solutions pass; the stub, the kernel that ignores beta and the half grid are wrong; the row overrun is
+    a memcheck error naming C, the offset and its line."""
+    from harness.runner import RunOptions, Task, execute
+
+    recs: list[dict] = []
+    tasks = [Task("sgemm", n, "fp32", "M=33,N=20,K=17") for n in student_variants]
+    execute(tasks, RunOptions(seeds=(11, 12, 13), isolate=False, timing=False), recs.append)
+    got = {r["variant"]: r for r in recs}
+    assert [got[f"kernels.cuh#{n}"]["status"] for n in range(1, 7)] == \
+        ["ok", "ok", "incorrect", "incorrect", "runtime_error", "incorrect"], {k: r["message"] for k, r in got.items()}
+    ok = got["kernels.cuh#1"]
+    assert ok["interpreted"] and ok["timing"] == "none" and ok["median_ms"] is None and len(ok["seeds"]) == 3
+    overrun = got["kernels.cuh#5"]["message"]
+    line = line_of(STUDENT, "one row past C")
+    assert re.fullmatch(rf"memcheck: out-of-bounds (read|write) of 4 bytes at C\+(26[4-9]\d|27[01]\d) \(C is 2640 "
+                        rf"bytes\) in sgemm_row_overrun block \(\d,2,0\) thread \(\d+,\d+,0\) at kernels.cuh:{line}",
+                        overrun), overrun
