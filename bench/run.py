@@ -529,10 +529,16 @@ def prebuild_cuda(tasks: list) -> None:
         v = registry.REGISTRY[t.family].variants[t.variant]
         if v.backend == "cuda" and v.source is not None and hasattr(v.source, "compile"):
             sources.append(v.source)
-    if sources:
+    if not sources:
+        return
+    if interp.enabled() and not _torch().cuda.is_available():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as ex:  # nvcc (the ptxas report) and g++ (the interpreter) side by side
+            for f in [ex.submit(prebuild, sources), ex.submit(interp.prebuild, sources)]:
+                f.result()
+    else:
         prebuild(sources)
-        if interp.enabled() and not _torch().cuda.is_available():
-            interp.prebuild(sources)
 
 
 def split(text: str) -> list[str]:

@@ -13,7 +13,7 @@
 //
 // Extension points for PTX instructions (issue 28) are declared in namespace wb below: generic warp / warpgroup
 // rendezvous with a callback, blocking predicate waits, asynchronous shared-memory copies with shadow accounting,
-// and checked accessors for memory the runtime touches on a thread's behalf. See wb_ext.md next to this file.
+// and checked accessors for memory the runtime touches on a thread's behalf. See harness/interp/README.md.
 #pragma once
 #ifndef WB_INTERPRET
 #define WB_INTERPRET 1
