@@ -8,6 +8,7 @@ conversions against torch's, and a student's five-kernel SGEMM file end to end t
 
 from __future__ import annotations
 
+import ctypes
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from harness import interp
-from harness.cuda import CudaSource, i64
+from harness.cuda import CudaSource, i64, ptr
 from harness.interp import KernelFault, NotInterpreted
 from harness.interp import rewrite as rw
 
@@ -41,7 +42,7 @@ KNOWN_KERNELS = ["oob_write", "in_bounds_write", "tiled_rowsum<false>", "tiled_r
                  "neighbour<true>", "warp_neighbour<false>", "warp_neighbour<true>", "branchy_barrier<true>",
                  "branchy_barrier<false>", "early_exit", "warp_sum<false>", "warp_sum<true>", "shuffle_after_exit",
                  "collective_vs_barrier", "vec_load", "dyn_smem", "fill", "traps", "histogram", "votes",
-                 "last_block", "tickets"]
+                 "last_block", "tickets", "asserts", "big_smem"]
 EXT_KERNELS = ["rendezvous_swap", "warpgroup_sum", "wait_flag<true>", "wait_flag<false>", "async_copy_kernel<0>",
                "async_copy_kernel<1>", "async_copy_kernel<2>", "async_copy_kernel<3>", "async_copy_kernel<4>",
                "checked", "ptx_lane"]
@@ -208,6 +209,35 @@ def test_trap_ends_the_launch(known):
     e = fault_of(known["traps"], 1, 32, torch.ones(1, dtype=torch.int32))
     assert e.kind == "trap" and "thread (3,0,0)" in str(e)
     known["traps"](1, 32, torch.zeros(1, dtype=torch.int32))
+
+
+def test_host_mode_library_with_cudamalloc(known):
+    """The file's own host code: cudaMalloc'd memory is device memory (named cudaMalloc#N in messages), copies are
+    memcpy, and a fault inside a launch raises from the library call."""
+    lib = CudaSource(KNOWN).library()
+    f = lib.host_roundtrip
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    x, y = torch.randn(300), torch.empty(300)
+    interp.set_call(0, {"x": x, "y": y})
+    assert f(ptr(x), ptr(y), 300, 0) == 0 and torch.equal(y, x + 1)
+    e = fault_of(f, ptr(x), ptr(y), 300, 1)
+    assert re.fullmatch(r"memcheck: out-of-bounds read of 4 bytes at cudaMalloc#\d+\+1200 \(cudaMalloc#\d+ is 1200 "
+                        rf"bytes\) in add_one block \(2,0,0\) thread \(44,0,0\) at known_wrong.cu:"
+                        rf"{line_of(KNOWN, 'LINE_HOST')}", str(e)), str(e)
+
+
+def test_device_assert_printf_and_the_shared_memory_opt_in(known, capfd):
+    e = fault_of(known["asserts"], 1, 32, torch.tensor([0] * 5 + [-1] + [0] * 26, dtype=torch.int32))
+    assert e.kind == "assert" and str(e).startswith("assert: assertion `x[threadIdx.x] >= 0' failed in asserts block")
+    assert f"thread (5,0,0) at known_wrong.cu:{line_of(KNOWN, 'LINE_ASSERT')}" in str(e)
+    known["asserts"](3, 32, torch.tensor([7] * 32, dtype=torch.int32))
+    assert capfd.readouterr().out.count("hello from block") == 3
+    out = torch.empty(64)
+    k = known["big_smem"]
+    k(1, 64, out, shared=64 * 1024)  # above 48 KB: the launcher opts in (cudaFuncSetAttribute), as on a GPU
+    e = fault_of(k.src.interp_library().launch, "big_smem", (1, 1, 1), (64, 1, 1), 64 * 1024, (out,))  # no opt-in
+    assert e.kind == "launch" and "needs cudaFuncSetAttribute" in str(e)
 
 
 # ----------------------------------------------------------------------------------------------- scheduling
@@ -395,3 +425,20 @@ def test_student_sgemm_file_gets_a_verdict_per_kernel(student_variants):
     assert re.fullmatch(rf"memcheck: out-of-bounds (read|write) of 4 bytes at C\+(26[4-9]\d|27[01]\d) \(C is 2640 "
                         rf"bytes\) in sgemm_row_overrun block \(\d,2,0\) thread \(\d+,\d+,0\) at kernels.cuh:{line}",
                         overrun), overrun
+
+
+def test_interpreted_records_are_never_timed_points():
+    """No speed-up, roofline point or figure point from an interpreted record; the table says cpu-int."""
+    from harness import compare
+    from harness.records import cells, table_legend
+    from roofline.model import achieved_flops
+    from roofline.plot import ladder_groups, ok_records
+
+    rec = {"family": "sgemm", "variant": "kernels.cuh#1", "backend": "cuda", "dtype": "fp32", "shape": "M=8,N=8,K=8",
+           "status": "ok", "interpreted": True, "timing": "none", "median_ms": None, "tflops": None, "flops": 1e6,
+           "bytes": 1e4, "ladder": 1}
+    assert ok_records([rec]) == [] and not compare._timed(rec) and achieved_flops(rec) is None
+    assert not ladder_groups([rec])
+    c = cells(rec)
+    assert c["time"] == "cpu-int" and c["backend"] == "cuda-cpu" and c["vs_lib"] == "-"
+    assert table_legend([rec], ["variant", "status", "time"])[0].startswith("cpu-int: checked by the CUDA interpreter")

@@ -57,9 +57,11 @@ class Unit:
 def scan(text: str, is_user_file: Callable[[str, str], bool]) -> Unit:
     u = Unit(text)
     cur_user, start = False, 0
+    decided: dict[str, bool] = {}  # per file, from the marker that first names it (its #include entry): a later
+    # marker with flag 3 inside a user file only says that a system header's macro (assert) was expanded there
     for m in _MARKER.finditer(text):
         fname, flags = m.group(2).encode().decode("unicode_escape"), m.group(3)
-        user = is_user_file(fname, flags)
+        user = decided.setdefault(fname, is_user_file(fname, flags))
         if cur_user:
             u.user.append((start, m.start()))
         cur_user, start = user, m.end() + 1

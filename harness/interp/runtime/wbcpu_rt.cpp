@@ -758,16 +758,6 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
   if (!bit_of(mask, lane))
     raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask 0x%08llx does not name the calling lane %u %s", kind,
                                      loc_str(loc).c_str(), mask[0], lane, who().c_str()));
-  for (unsigned i = 0; i < (unsigned)lanes; ++i) {
-    if (!bit_of(mask, i)) continue;
-    if (base + i >= g_nthreads)
-      raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask names lane %u, which does not exist (the block has %u "
-                                       "threads) %s", kind, loc_str(loc).c_str(), i, g_nthreads, who().c_str()));
-    if (g_fibers[base + i].state == T_EXITED)
-      raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask 0x%08llx names lane %u (thread %s), which has exited %s",
-                                       kind, loc_str(loc).c_str(), mask[0], i, thread_str(base + i).c_str(),
-                                       who().c_str()));
-  }
   Coll* c = nullptr;
   for (Coll* o : g_colls)
     if (o->lanes == lanes && o->group == group && o->kind == kind && o->mask[0] == mask[0] && o->mask[1] == mask[1] &&
@@ -776,6 +766,17 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
       break;
     }
   if (!c) {
+    // every named lane must exist and be alive now; one that exits later is caught in thread_exit_checks
+    for (unsigned i = 0; i < (unsigned)lanes; ++i) {
+      if (!bit_of(mask, i)) continue;
+      if (base + i >= g_nthreads)
+        raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask names lane %u, which does not exist (the block has %u "
+                                         "threads) %s", kind, loc_str(loc).c_str(), i, g_nthreads, who().c_str()));
+      if (g_fibers[base + i].state == T_EXITED)
+        raise_fault(FAULT_SYNCCHECK, fmt("%s at %s: the mask 0x%08llx names lane %u (thread %s), which has exited %s",
+                                         kind, loc_str(loc).c_str(), mask[0], i, thread_str(base + i).c_str(),
+                                         who().c_str()));
+    }
     c = new_coll();
     c->lanes = lanes;
     c->group = group;
