@@ -210,12 +210,8 @@ class InterpFunction:
 
     def __call__(self, *args: Any) -> Any:
         self._lib._begin(list(_CTX.ranges))
-        try:
-            rc = self._fn(*args)
-        except OSError as e:  # a C++ exception escaping into ctypes would abort; a fault message if there is one
-            self._lib._raise_fault()
-            raise RuntimeError(f"{self._fn.__name__}: {e}") from None
-        self._lib._raise_fault()
+        rc = self._fn(*args)
+        self._lib._raise_fault()  # a launch inside the call faulted: that is the verdict, whatever the code returned
         return rc
 
 
@@ -251,7 +247,7 @@ def library(src: Any, kernels: list[str] | tuple[str, ...] = ()) -> InterpLibrar
     """The interpreted library of a CudaSource with entry points for ``kernels`` (built and loaded once)."""
     from harness.interp.build import build
 
-    key = (f"{src.path}|{getattr(src, 'shim', '')}|{sorted(src.defines.items())}", tuple(kernels))
+    key = (f"{src.path}|{getattr(src, 'shim', '')}|{sorted(src.defines.items())}|{src.flags}", tuple(kernels))
     lib = _LIBS.get(key)
     if lib is None:
         lib = _LIBS[key] = InterpLibrary(build(src, list(kernels)), list(kernels))
