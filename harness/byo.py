@@ -805,16 +805,22 @@ def _from_env() -> None:
         register(Spec(**d))
 
 
-def describe(family: str) -> str:
-    """The family's calling convention for your own files, as --list prints it."""
+def describe(family: str, width: int = 80) -> str:
+    """The family's calling convention for your own files, as --list prints it (wrapped to ``width``)."""
+    import textwrap
+
     try:
         conv = convention(family)
     except (ByoError, ModuleNotFoundError):
         return ""
     roles = ", ".join(f"{r}={kind}" + (f" ({'/'.join(al[:3])})" if al else "") for r, (kind, _, al)
                       in conv["roles"].items())
-    return (f"  {conv['summary']}\n  CUDA:   {conv['cuda']}\n  Triton: {conv['triton']}\n"
-            f"  parameters matched by name: {roles}")
+    out = []
+    for head, text in (("", conv["summary"]), ("CUDA:   ", conv["cuda"]), ("Triton: ", conv["triton"]),
+                       ("parameters matched by name: ", roles)):
+        out += textwrap.wrap(head + text, width=width, initial_indent="  ", subsequent_indent="      ",
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
 
 
 _from_env()  # a spawned worker: WB_FAMILIES=harness.byo imports this after the families are registered
@@ -852,19 +858,3 @@ def cli_variants(args, families: list[str]) -> list[str] | None:
     from harness.registry import REGISTRY
 
     return names + [n for n, v in REGISTRY[families[0]].variants.items() if v.baseline]
-
-
-def list_text(which: str) -> str:
-    from harness.registry import REGISTRY, all_problems, resolve_group
-
-    all_problems()
-    fams = list(REGISTRY) if which == "all" else resolve_group(which)
-    out = []
-    for f in fams:
-        p = REGISTRY[f]
-        out.append(f"{f}: {p.description}\n  shape {'x'.join(p.dims)}, dtypes {', '.join(p.dtypes)}; quick "
-                   f"{'; '.join(s.key() for s in p.quick[:4])}\n  variants: {', '.join(p.variants)}")
-        d = describe(f)
-        if d:
-            out.append(d)
-    return "\n".join(out)
