@@ -438,6 +438,7 @@ class CudaSource:
         self._builds: dict[str, Build] = {}
         self._modules: dict[str, Any] = {}
         self._libs: dict[str, ctypes.CDLL] = {}
+        self._deps: dict[tuple[str, str], dict[str, list]] = {}  # (arch, kind) -> the files that build read
 
     @property
     def name(self) -> str:
@@ -457,13 +458,21 @@ class CudaSource:
                                       default=str).encode())
         return h.hexdigest()[:24]
 
-    def _lookup(self, index: Path, artefact: str) -> Path | None:
+    def _lookup(self, index: Path, artefact: str) -> tuple[Path, dict[str, list]] | None:
         for e in _read_index(index):
             cdir = cache_dir() / str(e.get("dir", ""))
             files = e.get("files") or {}
             if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
-                return cdir
+                return cdir, files
         return None
+
+    def dependencies(self) -> dict[str, list]:
+        """Every file the builds of this source so far read ({_portable name: [size, mtime_ns, sha256]}, nvcc's own
+        dependency list): what anything derived from the builds (the X-ray) is keyed on."""
+        out: dict[str, list] = {}
+        for files in self._deps.values():
+            out.update(files)
+        return out
 
     def _cmd(self, arch: str) -> list[str]:
         nv = nvcc_path()
@@ -498,13 +507,13 @@ class CudaSource:
         stem = f"{Path(self.path).stem}-{arch}-{kind}-{self._config_key(arch, kind)}"
         index = cache_dir() / f"{stem}.deps.json"
         hit = self._lookup(index, name)
-        if hit is not None:
-            return hit / name, hit / "ptxas.log"
-        with FileLock(str(cache_dir() / f"{stem}.lock")):
-            hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
-            if hit is not None:
-                return hit / name, hit / "ptxas.log"
-            return self._compile_locked(arch, kind, name, stem, index)
+        if hit is None:
+            with FileLock(str(cache_dir() / f"{stem}.lock")):
+                hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
+                if hit is None:
+                    return self._compile_locked(arch, kind, name, stem, index)
+        self._deps[(arch, kind)] = hit[1]
+        return hit[0] / name, hit[0] / "ptxas.log"
 
     def _compile_locked(self, arch: str, kind: str, name: str, stem: str, index: Path) -> tuple[Path, Path]:
         extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *self._link_flags()]
@@ -526,6 +535,7 @@ class CudaSource:
             if Path(self.path).resolve() not in deps:
                 deps.insert(0, Path(self.path).resolve())
             files = {_portable(p): _signature(p) for p in deps}
+            self._deps[(arch, kind)] = files
             h = hashlib.sha256(stem.encode())
             for f in sorted(files):
                 h.update(f"{f}\0{files[f][2]}\0".encode())
