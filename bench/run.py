@@ -241,6 +241,13 @@ def na_lines(na: dict, width: int) -> list[str]:
     return out
 
 
+# printed after a run of your own files (--cu/--triton), and in the README's course section
+COURSE_CONVENTIONS = (
+    "Conventions: a course's own scripts print your kernel's time / cuBLAS's (\"2.0x slower\"); the ×lib column "
+    "here is the inverse, library time / your time (0.5× = twice as slow; higher is faster). Bytes are decimal: "
+    "1 GB = 10^9 B and GB/s = 10^9 B/s, where a course's GB is often 2^30 B (1 GiB = 1.074 GB).")
+
+
 def list_text(which: str, width: int = 80) -> str:
     """--list: per family its description, shape syntax (with the other orders it takes) and an example, dtypes, each
     variant with its backend, dtypes and one-line description, then the calling convention for your own files
@@ -283,6 +290,7 @@ def shape_notes(families: list[str], shapes: list[str], order: str | None) -> li
     16x32x64 (M, K, N) is never silently read as M x N x K."""
     from harness import registry
 
+    registry.all_problems()
     out = []
     for fam in families:
         p = registry.REGISTRY[fam]
@@ -859,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     if not on_gpu:
         console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
+    if byo_variants:
+        console.print(COURSE_CONVENTIONS, markup=False, highlight=False)
     if args.format != "table":
         emit(records, args.format)
     failed = failure_summary(records, missing)

@@ -157,17 +157,20 @@ def _site_dirs() -> list[Path]:
 
 @functools.lru_cache(None)
 def cublas_location() -> tuple[str, Path | None, Path | None]:
-    """Where cuBLAS comes from: ("toolkit", None, None) when nvcc's own include/ has cublas_v2.h; ("wheel",
-    include dir, libcublas.so.N) from an nvidia-cublas wheel in site-packages (the one matching nvcc's major version
-    first); ("missing", None, None) otherwise."""
-    root = cuda_root()
-    if root is not None and (root / "include" / "cublas_v2.h").is_file():
+    """Where cuBLAS comes from for this nvcc: see find_cublas."""
+    return find_cublas(cuda_root(), _site_dirs(), (nvcc_version() or "").split(".")[0])
+
+
+def find_cublas(toolkit: Path | None, sites: list[Path], major: str) -> tuple[str, Path | None, Path | None]:
+    """("toolkit", None, None) when the toolkit's own include/ has cublas_v2.h; ("wheel", include dir,
+    libcublas.so.N) from an nvidia-cublas wheel in ``sites`` (the one matching nvcc's ``major`` version first);
+    ("missing", None, None) otherwise."""
+    if toolkit is not None and (toolkit / "include" / "cublas_v2.h").is_file():
         return "toolkit", None, None
-    major = (nvcc_version() or "").split(".")[0]
     order = [major] + [m for m in CUBLAS_WHEELS if m != major]
     for m in order:
         sub, _ = CUBLAS_WHEELS.get(m, (None, None))
-        for d in _site_dirs() if sub else []:
+        for d in sites if sub else []:
             inc, lib = d / sub / "include", d / sub / "lib"
             libs = sorted(lib.glob("libcublas.so*")) if lib.is_dir() else []
             if (inc / "cublas_v2.h").is_file() and libs:

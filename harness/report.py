@@ -397,7 +397,7 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
     records = [declared_compute(r) for r in records if isinstance(r, dict) and r.get("family")]
     prof = _profile_obj(profile)
     placed = [_placed(r, prof) for r in records]  # the tables' %roof (and roof suspicion) from this profile
-    pngs, fig_note = _figures(records, prof, outdir / "figures") if figures else ([], None)
+    pngs, fig_note = _figures(placed, prof, outdir / "figures") if figures else ([], None)
     by_name = {p.stem: p for p in pngs}
 
     def img(stem: str, alt: str) -> str:

@@ -526,6 +526,33 @@ def x_dimension(records: list[dict[str, Any]], want: str | None = None) -> tuple
     return x, along, split
 
 
+def sweep_cases(records: list[dict[str, Any]], xdim: str, others: list[str]) -> dict[int, tuple]:
+    """id(record) -> its series case: records that share a case form one sweep of ``xdim`` (a line). First the
+    sweeps with every other dimension fixed (N at M=4096), then, among the records left, the ones whose other
+    dimensions equal x (an M = N = K cube); each record left after that has a case of its own (a point): unrelated
+    quick shapes are never joined into a zig-zag."""
+    out: dict[int, tuple] = {}
+    fixed: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        d = _dims(r)
+        fixed[tuple((k, d.get(k)) for k in others)].append(r)
+    left = []
+    for case, rs in fixed.items():
+        if len({repr(_dims(r).get(xdim)) for r in rs}) > 1:
+            out.update({id(r): case for r in rs})
+        else:
+            left += rs
+    equal: dict[tuple, list] = defaultdict(list)
+    for r in left:
+        d = _dims(r)
+        equal[tuple((k, "=" if d.get(k) == d.get(xdim) else d.get(k)) for k in others)].append(r)
+    for case, rs in equal.items():
+        joined = len({repr(_dims(r).get(xdim)) for r in rs}) > 1
+        for r in rs:
+            out[id(r)] = case if joined else (*case, ("#", id(r)))
+    return out
+
+
 def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profile | None = None,
                       unit: str | None = None, width: str = "full", x: str | None = None,
                       variants: list[str] | None = None) -> tuple[Figure, dict[str, Any]]:
@@ -557,12 +584,10 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
         info["x"][dt] = xdim
         series: dict[tuple, list] = defaultdict(list)
         cats = sorted({tuple((k, _dims(r).get(k)) for k in split) for r in sub}, key=repr) if xdim is None else []
+        cases = sweep_cases(sub, xdim, [*along, *split]) if xdim is not None else {}
         for r in sub:
             d = _dims(r)
-            # one line per sweep: every other varying dim fixed, or equal to x (M = N = K); an unrelated quick shape
-            # (M=7,N=33 next to M=33,N=1000) gets a case of its own and is drawn as a point, never joined
-            case = (tuple((k, d.get(k)) for k in split) if xdim is None else
-                    tuple((k, "=" if d.get(k) == d.get(xdim) else d.get(k)) for k in [*along, *split]))
+            case = tuple((k, d.get(k)) for k in split) if xdim is None else cases[id(r)]
             xv = d.get(xdim) if xdim is not None else cats.index(case) + 1
             y = _y_of(r, unit)
             if not _is_num(xv) or not y:
@@ -579,7 +604,7 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
             pts.sort()
             xs_, ys_ = [p[0] for p in pts], [p[1] for p in pts]
             err = [[max(p[1] - p[2], 0) for p in pts], [max(p[3] - p[1], 0) for p in pts]]
-            named = [(k, val) for k, val in case if k in split or xdim is None]
+            named = [(k, val) for k, val in case if (k in split or xdim is None) and k != "#"]
             label = v + (" (baseline)" if base else "") + ("" if not named else " " + ",".join(f"{k}={val}"
                                                                                           for k, val in named))
             color = "black" if base else vcolor.get(v)
@@ -618,16 +643,17 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
             ax.set_xticklabels([",".join(f"{k}={v}" for k, v in c) or one for c in cats], fontsize=fs * 0.85)
             ax.set_xlim(0.5, len(cats) + 0.5)
         _log_axis(ax.yaxis)
-        if profile is not None:
-            if unit == "GB/s":
-                roof, src = profile.mem_roof()
-            else:
-                cd = model.record_compute_dtype(sub[0]) if sub else dt
-                roof, src = profile.compute_roof(cd)
-            if roof:
+        if profile is not None:  # one roof per compute type in the panel (an fp32 panel holds tf32 variants too)
+            cds = sorted({model.record_compute_dtype(r) for r in sub} or {dt})
+            roofs = [(profile.mem_roof(), "") ] if unit == "GB/s" else \
+                [(profile.compute_roof(cd), f"{cd}, " if len(cds) > 1 else "") for cd in cds]
+            for (roof, src), what in roofs:
+                if not roof:
+                    continue
                 ax.axhline(roof, color="0.4", lw=0.7, ls=":")
-                ax.annotate(f"roof {fmt.si(roof, base_unit)} ({src})", (0.01, roof), xycoords=("axes fraction", "data"),
-                            xytext=(0, 2), textcoords="offset points", fontsize=fs * 0.7, va="bottom", color="0.3")
+                ax.annotate(f"roof {fmt.si(roof, base_unit)} ({what}{src})", (0.01, roof),
+                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                            fontsize=fs * 0.7, va="bottom", color="0.3")
         xl = xdim or "case (no size varies)"
         if along:
             same = all(_dims(r).get(a) == _dims(r).get(xdim) for r in sub for a in along)
