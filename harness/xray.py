@@ -1156,13 +1156,19 @@ def render(recs: list[dict[str, Any]], con) -> None:
             con.print(f"[dim]{r['variant']}: not inspected: {r.get('reason')}[/]")
     for r in ok:
         for k in r["kernels"]:
-            if k.get("launch") or k.get("geometry"):
-                con.print(f"[dim]{r['variant']}: {_short(k['name'])}: {k.get('launch') or ''} — "
-                          f"{k.get('geometry') or ''}[/]")
+            if k.get("launch"):  # a course file's launch, read from its source at this shape
+                grid = "x".join(map(str, k["grid"])) if k.get("grid") else "?"
+                from rich.markup import escape
+
+                con.print(f"[dim]{escape(r['variant'])}: {escape(k['launch'])} = grid {grid}, block "
+                          f"{k['threads'] or '?'}, "
+                          f"{k['dynamic_smem'] if k['dynamic_smem'] is not None else '?'} B dynamic smem"
+                          + (f" ({k['geometry'].split('; ', 1)[1]})" if "; " in (k.get("geometry") or "") else "")
+                          + "[/]", markup=True, highlight=False)
         fl = r.get("floor") or {}
         if fl.get("floor_ms") is not None:
             con.print(f"[bold]{r['variant']}[/] {r['dtype']} {r['shape']}: {floor_label(fl)} "
-                      f"{_fmt_ms(fl['floor_ms'])} on {fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB "
+                      f"on {fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB "
                       f"at {(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} "
                       f"GFLOP at {(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} "
                       f"{fl['compute_roof_kind']})")
@@ -1173,14 +1179,15 @@ def render(recs: list[dict[str, Any]], con) -> None:
 
 
 def floor_label(fl: dict[str, Any]) -> str:
-    """What the floor is: a lower bound only when the roof that binds is a datasheet/NVML one. A *measured* roof is
-    what the best library GEMM or a device copy reached (a kernel can beat it), so the time at it is a reference,
-    not a bound (int8's library roof is set aside below 50% of the datasheet: its floor is a bound)."""
+    """The floor, said as what it is: a lower bound only when the roof that binds is a datasheet/NVML one. A
+    *measured* roof is what the best library GEMM or a device copy reached (a kernel can beat it), so the time at it
+    is a reference, not a bound (int8's library roof is set aside below 50% of the datasheet: its floor is a bound)."""
     kind = fl.get("compute_roof_kind") if fl.get("bound") == "compute" else fl.get("mem_roof_kind")
+    t = _fmt_ms(fl["floor_ms"])
     if kind == "measured":
-        what = "library GEMM" if fl.get("bound") == "compute" else "device copy"
-        return f"time at the measured {what} roof (a reference a kernel can beat, not a lower bound):"
-    return "lower bound (datasheet roofs): ≥"
+        what = "library GEMM" if fl.get("bound") == "compute" else "copy"
+        return f"{t} at the measured {what} roof (a reference, not a lower bound)"
+    return f"≥ {t} (a lower bound: {kind} roof)"
 
 
 def _fmt_ms(ms: float) -> str:
