@@ -921,7 +921,15 @@ def raw_xrays(jobs: list[dict[str, Any]], arch: str | None = None, workers: int 
     jobs = [{**j, "arch": j.get("arch") or arch} for j in jobs]
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     miss = []
+    reg = sys.modules.get("harness.registry")
     for i, j in enumerate(jobs):
+        fam = getattr(reg, "REGISTRY", {}).get(j["family"]) if reg is not None else None
+        v = fam.variants.get(j["variant"]) if fam is not None else None
+        if v is not None and v.backend not in ("triton", "cuda"):  # known here: no worker needed to say so
+            out[i] = {"family": j["family"], "variant": j["variant"], "arch": j["arch"], "schema": SCHEMA,
+                      "backend": v.backend, "status": "unavailable",
+                      "reason": "library baseline: no kernel source here to inspect"}
+            continue
         out[i] = _lookup_result(_job_key(j))
         if out[i] is None:
             miss.append(i)

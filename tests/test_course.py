@@ -288,6 +288,27 @@ def test_the_xray_cache_follows_every_file_the_build_read(tmp_path, own_files):
     _ok(xray.raw_xrays([job], "sm_90a")[0])
 
 
+def test_inspect_finds_the_family_of_your_file_and_points_to_it(own_files, capsys, tmp_path):
+    """`inspect --cu FILE` binds the file to the one family whose calling convention it fits; a file that fits none
+    is a one-line error; `inspect --kernel sgemm` (a family with no kernels of its own) says how to X-ray yours
+    (known-wrong: "0 of 1 variants X-rayed" and nothing else)."""
+    import argparse
+
+    from harness.__main__ import CliError, main
+
+    assert main(["inspect", "--kernel", "sgemm"]) == 0  # the library baseline alone: answered without a worker
+    out = " ".join(capsys.readouterr().out.split())
+    assert "python -m harness inspect --kernel sgemm --cu FILE" in out
+    ns = argparse.Namespace(kernel="all", cu=[str(SGEMM)], triton=None, entry=None, block=None, numbers=None)
+    assert xray._own_files(ns) == ("sgemm", [f"kernels.cuh#{n}" for n in range(1, 6)])
+    ns.cu = [str(SAXPY)]
+    assert xray._own_files(ns) == ("saxpy", ["saxpy.cu"])
+    odd = tmp_path / "odd.cu"
+    odd.write_text("__global__ void odd(float* p, float* q) { p[0] = q[0]; }\n")
+    with pytest.raises(CliError, match="name the family with --kernel"):
+        main(["inspect", "--cu", str(odd)])
+
+
 # ------------------------------------------------------------------------------------------------ 6. spills
 def test_spills_show_wherever_registers_do():
     """A record with no X-ray block but a ptxas report of 220 B spill stores + 8 B loads: the table, the CSV and the
