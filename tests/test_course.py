@@ -288,7 +288,7 @@ def test_the_xray_cache_follows_every_file_the_build_read(tmp_path, own_files):
     _ok(xray.raw_xrays([job], "sm_90a")[0])
 
 
-def test_inspect_finds_the_family_of_your_file_and_points_to_it(own_files, capsys, tmp_path):
+def test_inspect_finds_the_family_of_your_file_and_points_to_it(own_files, capsys, tmp_path, monkeypatch):
     """`inspect --cu FILE` binds the file to the one family whose calling convention it fits; a file that fits none
     is a one-line error; `inspect --kernel sgemm` (a family with no kernels of its own) says how to X-ray yours
     (known-wrong: "0 of 1 variants X-rayed" and nothing else)."""
@@ -296,9 +296,12 @@ def test_inspect_finds_the_family_of_your_file_and_points_to_it(own_files, capsy
 
     from harness.__main__ import CliError, main
 
+    sg = registry.get_problem("sgemm")  # as shipped: the library baseline only (other tests register files)
+    monkeypatch.setattr(sg, "variants", {n: v for n, v in sg.variants.items() if v.backend == "torch"})
     assert main(["inspect", "--kernel", "sgemm"]) == 0  # the library baseline alone: answered without a worker
     out = " ".join(capsys.readouterr().out.split())
     assert "python -m harness inspect --kernel sgemm --cu FILE" in out
+    monkeypatch.undo()
     ns = argparse.Namespace(kernel="all", cu=[str(SGEMM)], triton=None, entry=None, block=None, numbers=None)
     assert xray._own_files(ns) == ("sgemm", [f"kernels.cuh#{n}" for n in range(1, 6)])
     ns.cu = [str(SAXPY)]
