@@ -210,7 +210,8 @@ def cublas_link_flags() -> list[str]:
 
 
 def _cublas_missing(log: str) -> bool:
-    return bool(re.search(r"cublas(_v2|_api|Lt)?\.h: No such file|cannot find -l:?(lib)?cublas", log))
+    return bool(re.search(r'cublas(_v2|_api|Lt)?\.h: No such file|cannot open source file "cublas|'
+                          r"cannot find -l:?(lib)?cublas", log))
 
 
 # ----------------------------------------------------------------------------------------------- resource report

@@ -175,14 +175,16 @@ def course_xrays():
         jobs[f"conv K={k}"] = dict(family="conv1d", variant="conv1d_kernel.cuh", dtype="fp32",
                                    shape=f"B=2,D=3,L=17,K={k}")
     jobs["saxpy.cu"] = dict(family="saxpy", variant="saxpy.cu", dtype="fp32", shape="N=1000")
-    for n in (1000, 4099):
-        jobs[f"triton N={n}"] = dict(family="saxpy", variant="saxpy_triton.py:saxpy", dtype="fp32", shape=f"N={n}")
     jobs["knn"] = dict(family="knn", variant="triton_fused", dtype="fp32", shape=KNN_SHAPE)
+    # the two Triton shapes go to ONE worker, in order: the second is a hit in that worker's Triton kernel cache
+    tri = {f"triton N={n}": dict(family="saxpy", variant="saxpy_triton.py:saxpy", dtype="fp32", shape=f"N={n}")
+           for n in (1000, 4099)}
     try:
         keys = list(jobs)
-        raw = xray.raw_xrays([jobs[k] for k in keys], "sm_90a")
+        raw = xray.raw_xrays([jobs[k] for k in keys], "sm_90a") + xray.raw_xrays(list(tri.values()), "sm_90a",
+                                                                                 workers=1)
         prof = xray.load_profile("h100")
-        yield {k: xray.finish(r, prof) for k, r in zip(keys, raw)}
+        yield {k: xray.finish(r, prof) for k, r in zip(keys + list(tri), raw)}
     finally:
         xray._close_workers()
         for fam in ("sgemm", "conv1d", "saxpy"):
@@ -218,13 +220,11 @@ def test_every_numbered_kernel_is_xrayed_at_its_launch_geometry(course_xrays):
     want = {1: ("sgemm_naive", 1024, (4, 7, 1)), 2: ("sgemm_coalesced<32>", 1024, (7, 4, 1)),
             3: ("sgemm_shared<32>", 1024, (7, 4, 1)), 4: ("sgemm_1d_tiling<64,64,8,8>", 512, (4, 2, 1)),
             5: ("sgemm_2d_tiling<64,64,8,4,4>", 256, (4, 2, 1))}
-    b = byo.bind_cuda(byo.Spec("sgemm", str(SGEMM)))
+    ptxas = byo.bind_cuda(byo.Spec("sgemm", str(SGEMM))).source.compile("sm_90a").resources  # the file's build
     for n, (name, threads, grid) in want.items():
         [k] = _ok(course_xrays[f"sgemm#{n}"])["kernels"]
         assert (k["name"], k["threads"], tuple(k["grid"])) == (name, threads, grid), k
-        ptxas = b.source.resources(name.split("<")[0]).get("specialisations", {}).get(name) \
-            or b.source.resources(name.split("<")[0])
-        assert k["registers"] == ptxas["registers"] and k["spill_bytes"] == 0
+        assert k["registers"] == ptxas[name].registers and k["spill_bytes"] == ptxas[name].spills == 0
         smem = k["static_smem"] + k["dynamic_smem"]
         assert k["occupancy"]["occupancy"] == pytest.approx(_occupancy_by_hand(k["registers"], threads, smem))
         assert "--cu" in course_xrays[f"sgemm#{n}"]["inspect"] and str(SGEMM) in course_xrays[f"sgemm#{n}"]["inspect"]
