@@ -25,6 +25,9 @@ folder and renamed into place, under a per-configuration file lock, so parallel 
 compile the same thing twice. Keys and indexes name files relative to the repository or the CUDA toolkit
 (``$REPO/cuda_src/x.cu``, ``$CUDA/include/cuda_runtime.h``; absolute only outside both), so a cache built here by
 ``make gpu-prep`` hits in a copy of the tree at another path (the GPU machine's) whose files have the same bytes.
+``CudaSource.dependencies()`` returns the files a source's builds read (the X-ray's cache is keyed on them). A file
+that links cuBLAS takes it from the toolkit, else from an nvidia-cublas wheel in site-packages (``cublas_location``);
+with neither, the compile error names the package to install.
 """
 
 from __future__ import annotations
