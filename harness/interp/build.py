@@ -154,5 +154,5 @@ def build(src: Any, kernels: list[str]) -> Path:
         deps = parse_depfile(depf.read_text(), Path.cwd())
         return deps, log
 
-    so, _ = cached_build(stem, "lib.so", run, path)
+    so, _, _ = cached_build(stem, "lib.so", run, path)
     return so
