@@ -173,13 +173,19 @@ class VariantSide:
         out: dict[str, Any] = {"status": None}
         if v.backend == "cuda":
             from harness import interp
-            from harness.cuda import CompileError, nvcc_path
+            from harness.cuda import CompileError, _cublas_missing, nvcc_path
 
             interpreted = not on_gpu and interp.enabled()
             try:
                 # the ptxas report needs nvcc; the CPU interpreter does not (its g++ build is checked below)
                 if v.source and (not interpreted or nvcc_path() is not None):
-                    out["resources"] = {k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
+                    try:
+                        out["resources"] = {k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
+                    except CompileError as e:
+                        # a missing cuBLAS stops nvcc, not the interpreter (it brings its own): no ptxas report then
+                        if not (interpreted and _cublas_missing(str(e))):
+                            raise
+                        out["resources_note"] = str(e).split("\n", 1)[0]
                 if interpreted and v.source is not None:
                     v.source.interp_library()  # a g++ error is this record's compile_error, not a crash later
             except CompileError as e:
@@ -470,6 +476,8 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
             rec["spot_check"] = spot
         if pre.get("interpreted"):
             rec.update(interpreted=True, timing="none")
+            if pre.get("resources_note"):
+                rec["resources_note"] = pre["resources_note"]  # why there is no ptxas report (nvcc could not build)
         for seed in opts.seeds:
             inputs = problem.make_inputs(shape, dtype, seed, dev)
             pay = side.call("check", inputs=_cpu(inputs), seed=seed)
