@@ -14,6 +14,10 @@ Two ways to run a ``.cu`` file, both as users write CUDA:
   with ``cuTensorMapEncodeTiled``, a ``launch_kernel(kernel_num, ...)`` switch as course assignments ship it) and is
   called with device pointers (``ptr(tensor)``). It runs on the runtime API's primary context, which torch shares.
 
+**Interpret mode** (``harness.interp``; on without a GPU, ``WB_CUDA_INTERPRET=1/0`` forces it): both ways run on the
+CPU instead, from the same source, with memcheck, racecheck and synccheck; CPU tensors are valid arguments and
+``ptr(t)`` makes ``t`` device memory for the library's kernels.
+
 Loading prefers pycuda (sharing torch's primary context via ``pycuda.autoprimaryctx``) and falls back to
 cuda-python's ``cuda.core`` where pycuda is not installed. ``WB_CUDA_LOADER=pycuda|cuda.core`` forces one.
 Compiled artefacts are cached under ``$WB_CACHE`` (default ``~/.cache/gpu-workbench``). The key is every file the
