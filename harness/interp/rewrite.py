@@ -46,6 +46,7 @@ _MARKER = re.compile(r'^# (\d+) "((?:\\.|[^"\\])*)"((?: \d+)*)[ \t]*$', re.M)
 class Unit:
     text: str
     user: list[tuple[int, int]] = field(default_factory=list)  # [start, end) spans of the user's own files
+    user_starts: list[int] = field(default_factory=list)
     literals: list[tuple[int, int]] = field(default_factory=list)  # string/char literal and directive spans
     lit_starts: list[int] = field(default_factory=list)
     braces: list[tuple[int, str]] = field(default_factory=list)  # (position, "{" or "}")
@@ -81,7 +82,9 @@ def scan(text: str, is_user_file: Callable[[str, str], bool]) -> Unit:
 
 
 def in_user(u: Unit, pos: int) -> bool:
-    i = bisect.bisect_right([s for s, _ in u.user], pos) - 1
+    if len(u.user_starts) != len(u.user):
+        u.user_starts = [s for s, _ in u.user]
+    i = bisect.bisect_right(u.user_starts, pos) - 1
     return i >= 0 and u.user[i][0] <= pos < u.user[i][1]
 
 
@@ -105,9 +108,9 @@ def skip_ws(text: str, i: int) -> int:
     return i
 
 
-def match_paren(u: Unit, i: int, open_: str = "(", close: str = ")") -> int:
+def match_paren(u: Unit, i: int) -> int:
     """Index just past the bracket closing the one at ``i`` (strings and characters skipped)."""
-    text, depth = u.text, 0
+    text = u.text
     pairs = {"(": ")", "[": "]", "{": "}"}
     stack: list[str] = []
     j = i
@@ -126,7 +129,6 @@ def match_paren(u: Unit, i: int, open_: str = "(", close: str = ")") -> int:
             if not stack:
                 return j + 1
         j += 1
-    del depth, open_, close
     raise RewriteError("unbalanced brackets")
 
 
