@@ -16,6 +16,7 @@ dict keys appear in messages ("C+65536"); other tensors are "arg<i>".
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,18 @@ class NotInterpreted(KernelFault):
 
 
 def enabled() -> bool:
-    """Interpret mode: WB_CUDA_INTERPRET=1 on, =0 off, unset -> on when no GPU is visible."""
+    """Interpret mode: WB_CUDA_INTERPRET=1 on, =0 off, unset -> on when no GPU is visible. (Asked on every kernel
+    launch: an environment lookup, then a cached answer.)"""
     v = os.environ.get(ENV, "").strip().lower()
     if v in ("1", "true", "yes", "on"):
         return True
     if v in ("0", "false", "no", "off"):
         return False
+    return _no_gpu()
+
+
+@functools.lru_cache(None)
+def _no_gpu() -> bool:
     try:
         import torch
 
