@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from harness.registry import get_problem
 from harness.runner import RunOptions, execute, plan
 
-pytestmark = pytest.mark.skipif(os.environ.get("WB_SLOW_TESTS") != "1",
-                                reason="minutes of CPU: run with WB_SLOW_TESTS=1")
+pytestmark = [pytest.mark.skipif(os.environ.get("WB_SLOW_TESTS") != "1",
+                                 reason="minutes of CPU: run with WB_SLOW_TESTS=1"),
+              pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the runner runs them on it")]
 
 PLAIN = {  # family -> CUDA variants written in plain CUDA C++
     "softmax": ["cuda_v1", "cuda_v2", "cuda_v3"],
