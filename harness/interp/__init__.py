@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ class InterpLibrary:
         d.wbi_set_options.argtypes = [ctypes.c_int, ctypes.c_int]
         self._gen = -1
         self._funcs: dict[str, InterpFunction] = {}
+        self.lock = threading.Lock()  # the runtime runs one launch at a time (its scheduler state is global)
         d.wbi_reset()
 
     # ---- state
@@ -181,14 +183,15 @@ class InterpLibrary:
             holders.append(np.array([v]))
         argv = (ctypes.c_void_p * max(1, len(holders)))(*[h.ctypes.data for h in holders])
         sizes = (ctypes.c_size_t * max(1, len(holders)))(*[h.itemsize for h in holders])
-        self._begin(bufs)
         fn = getattr(self._dll, f"wbk_{idx}")
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_uint] * 6 + [ctypes.c_ulonglong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p,
                                              ctypes.c_int]
-        rc = fn(*grid, *block, int(shared), int(max_dyn), ctypes.cast(argv, ctypes.c_void_p),
-                ctypes.cast(sizes, ctypes.c_void_p), len(holders))
-        self._raise_fault()
+        with self.lock:
+            self._begin(bufs)
+            rc = fn(*grid, *block, int(shared), int(max_dyn), ctypes.cast(argv, ctypes.c_void_p),
+                    ctypes.cast(sizes, ctypes.c_void_p), len(holders))
+            self._raise_fault()
         if rc != 0:
             raise KernelFault("launch", f"{kernel}: launch failed with CUDA error {rc}")
 
@@ -216,9 +219,10 @@ class InterpFunction:
         setattr(self._fn, name, value)
 
     def __call__(self, *args: Any) -> Any:
-        self._lib._begin(list(_CTX.ranges))
-        rc = self._fn(*args)
-        self._lib._raise_fault()  # a launch inside the call faulted: that is the verdict, whatever the code returned
+        with self._lib.lock:
+            self._lib._begin(list(_CTX.ranges))
+            rc = self._fn(*args)
+            self._lib._raise_fault()  # a launch inside the call faulted: the verdict, whatever the code returned
         return rc
 
 
