@@ -323,8 +323,8 @@ def device_line(info: dict) -> str:
     cuda = ("run on the CPU by the CUDA interpreter (memcheck, racecheck, synccheck; not timed)" if interp.enabled()
             else "are compiled only (--no-interpret)")
     if not _torch().cuda.is_available():
-        return (f"No GPU here: Triton variants run under TRITON_INTERPRET=1, torch baselines on the CPU, .cu variants "
-                f"{cuda}. Timings are CPU timings, not GPU figures.")
+        return (f"No GPU here: timings are CPU timings, not GPU figures; Triton variants run under TRITON_INTERPRET=1, "
+                f"torch baselines on the CPU, .cu variants {cuda}.")
     return (f"GPU: {info.get('name')} · {info.get('sm_count')} SMs · L2 {info.get('l2_bytes', 0) / 2**20:.0f} MiB · "
             f"SM clock {info.get('cur_sm_clock_mhz')}/{info.get('max_sm_clock_mhz')} MHz · "
             f"driver {info.get('driver')}")
