@@ -45,8 +45,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness import hotloop
+
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = 6  # bump when the worker's output changes: old cache entries are then ignored
+SCHEMA = 7  # bump when the worker's output changes: old cache entries are then ignored
 
 # ------------------------------------------------------------------------------------------------ arch limits
 # Per-SM limits of the CUDA occupancy calculator (CUDA C Programming Guide, "Compute capabilities" table).
@@ -281,9 +283,13 @@ def analyze_kernel(cubin: str | Path, symbol: str | None, arch: str, threads: in
     mix = instruction_mix(funcs[symbol])
     smem = None if dyn_smem is None else static + int(dyn_smem)
     occ = occupancy(arch, regs, threads, smem if smem is not None else static)
+    try:
+        loops: dict[str, Any] = hotloop.kernel_loops(cubin, symbol)
+    except Exception as e:  # the loop model is extra: its failure never costs the rest of the X-ray
+        loops = {"error": f"{type(e).__name__}: {e}"[:300]}
     return {"symbol": symbol, "registers": regs, "stack_bytes": stack, "spill_bytes": spill,
             "local_bytes": ru.get("LOCAL", 0), "static_smem": static, "dynamic_smem": dyn_smem, "threads": threads,
-            "occupancy": occ, "mix": mix}
+            "occupancy": occ, "mix": mix, "loops": loops}
 
 
 # ------------------------------------------------------------------------------------------------ worker side
@@ -637,7 +643,8 @@ def _content_hash_for(extra_families: str) -> str:
     """Sources whose change can change an X-ray, plus the tool versions."""
     h = hashlib.sha256()
     files = sorted([*ROOT.glob("kernels/*.py"), *ROOT.glob("harness/families/*.py"), *ROOT.glob("cuda_src/*"),
-                    ROOT / "harness" / "xray.py", ROOT / "harness" / "cuda.py", ROOT / "harness" / "registry.py"])
+                    ROOT / "harness" / "xray.py", ROOT / "harness" / "hotloop.py", ROOT / "harness" / "cuda.py",
+                    ROOT / "harness" / "registry.py"])
     for f in files:
         if f.is_file():
             h.update(f.name.encode())
@@ -871,6 +878,7 @@ def finish(rec: dict[str, Any], profile=None) -> dict[str, Any]:
         rec["floor"] = predicted_floor(rec["flops"], rec["bytes"], rec["compute_dtype"], profile)
     if rec.get("status") == "ok":
         rec["lints"] = lints(rec, rec.get("floor"))
+        hotloop.attach(rec, profile)
     return rec
 
 
@@ -940,7 +948,7 @@ def compact(rec: dict[str, Any]) -> dict[str, Any] | None:
         "tma": any(k["mix"]["utmaldg"] for k in ks),
         "dot_precision": ",".join(precs) or None,
         "floor_ms": fl.get("floor_ms"), "bound": fl.get("bound"), "floor_profile": fl.get("profile"),
-        "lints": rec.get("lints", []),
+        "lints": rec.get("lints", []), "hot_loop": hotloop.compact(rec),
     }
 
 
@@ -993,6 +1001,8 @@ def render(recs: list[dict[str, Any]], con) -> None:
                       f"{fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB at "
                       f"{(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} GFLOP at "
                       f"{(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} {fl['compute_roof_kind']})")
+        for line in hotloop.lines(r):
+            con.print(line, markup=False, highlight=False)
         for line in r.get("lints", []):
             con.print(f"  [yellow]lint[/] {r['variant']}: {line}")
         for line in r.get("errors", []):
