@@ -787,11 +787,13 @@ def model(lp: dict[str, Any], warps: int, mach: dict[str, Any], flops: float | N
             "tma_bytes_unknown": lp.get("tma_ops", 0) > 0 and basis == "requested"}
 
 
-def pick_hot(loops: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The hot loop of a kernel (trip counts are mostly runtime values, so this is a rule, not a measurement): the
-    real loops with tensor ops, else those with global or shared memory traffic, else all real loops; of those, the
-    ones with no such loop inside them (the innermost that still does the work: a 0-1 trip bookkeeping loop inside
-    a K loop does not count); of those, the most instructions per iteration."""
+def hot_candidates(loops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The loops that may be a kernel's hot loop, hot first (trip counts are mostly runtime values, so this is a
+    rule, not a measurement): real loops with tensor ops, else with global or shared memory traffic, else all real
+    loops; of those, the ones with no such loop inside them (the innermost that still does the work: a 0-1 trip
+    bookkeeping loop inside a K loop does not count); ordered by the most tensor FMAs (else global bytes) per
+    iteration, then by address: of two versions of one loop (FA3-style unmasked / masked tiles, a peeled tail) the
+    compiler lays out the first in source order first."""
     real = [lp for lp in loops if lp["kind"] == "loop"]
     for test in (lambda lp: lp["tensor_ops"], lambda lp: lp["global_bytes"] or lp["shared_bytes"] or lp["tma_ops"],
                  lambda lp: True):
@@ -799,9 +801,15 @@ def pick_hot(loops: list[dict[str, Any]]) -> dict[str, Any] | None:
         if cand:
             break
     else:
-        return None
+        return []
     inner = [lp for lp in cand if not any(_inside(o, lp, loops) for o in cand if o is not lp)] or cand
-    return max(inner, key=lambda lp: lp["instr"])
+    return sorted(inner, key=lambda lp: (-sum(lp["tensor_fma"].values()), -lp["global_bytes"],
+                                         int(lp["addr"], 16)))
+
+
+def pick_hot(loops: list[dict[str, Any]]) -> dict[str, Any] | None:
+    cand = hot_candidates(loops)
+    return cand[0] if cand else None
 
 
 def _inside(a: dict[str, Any], b: dict[str, Any], loops: list[dict[str, Any]]) -> bool:
@@ -823,13 +831,16 @@ def attach(rec: dict[str, Any], profile=None) -> dict[str, Any]:
         if not isinstance(hl, dict) or "loops" not in hl:
             continue
         mach = machine(rec.get("arch", "sm_90"), profile)
-        hot = pick_hot(hl["loops"])
+        cand = hot_candidates(hl["loops"])
+        hot = cand[0] if cand else None
+        alts = [id(x) for x in cand[1:3]]  # printed under the hot loop: other versions / sibling loops doing the work
         out = []
         for lp in sorted((x for x in hl["loops"] if x["kind"] == "loop"), key=lambda x: x is not hot):
             w, note = loop_warps({**k, "arch": rec.get("arch", "sm_90")}, lp)
             m = model(lp, w, mach, rec.get("flops"), rec.get("bytes")) if w else \
                 {"warps": None, "bound": None, "cycles": None}
-            out.append({**lp, **m, "hot": lp is hot, "warps_note": note, "machine": mach["profile"]})
+            out.append({**lp, **m, "hot": lp is hot, "alt": id(lp) in alts, "warps_note": note,
+                        "machine": mach["profile"]})
         k["hot_loops"] = out
     return rec
 
@@ -857,31 +868,37 @@ def _c(v: float | None) -> str:
 
 
 def lines(rec: dict[str, Any], width: int = 80, every: bool = False) -> list[str]:
-    """Text for ``inspect``: two lines per hot loop (80 columns), other real loops one line each when ``every``."""
+    """Text for ``inspect`` (80 columns): two lines per hot loop, one per sibling candidate (``alt``), every other
+    real loop one line when ``every``."""
     out = []
     for k in rec.get("kernels") or []:
+        name = k["name"] if len(k["name"]) <= 40 else k["name"][:37] + "..."
         for lp in k.get("hot_loops") or []:
-            if not lp.get("hot") and not every:
+            if not (lp.get("hot") or lp.get("alt") or every):
                 continue
-            name = k["name"] if len(k["name"]) <= 40 else k["name"][:37] + "..."
-            if lp.get("cycles") is None:
-                out.append(f"  hot loop @{lp['addr']} {name}: {lp['instr']} instr/iter/warp ({lp['warps_note']})")
+            cy = lp.get("cycles")
+            if cy is None:
+                out.append(_wrap(f"  loop @{lp['addr']} {name}: {lp['instr']} instr/iter/warp ({lp['warps_note']})",
+                                 width))
                 continue
-            cy = lp["cycles"]
-            trips = f", x{lp['trips']}" if lp.get("trips") else ""
-            head = (f"  {'hot loop' if lp['hot'] else 'loop'} @{lp['addr']} {name}: {lp['instr']} instr/iter/warp"
-                    f"{trips}, {lp['warps']} warps/SM")
-            if lp["instr_min"] != lp["instr"]:
-                head += f" (min path {lp['instr_min']})"
+            if not lp.get("hot"):
+                out.append(_wrap(f"    also @{lp['addr']}: {lp['instr']} instr, issue {_c(cy['issue'])} vs tensor "
+                                 f"{_c(cy['tensor'])}, {lp['pipe_name']} {_c(cy['pipe'])} -> {lp['bound']}-bound",
+                                 width))
+                continue
+            trips = f", x{lp['trips']} per outer iter" if lp.get("trips") else ""
+            out.append(_wrap(f"  hot loop @{lp['addr']} of {name}, {lp['warps']} warps/SM{trips}:", width))
+            out.append(_wrap(f"    {lp['instr']} instr/iter/warp; issue {_c(cy['issue'])} vs tensor "
+                             f"{_c(cy['tensor'])} cycles -> {lp['bound']}-bound", width))
             mem = _c(cy["memory"]) + ("+TMA" if lp.get("tma_bytes_unknown") else "")
-            body = (f"    issue {_c(cy['issue'])} vs tensor {_c(cy['tensor'])}, {lp['pipe_name']} {_c(cy['pipe'])}, "
-                    f"mem {mem}, smem {_c(cy['shared'])} cyc -> {lp['bound']}-bound")
-            out += [_wrap(head, width), _wrap(body, width)]
+            extra = f"    {lp['pipe_name']} {_c(cy['pipe'])}, mem {mem}, smem {_c(cy['shared'])}"
             if cy.get("serial"):
-                out.append(_wrap(f"    wgmma wait 0 in the loop: {lp['exposed_issue']} issue cycles exposed, tensor + "
-                                 f"exposed = {_c(cy['serial'])} cyc if the warpgroups run in step", width))
+                extra += f"; wait 0 exposes {lp['exposed_issue']}: serial {_c(cy['serial'])}"
+            if lp["instr_min"] != lp["instr"]:
+                extra += f"; min path {lp['instr_min']}"
             if lp.get("partial"):
-                out.append("    (inner loops with runtime trip counts not included)")
+                extra += "; inner loops of runtime trips left out"
+            out.append(_wrap(extra, width))
     return out
 
 
