@@ -11,8 +11,8 @@ How (``find_loops`` on one function's SASS, ``model`` per loop):
   (Cooper-Harvey-Kennedy) give the back edges u -> h (h dominates u) and each natural loop {h + every block that
   reaches u without h}. A loop whose latch is ``BRA.U.ANY`` is a *uniform* loop (the compiler's loop over the
   distinct values of a non-uniform operand, e.g. around a TMA issue: once when the operand is warp-uniform); a loop
-  of <= 8 instructions around an mbarrier try-wait, a nanosleep or a setmaxnreg try-alloc is a *wait* loop (a
-  retry). Neither is a hot loop.
+  of <= 8 instructions around an mbarrier try-wait, a nanosleep or a setmaxnreg try-alloc, with no tensor, TMA or
+  memory instruction, is a *wait* loop (a retry). Neither is a hot loop.
 * **One iteration.** The loop's main range is [header, last latch]; body blocks outside it are the compiler's
   out-of-line cold paths (wait retries) and are not counted. Inner loops are contracted: a uniform or wait loop
   counts once, a real inner loop counts trips x its own iteration when its trip count is a compile-time constant
@@ -449,7 +449,8 @@ def natural_loops(blocks: list[Block], roots: list[int], insns: list[Insn]) -> d
         if any(".U.ANY" in i.op for i in latch_ops):
             lp.kind = "uniform"
         elif len(ops) <= 8 and any(i.base in ("SYNCS", "NANOSLEEP") or "TRYWAIT" in i.op or "SETMAXREG" in i.base
-                                   for i in ops):
+                                   for i in ops) and not any(pipe(i.op) in ("tensor", "tma") or i.base in GLOBAL
+                                                             or i.base in SHARED for i in ops):
             lp.kind = "wait"
     for h, lp in loops.items():  # the enclosing loop: the smallest other body containing this one
         outer = [o for o in loops.values() if o.header != h and lp.body < o.body]
@@ -465,6 +466,8 @@ _IMM = r"(-?0x[0-9a-f]+|-?\d+)"
 
 def _imm(s: str) -> int | None:
     s = s.strip()
+    if s in ("RZ", "URZ"):
+        return 0
     try:
         return int(s, 16) if s.lstrip("-").startswith("0x") else int(s)
     except ValueError:
