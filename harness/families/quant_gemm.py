@@ -15,7 +15,8 @@ Inputs per scheme (layouts: kernels/quant.py):
 * every scheme also carries ``w_deq`` (and for w8a8/fp8 ``x_deq``): the same values dequantized to the activation
   dtype, made outside the timed call, for the cuBLAS baseline ``torch_bf16_dequant`` (the thing to beat).
 
-Data: x ~ N(0, 1); W ~ N(0, 1/K) with per-column magnitudes log-uniform in [1/8, 1/2] (so scales vary across
+Data: x ~ N(0, 1) (``outliers=1``: 0.1% of the channels, at least one, x100: LLM outlier features); W ~ N(0, 1/K)
+with per-column magnitudes log-uniform in [1/8, 1/2] (so scales vary across
 columns, and |y| <~ 2: the elementwise atol stays >= 10 sigma of the baselines' bf16/fp16 rounding error even at
 M = 4096 x N = 14336 outputs), and one edge per input: an all-zero weight group (w4a16: the first K group of the
 last column; other schemes: the whole last column, i.e. scale 0 -> stored as 1, q = 0). Extreme scales (column
@@ -43,6 +44,12 @@ from kernels import quant as Q
 from kernels import quant_gemm as TK
 
 SCHEMES = ("w8a16", "w4a16", "w8a8", "fp8")
+# ``outliers=1`` shapes: this fraction of the K activation channels (at least one) scaled by OUTLIER_SCALE, the
+# outlier features of LLM activations (LLM.int8(), Dettmers et al. 2022: a few hidden dimensions carry magnitudes
+# ~20-100x the rest in every token; Sun et al. 2024 report "massive activations" of 1000s). With x ~ N(0, 1) the
+# outlier channels reach |x| ~ 300-400; an fp16 partial of 8 products with |q - z| <= 15 can reach 65504 from
+# |x| ~ 550 (the old v4's), so the W·A16 rungs accumulate in fp32.
+OUTLIER_FRACTION, OUTLIER_SCALE = 0.001, 100.0
 BF16_DOT_REASON = "bf16 tl.dot is wrong under TRITON_INTERPRET; checked on GPU"
 
 
@@ -69,6 +76,10 @@ def make_inputs(shape: Shape, dtype: str, seed: int, device) -> dict[str, torch.
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(seed)
     x = torch.randn((M, K), generator=gen, device=dev, dtype=torch.float32)
+    if shape["outliers"]:  # LLM.int8-style outlier features: a few hidden channels ~100x the rest, in every token
+        n_out = max(1, round(OUTLIER_FRACTION * K))
+        ch = torch.randperm(K, generator=gen, device=dev)[:n_out]
+        x[:, ch] *= OUTLIER_SCALE
     mag = torch.exp(torch.empty(N, device=dev).uniform_(math.log(0.125), math.log(0.5), generator=gen))
     w = torch.randn((K, N), generator=gen, device=dev, dtype=torch.float32) * (mag / math.sqrt(K))[None, :]
     if scheme == "w4a16":
@@ -193,8 +204,8 @@ def extra_metrics(shape: Shape, median_ms: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- shapes
-def _s(M, N, K, scheme, group=128, sym=True) -> Shape:
-    return PROBLEM.shape(M=M, N=N, K=K, scheme=scheme, group=group, sym=sym)
+def _s(M, N, K, scheme, group=128, sym=True, outliers=0) -> Shape:
+    return PROBLEM.shape(M=M, N=N, K=K, scheme=scheme, group=group, sym=sym, outliers=outliers)
 
 
 PROBLEM = register(Problem(
@@ -208,7 +219,7 @@ PROBLEM = register(Problem(
     min_bytes=min_bytes,
     shapes=[],
     quick=[],
-    options={"scheme": "w4a16", "group": 128, "sym": True},
+    options={"scheme": "w4a16", "group": 128, "sym": True, "outliers": 0},
     description="quantized GEMM (W8A16, W4A16 group-wise, W8A8 per-token/channel, FP8 row/col) vs cuBLAS on "
                 "pre-dequantized weights",
     compute_dtype=lambda dtype, shape: compute_dtype_for(shape, dtype),
@@ -234,6 +245,9 @@ PROBLEM.quick = [
     _s(2, 48, 1152, "w4a16", group=64), _s(1, 48, 1100, "w8a16"),  # 18 tasks: the v4/v5 split-K ticket path
     _s(17, 72, 256, "w8a8"), _s(3, 40, 128, "w8a8"),
     _s(3, 72, 256, "fp8"), _s(17, 48, 128, "fp8"),
+    # outlier channels (every scheme; N % 16 == 0 and K spanning several split-K tasks so the CUDA rungs run too)
+    _s(2, 48, 1152, "w4a16", group=64, outliers=1), _s(17, 80, 1024, "w4a16", group=64, sym=False, outliers=1),
+    _s(3, 48, 1100, "w8a16", outliers=1), _s(17, 72, 1024, "w8a8", outliers=1), _s(3, 48, 1024, "fp8", outliers=1),
 ]
 
 
@@ -642,4 +656,8 @@ PROBLEM.headline = (
     + [(PROBLEM.shape(M=1, N=n, K=k, scheme="w8a16", group=128, sym=True), ("bf16",)) for k, n in _HEAD_KN]
     + [(PROBLEM.shape(M=16, N=14336, K=4096, scheme="w8a16", group=128, sym=True), ("bf16",))]
     + [(PROBLEM.shape(M=256, N=14336, K=4096, scheme="w8a8", group=128, sym=True), ("bf16",))]
+    # the same weights with outlier activation channels: every variant must stay finite and within tolerance
+    + [(PROBLEM.shape(M=m, N=14336, K=4096, scheme="w4a16", group=128, sym=True, outliers=1), ("bf16", "fp16"))
+       for m in (1, 16)]
+    + [(PROBLEM.shape(M=1, N=14336, K=4096, scheme="w8a16", group=128, sym=True, outliers=1), ("bf16", "fp16"))]
 )
