@@ -568,6 +568,11 @@ __global__ void __launch_bounds__(128) qgemm_v5_w8a16_gemv(const T* __restrict__
 //   * U = 2 k16 steps per batch, the next batch's 4 LDG.128 issued before the current batch's HMMAs;
 //   * split-K over CTAs when the (N / 512) x (M / 16 MT) tiles are fewer than 2 waves on the SMs: fp32 partials
 //     [SPLIT, M, N] (L2-resident at decode sizes) and v4's one-launch ticket reduction in fixed split order.
+//   * epilogue: a lane's D fragment holds 16 consecutive columns of a row, so fp32 partials and outputs go out as
+//     16-byte stores (X-ray at MT = 1: 24 STG.128 where the first version had 65 STG.32 + 64 STG.16: at M = 16 its
+//     4-byte partials and 2-byte outputs cost ~70 MB of 32-byte sectors against a 30 MB weight stream).
+// Hot loop (model, sm_90a, M = 16, 12 warps/SM): 726 instr per 2 k16 steps, issue 2178 vs tensor 384, ALU 2400,
+// DRAM share 2073 cycles: ALU-bound (the per-warp dequant), as the v7 header says.
 // Expected (GPU-unverified): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
 // Requires N % 16 == 0, group % 16 == 0. Grid (ceil(N / (128 WARPS)), SPLIT, ceil(M / (16 MT))), block 32 WARPS;
 // ws / tickets as v4 (tickets: one per (blockIdx.x, blockIdx.z)).
