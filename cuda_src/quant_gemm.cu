@@ -804,9 +804,16 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 //     hsub2 {MAGIC + z} (exact) then hmul2 {s, s}, one rounding of each dequantised weight to the activation dtype
 //     (the family's tolerance model, as v6). {MAGIC + z} is prmt(zero word) | MAGIC (z <= 15 fits the mantissa),
 //     {s, s} a prmt of the scale word: re-read from smem once per group slot per k tile (3 LDS + 12 ops per lane);
-//   * split-K over CTAs (in k tiles) only when the output tiles are fewer than the SMs (decode M): fp32 partials
+//   * split-K over CTAs (in k tiles) when the output tiles are fewer than the SMs (decode M): fp32 partials
 //     [SPLIT, M, N] and v4/v6's one-launch ticket reduction in fixed split order. Grid (ceil(M / BM), SPLIT,
 //     ceil(N / BN)): the M blocks of one N tile are adjacent in launch order, so W is re-read from L2, not DRAM.
+//     At compute-bound M the launcher splits only where the grid model says it pays (v7_grid_cost in
+//     harness/families/quant_gemm.py): the hot loop is issue-bound (model at M = 256: 503 instr per 64-k tile per
+//     warp, issue 2012 vs tensor 1024 cycles at 16 warps/SM), so time follows the busiest scheduler's warp-work.
+//     M = 256, 4096 x 14336: 224 CTAs on 264 slots is "under one wave", but the 92 SMs holding 2 CTAs have 4 warps
+//     per scheduler either way; split 2 / 3 keep that and add 29 / 44 MB of partials, split 4 gets to 3.5 warps
+//     per scheduler for 117 MB of partial traffic, a 7-warp CTA leaves 14 warps (4 on the busiest scheduler): no
+//     grid change pays there, so none is made.
 // What it should change (vs v6): dequantised weights reused MT x from shared memory: one prmt/lop3/hsub2/hmul2 per
 // B register per CTA feeds MT HMMAs (MT = 4 at M = 256: 2.1 ALU ops per HMMA instead of v6's ~4.3 with 2 m16 tiles
 // per warp and the 128-column dequant repeated by every warp row), and W streams through a 4-stage cp.async ring

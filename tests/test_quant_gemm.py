@@ -690,8 +690,13 @@ def test_v7_emulation_reads_the_cu_constants():
 
 
 def test_v7_launch_and_smem():
-    """M = 16 makes >= 2 waves of CTAs on 132 SMs at both headline weights (split-K, no empty split); M = 256 needs
-    no split (>= 1.7 CTAs per SM, 2 resident); the dynamic shared memory matches the kernel's stage layout."""
+    """M = 16 makes >= 2 waves of CTAs on 132 SMs at both headline weights (split-K, no empty split); at M = 256 the
+    grid model keeps one split (see v7_launch); the dynamic shared memory matches the kernel's stage layout."""
+    # the busiest scheduler's warp-work: 224 CTAs -> 2 on the busiest SM x 8 warps / 4 = 4.0; split 4 -> 7 quarter
+    # CTAs x 2 warps per scheduler = 3.5, plus 117 MB of partial traffic; split 2 / 3 -> 4.0 plus partials
+    cost = [fam.v7_grid_cost(256, 14336, 4096, 4, s) for s in (1, 2, 3, 4)]
+    assert cost[0] == 4.0 and min(cost[1:]) > 4.0 and cost[3] - (7 * 2 / 4) > 2.0, cost
+    assert fam.v7_grid_cost(4096, 14336, 4096, 4, 1) == -(-64 * 56 // 132) * 2
     for k, n in ((4096, 14336), (8192, 28672)):
         lc = fam.v7_launch(16, n, k)
         gm, split, gn = lc["grid"]

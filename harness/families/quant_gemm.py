@@ -532,6 +532,7 @@ def cuda_v6_w4a16_mma(inputs, out, shape):
 # v7: Marlin-style W4A16 (cuda_src/quant_gemm.cu header): 256-thread CTAs of 16 MT rows x 256 columns x 64 k, a
 # 4-stage cp.async pipeline through shared memory, every dequantised B fragment reused by the warp's MT m16 tiles.
 _V7_WARPS, _V7_BN, _V7_BK, _V7_STAGES = 8, 256, 64, 4
+_V7_L2 = 50e6  # H100 L2 bytes: fp32 partials past it go to DRAM
 
 
 def v7_smem_bytes(mt: int) -> int:
@@ -541,19 +542,41 @@ def v7_smem_bytes(mt: int) -> int:
     return _V7_STAGES * stage
 
 
+def v7_grid_cost(M: int, N: int, K: int, mt: int, split: int, sms: int = _MMA_SMS) -> float:
+    """The compute-bound grid's time on its busiest SM scheduler, in units of one CTA's whole-K work on one warp slot
+    (the X-ray's hot-loop model: issue- and tensor-cycles per iteration grow with the warps per scheduler, so the SM
+    with the most warp-work sets the time): ceil(CTAs / SMs) CTAs x 8 warps / 4 schedulers x 1 / split; a split
+    grid adds its fp32 partials (written, then read back by the last CTA) at 3.35 TB/s past the 50 MB L2, 3x that
+    inside it, converted at the bf16 tensor rate of one SM (989 TF / 132)."""
+    gm, gn = -(-M // (16 * mt)), -(-N // _V7_BN)
+    ctas = gm * gn * split
+    work = -(-ctas // sms) * _V7_WARPS / 4 / split
+    if split == 1:
+        return work
+    pbytes = 2.0 * split * M * N * 4
+    bw = 3.35e12 if pbytes > _V7_L2 else 3 * 3.35e12
+    cta_s = 2.0 * 16 * mt * _V7_BN * K / (989e12 / 132) / (_V7_WARPS / 4)  # one CTA's work per warp slot
+    return work + pbytes / bw / cta_s
+
+
 def v7_launch(M: int, N: int, K: int, sms: int = _MMA_SMS) -> dict:
     """Grid of qgemm_v7: MT = 1 / 2 / 4 m16 tiles per CTA (M <= 16 / 32 / beyond), grid (M blocks, SPLIT, N tiles).
-    Split-K only when the output tiles are fewer than the SMs (decode M): then SPLIT makes >= 2 waves of CTAs, each
-    split keeping >= 2 k tiles, none empty. At M = 256 the 224 (4096 x 14336) / 448 (8192 x 28672) tiles already
-    exceed the 132 SMs with 2 CTAs resident per SM; splitting them would add 2 x SPLIT x M x N x 4 B of fp32
-    partials (29 MB at SPLIT 2) for no fewer rounds."""
+    Decode M (output tiles fewer than the SMs): split-K so that >= 2 waves of CTAs keep the weight stream in flight,
+    each split >= 2 k tiles, none empty. Compute-bound M: the split (1-4) with the least ``v7_grid_cost``. At
+    M = 256, 4096 x 14336 that is no split: the 224 CTAs leave 92 SMs with 2 (16 warps, 4 per scheduler) and 40
+    with 1, cost 4.0 against 3.39 balanced; split 2 / 3 keep the busiest SM at 4.0 and add 29 / 44 MB of partials;
+    split 4 reaches 3.5 but its 117 MB of partial traffic (59 MB written and read back, past L2) costs ~3.9 more.
+    (A 7-warp CTA, 256 CTAs of 224 columns, also leaves 14 warps = 4 per scheduler on the busiest SMs: no gain.)"""
     mt = 1 if M <= 16 else 2 if M <= 32 else 4
     gm, gn = -(-M // (16 * mt)), -(-N // _V7_BN)
     ktiles = -(-K // _V7_BK)
     split = 1
     if gm * gn < sms:
         split = max(1, min(-(-2 * sms // (gm * gn)), ktiles // 2))
-        split = -(-ktiles // -(-ktiles // split))  # every split gets >= 1 k tile
+    else:
+        cands = [s for s in (1, 2, 3, 4) if s == 1 or s <= ktiles // 2]
+        split = min(cands, key=lambda s: (round(v7_grid_cost(M, N, K, mt, s, sms), 6), s))
+    split = -(-ktiles // -(-ktiles // split))  # every split gets >= 1 k tile
     return {"MT": mt, "SPLIT": split, "grid": (gm, split, gn), "block": 32 * _V7_WARPS, "smem": v7_smem_bytes(mt)}
 
 
