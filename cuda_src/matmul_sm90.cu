@@ -466,10 +466,10 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) hgemm_v10_wgmma_ws(const _
 // The FADD promotion (64 per thread per slice) needs the slice's wgmmas complete: two slices are issued back to back
 // into two partial buffers, wait_group 1 retires the first (its FADDs and slot release run while the second slice is
 // on the tensor cores), wait_group 0 the second. Hot-loop model (harness/hotloop.py, sm_90a, 8 consumer warps/SM):
-// with wait_group 0 after every slice, 153 instr per slice, tensor 512 cycles, 118 issue cycles per warp exposed
-// after the wait: 748 cycles per slice if the consumers run in step (1.46 x tensor); now 296 instr per 2 slices,
-// tensor 1024, 112 exposed: 1248 per 2 slices (1.22 x). (ptxas serialises every wgmma when a partial is read after a
-// wait_group 1 whose group an earlier loop iteration issued, hence the pairwise structure.)
+// with wait_group 0 after every slice, 153 instr per slice, tensor 512 cycles, 118 instructions per warp after the
+// wait (236 issue cycles): 748 cycles per slice if the consumers run in step (1.46 x tensor); now 296 instr per 2
+// slices, tensor 1024, 112 exposed (224 cycles): 1248 per 2 slices (1.22 x). (ptxas serialises every wgmma when a
+// partial is read after a wait_group 1 whose group an earlier loop iteration issued: hence the pairwise structure.)
 // Expectation: ~0.9-1.2 PF/s at 8192^3 (torch._scaled_mm: ~1.2-1.4 PF/s). GPU: pending.
 // Launch: grid min(#tiles, #SMs), block 384, dynamic shared v11::SMEM_BYTES.
 // tmA: A as {K, M}, box {128, 128}; tmB: Bt as {K, N}, box {128, 128}; 128-B swizzle, OOB zero-fill.
