@@ -836,7 +836,10 @@ def attach(rec: dict[str, Any], profile=None) -> dict[str, Any]:
         mach = machine(rec.get("arch", "sm_90"), profile)
         cand = hot_candidates(hl["loops"])
         hot = cand[0] if cand else None
-        alts = [id(x) for x in cand[1:3]]  # printed under the hot loop: other versions / sibling loops doing the work
+        # printed under the hot loop: other versions of it (masked tiles, a peeled tail) -- the same tensor ops, or
+        # for a loop without them at least a quarter of its instructions -- not the epilogue's small loops
+        alts = [id(x) for x in cand[1:] if x["tensor_ops"] == hot["tensor_ops"]
+                and (x["tensor_ops"] or 4 * x["instr"] >= hot["instr"])][:2]
         out = []
         for lp in sorted((x for x in hl["loops"] if x["kind"] == "loop"), key=lambda x: x is not hot):
             w, note = loop_warps({**k, "arch": rec.get("arch", "sm_90")}, lp)

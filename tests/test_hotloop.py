@@ -295,6 +295,10 @@ def test_attention_v3_hot_loop_meets_its_target():
     assert hot["non_tensor_issue"] <= 0.8 * hot["cycles"]["tensor"], hot
     assert hot["bound"] == "tensor", hot
     assert alt and alt[0]["instr"] > hot["instr"] and alt[0]["tensor_ops"] == hot["tensor_ops"]
+    c = hl.compact(rec)  # the records' xray.hot_loop
+    assert c["kernel"] == kname and c["bound"] == "tensor" and c["issue"] == hot["cycles"]["issue"]
+    assert c["serial"] > c["tensor"] and c["non_tensor_issue"] == hot["non_tensor_issue"]
+    assert any(line.startswith("  hot loop @") for line in hl.lines(rec)) and max(map(len, hl.lines(rec))) <= 80
 
 
 def _v3_build(ac, kname):
