@@ -40,8 +40,11 @@ sub-partitions), so the busiest scheduler holds ceil(W / 4) of them. Per iterati
   half): one tensor core per sub-partition. A wgmma m64nNkK is issued by each of the warpgroup's 4 warps (one per
   sub-partition), each doing its 16 rows: 16 N K FMAs. mma.sync (HMMA) is charged the same per-core rate, an upper
   bound on what it reaches on sm_90 (arXiv 2402.13499 measures mma.sync well below wgmma on Hopper).
-* memory = W x global bytes / (DRAM B/clk/SM): the profile's memory roof / (SMs x clock). Every global byte is
-  charged at DRAM rate: an upper bound where tiles are re-read from L2; requested bytes, not sectors.
+* memory = W x DRAM bytes / (DRAM B/clk/SM), the roof being the profile's memory roof / (SMs x clock). DRAM bytes
+  per warp-iteration: the requested global bytes (LDG/STG/LDGSTS/atomics x 32 lanes; not sectors), or, when smaller,
+  the iteration's share of the problem's minimum bytes in proportion to its FLOPs (tensor FMAs, FFMA/HFMA2 lanes):
+  a GEMM's tiles are re-read from L2 and a GEMV's activations are broadcast, so DRAM sees that share, not every
+  request. A tensor loop fed by TMA (no requested bytes in the loop) gets its share.
 * shared = W x shared-port bytes / 128 B/clk/SM (32 banks x 4 B).
 
 The bound is the largest; ``non_tensor_issue`` = (instr - tensor instr) x ceil(W/4) is the number that must hide
@@ -763,12 +766,16 @@ def model(lp: dict[str, Any], warps: int, mach: dict[str, Any], flops: float | N
             tensor += fma / rate * wps
         else:
             unknown.append(dt)
-    fma = sum(lp["tensor_fma"].values())
+    # FLOPs of one warp-iteration: tensor FMAs, and the SIMT FMA pipes' lanes (an upper bound: FADD/FMUL count too)
+    loop_flops = 2 * sum(lp["tensor_fma"].values()) + 2 * 32 * (p.get("fp32", 0) + p.get("fp64", 0)) \
+        + 4 * 32 * p.get("fp16x2", 0)
     dram = float(lp["global_bytes"])  # per warp per iteration
     basis = "requested"
-    if fma and flops and nbytes:  # tiles re-read from L2: DRAM sees this loop's share of the minimum bytes
-        share = nbytes * 2 * fma / flops
-        if share < dram or (lp.get("tma_ops") or not dram):
+    if loop_flops and flops and nbytes and (dram or lp["tensor_fma"]):
+        # tiles re-read from L2 (and broadcast loads) do not reach DRAM: it sees at most this loop's share of the
+        # problem's minimum bytes, in proportion to the FLOPs the iteration does
+        share = nbytes * loop_flops / flops
+        if share < dram or not dram:
             dram, basis = share, "share of min bytes"
     mem_rate = mach["dram_bytes_per_clk_sm"]
     memory = warps * dram / mem_rate if mem_rate else None

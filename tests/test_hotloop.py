@@ -85,6 +85,11 @@ def test_cycle_formulas_by_hand():
     assert m["cycles"]["memory"] == 256 and m["bound"] == "memory"
     m5 = hl.model(lp, 5, mach)  # 5 warps: the busiest scheduler holds 2
     assert m5["warps_per_scheduler"] == 2 and m5["cycles"]["issue"] == 16
+    # DRAM share: the iteration does FFMA x 32 lanes x 2 + HFMA2 x 32 x 4 = 192 FLOP; a problem of 1 MFLOP over
+    # 1 MB makes that 192 B of DRAM (< the 512 B requested): 8 warps x 192 B / 16 B/clk = 96 cycles
+    ms = hl.model(lp, 8, mach, flops=1e6, nbytes=1e6)
+    assert ms["dram_basis"] == "share of min bytes" and ms["cycles"]["memory"] == 96
+    assert hl.model(lp, 8, mach, flops=1e6, nbytes=1e7)["cycles"]["memory"] == 256  # share 1920 B > requested
 
 
 # a counted inner loop (trips 6: r7 = 2, 4, .. 12; the compare sees the stepped value) inside a runtime outer loop,
