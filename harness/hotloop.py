@@ -266,8 +266,15 @@ def _wgmma_smem_bytes(insn: Insn) -> int:
     return ((0 if a_in_regs else mm * k * eb) + n * k * eb) // 4
 
 
+# arithmetic operations per lane of a SIMT instruction (FMA = 2; a packed half2 op does two; IDP.4A four MACs,
+# IDP.2A two: x2 below): the FLOPs that give a loop its share of the problem's DRAM bytes
+_SIMT_FLOPS = {"FFMA": 2, "FFMA32I": 2, "FADD": 1, "FADD32I": 1, "FMUL": 1, "FMUL32I": 1, "DFMA": 2, "DADD": 1,
+               "DMUL": 1, "HFMA2": 4, "HFMA2_32I": 4, "HADD2": 2, "HMUL2": 2, "HADD2_32I": 2, "HMUL2_32I": 2,
+               "IDP": 8}
+
+
 def insn_counts(insns: list[Insn]) -> Counter:
-    """Per-warp counts of a straight run of instructions: 'instr', each pipe, 'tensor:<op>', 'fma:<dtype>',
+    """Per-warp counts of a straight run of instructions: 'instr', each pipe, 'tensor:<op>', 'fma:<dtype>', 'flops',
     'global_bytes', 'shared_bytes', 'tma_ops'."""
     c: Counter = Counter()
     for i in insns:
@@ -275,11 +282,13 @@ def insn_counts(insns: list[Insn]) -> Counter:
         p = pipe(i.op)
         c[p] += 1
         base = i.base
+        c["flops"] += 32 * _SIMT_FLOPS.get(base, 0) * (2 if base == "IDP" and ".2A" in i.op else 1)
         if p == "tensor":
             c["tensor:" + i.op] += 1
             t = tensor_op(i.op)
             if t:
                 c["fma:" + t[0]] += t[1]
+                c["flops"] += 2 * t[1]
             if base in ("HGMMA", "QGMMA", "IGMMA", "BGMMA"):
                 c["shared_bytes"] += _wgmma_smem_bytes(i)
         elif base in GLOBAL:
@@ -680,7 +689,8 @@ def find_loops(insns: list[Insn]) -> list[dict[str, Any]]:
             "trips": lp.trips, "inner": it["inner"], "partial": it["partial"],
             "instr": c.get("instr", 0), "instr_min": it["instr_min"], "cold_instr": it["cold"],
             "pipes": {k: v for k, v in c.items() if ":" not in k and k not in ("instr", "global_bytes", "shared_bytes",
-                                                                                 "tma_ops")},
+                                                                                 "tma_ops", "flops")},
+            "flops": c.get("flops", 0),
             "tensor_ops": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("tensor:")},
             "tensor_fma": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("fma:")},
             "global_bytes": c.get("global_bytes", 0), "shared_bytes": c.get("shared_bytes", 0),
@@ -766,9 +776,7 @@ def model(lp: dict[str, Any], warps: int, mach: dict[str, Any], flops: float | N
             tensor += fma / rate * wps
         else:
             unknown.append(dt)
-    # FLOPs of one warp-iteration: tensor FMAs, and the SIMT FMA pipes' lanes (an upper bound: FADD/FMUL count too)
-    loop_flops = 2 * sum(lp["tensor_fma"].values()) + 2 * 32 * (p.get("fp32", 0) + p.get("fp64", 0)) \
-        + 4 * 32 * p.get("fp16x2", 0)
+    loop_flops = lp.get("flops", 0)  # tensor FMAs x 2 + SIMT arithmetic lanes (FADD/FMUL count too: an upper bound)
     dram = float(lp["global_bytes"])  # per warp per iteration
     basis = "requested"
     if loop_flops and flops and nbytes and (dram or lp["tensor_fma"]):

@@ -232,6 +232,7 @@ def test_cuda_ffma_loop_counted_by_hand(cuda_loops):
     assert lp["instr"] == 11 and lp["instr_min"] == 11, listing
     assert lp["pipes"] == {"alu": 3, "imad": 1, "uniform": 1, "lsu": 1, "fp32": 4, "branch": 1}, listing
     assert lp["global_bytes"] == 128 and lp["trips"] is None and not facts["warp_specialised"]
+    assert lp["flops"] == 4 * 2 * 32  # 4 FFMA x 32 lanes
 
 
 def test_cuda_nested_mma_loops_counted_by_hand(cuda_loops):
@@ -249,6 +250,7 @@ def test_cuda_nested_mma_loops_counted_by_hand(cuda_loops):
     outer = loops["0x0130"]
     assert outer["instr"] == 34 and outer["inner"] == [{"addr": "0x0140", "trips": 4}], listing
     assert outer["pipes"] == {"imad": 2, "tensor": 4, "alu": 15, "branch": 5, "uniform": 6, "lsu": 2}, listing
+    assert outer["flops"] == 4 * 2 * 2048  # 4 m16n8k16 per outer iteration
     assert hl.pick_hot(facts["loops"]) is inner
 
 
