@@ -807,22 +807,31 @@ def model(lp: dict[str, Any], warps: int, mach: dict[str, Any], flops: float | N
 
 def hot_candidates(loops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The loops that may be a kernel's hot loop, hot first (trip counts are mostly runtime values, so this is a
-    rule, not a measurement): real loops with tensor ops, else with global or shared memory traffic, else all real
-    loops; of those, the ones with no such loop inside them (the innermost that still does the work: a 0-1 trip
-    bookkeeping loop inside a K loop does not count); ordered by the most tensor FMAs (else global bytes) per
-    iteration, then by address: of two versions of one loop (FA3-style unmasked / masked tiles, a peeled tail) the
-    compiler lays out the first in source order first."""
+    rule, not a measurement). With tensor ops: the innermost real loops holding them (a 0-1 trip bookkeeping loop
+    inside a K loop does not count), most tensor FMAs first. Without: the real loops that do arithmetic (FLOPs), else
+    those with memory traffic, else all; a loop is dropped when an inner candidate does at least half its FLOPs (the
+    work is inside), not when its inner loops only copy tiles; most FLOPs, then bytes, first. Ties go to the lowest
+    address: of two versions of one loop (FA3-style unmasked / masked tiles, a peeled tail) the compiler lays out the
+    first in source order first."""
     real = [lp for lp in loops if lp["kind"] == "loop"]
-    for test in (lambda lp: lp["tensor_ops"], lambda lp: lp["global_bytes"] or lp["shared_bytes"] or lp["tma_ops"],
+    tensor = [lp for lp in real if lp["tensor_ops"]]
+    if tensor:
+        inner = [lp for lp in tensor if not any(_inside(o, lp, loops) for o in tensor if o is not lp)]
+        return sorted(inner, key=lambda lp: (-sum(lp["tensor_fma"].values()), -lp["global_bytes"],
+                                             int(lp["addr"], 16)))
+    for test in (lambda lp: lp.get("flops"), lambda lp: lp["global_bytes"] or lp["shared_bytes"] or lp["tma_ops"],
                  lambda lp: True):
         cand = [lp for lp in real if test(lp)]
         if cand:
             break
     else:
         return []
-    inner = [lp for lp in cand if not any(_inside(o, lp, loops) for o in cand if o is not lp)] or cand
-    return sorted(inner, key=lambda lp: (-sum(lp["tensor_fma"].values()), -lp["global_bytes"],
-                                         int(lp["addr"], 16)))
+
+    def work_inside(lp: dict[str, Any]) -> float:
+        return sum(o.get("flops", 0) * (o["trips"] or 1) for o in cand if o is not lp and _inside(o, lp, loops))
+
+    inner = [lp for lp in cand if not (lp.get("flops") and 2 * work_inside(lp) >= lp["flops"])] or cand
+    return sorted(inner, key=lambda lp: (-lp.get("flops", 0), -lp["global_bytes"], int(lp["addr"], 16)))
 
 
 def pick_hot(loops: list[dict[str, Any]]) -> dict[str, Any] | None:
