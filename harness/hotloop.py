@@ -699,11 +699,12 @@ def find_loops(insns: list[Insn]) -> list[dict[str, Any]]:
     return out
 
 
-def kernel_loops(cubin: str | os.PathLike, symbol: str) -> dict[str, Any]:
-    """The worker-side facts of one kernel: its loops, whether it is warp-specialised, its launch bound."""
+def kernel_loops(cubin: str | os.PathLike, symbol: str, bounds: bool = True) -> dict[str, Any]:
+    """The worker-side facts of one kernel: its loops, whether it is warp-specialised, and (``bounds``: when the
+    launch's block size is unknown) its ``__launch_bounds__``."""
     insns = sass(cubin).get(symbol, [])
     return {"loops": find_loops(insns), "warp_specialised": any("SETMAXREG" in i.base for i in insns),
-            "max_threads": launch_bounds(cubin).get(symbol)}
+            "max_threads": launch_bounds(cubin).get(symbol) if bounds else None}
 
 
 # ------------------------------------------------------------------------------------------------ cycle model

@@ -136,36 +136,10 @@ def tool(name: str) -> str | None:
     return None
 
 
-_FUNC = re.compile(r"^\s*Function\s*:\s*(\S+)")
-_INSN = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+\{?\s*(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Za-z0-9_]+)*)")
-
-
-@functools.lru_cache(maxsize=64)
-def _sass_cached(path: str, mtime: float) -> dict[str, list[str]]:
-    exe = tool("cuobjdump")
-    if exe is None:
-        raise FileNotFoundError("cuobjdump not found (ships with the triton wheel or the CUDA toolkit)")
-    res = subprocess.run([exe, "-sass", path], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"cuobjdump -sass {Path(path).name}: {res.stderr.strip()[:300]}")
-    funcs: dict[str, list[str]] = {}
-    cur: list[str] | None = None
-    for line in res.stdout.splitlines():
-        m = _FUNC.match(line)
-        if m:
-            cur = funcs.setdefault(m.group(1), [])
-            continue
-        if cur is not None:
-            m = _INSN.match(line)
-            if m:
-                cur.append(m.group(1))
-    return funcs
-
-
 def sass_opcodes(path: str | Path) -> dict[str, list[str]]:
-    """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...)."""
-    p = str(path)
-    return _sass_cached(p, os.path.getmtime(p))
+    """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...), from the
+    one ``cuobjdump -sass`` listing that the hot-loop model parses too (``hotloop.sass``, cached per file)."""
+    return {sym: [i.op for i in insns] for sym, insns in hotloop.sass(path).items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -284,7 +258,7 @@ def analyze_kernel(cubin: str | Path, symbol: str | None, arch: str, threads: in
     smem = None if dyn_smem is None else static + int(dyn_smem)
     occ = occupancy(arch, regs, threads, smem if smem is not None else static)
     try:
-        loops: dict[str, Any] = hotloop.kernel_loops(cubin, symbol)
+        loops: dict[str, Any] = hotloop.kernel_loops(cubin, symbol, bounds=threads is None)
     except Exception as e:  # the loop model is extra: its failure never costs the rest of the X-ray
         loops = {"error": f"{type(e).__name__}: {e}"[:300]}
     return {"symbol": symbol, "registers": regs, "stack_bytes": stack, "spill_bytes": spill,
