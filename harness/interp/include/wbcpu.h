@@ -162,6 +162,7 @@ WB_HIDDEN void async_retire(unsigned long long id);  // retire one landed copy: 
 WB_HIDDEN void check_access(const void* p, size_t n, int kind, Loc loc);
 WB_HIDDEN bool is_shared(const void* p);
 WB_HIDDEN unsigned linear_tid();
+WB_HIDDEN size_t dyn_smem_size();  // the running launch's dynamic shared bytes (PTX %dynamic_smem_size)
 
 // ---- shared memory (the rewriter's targets)
 WB_HIDDEN void* dyn_smem();  // the dynamic shared area (fixed address; the launch sets its size)
@@ -276,3 +277,4 @@ enum { AOP_ADD, AOP_SUB, AOP_EXCH, AOP_MIN, AOP_MAX, AOP_AND, AOP_OR, AOP_XOR, A
 #include "wbcpu_math.h"
 #include "wbcpu_intrinsics.h"
 #include "wbcpu_api.h"
+#include "wbcpu_ptx80.h"

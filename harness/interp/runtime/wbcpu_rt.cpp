@@ -1254,6 +1254,7 @@ void check_access(const void* p, size_t n, int kind, Loc loc) {
   check_slow(a, n, kind, intern(loc));
 }
 bool is_shared(const void* p) { return g_win && (uintptr_t)p - (uintptr_t)g_win < WIN_SIZE; }
+size_t dyn_smem_size() { return g_dyn_size; }
 
 void* dyn_smem() {
   ensure_window();
