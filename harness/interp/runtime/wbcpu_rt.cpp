@@ -932,6 +932,9 @@ void run_block(uint3 bid) {
   g_runnable.clear();
   g_bar_waiters.clear();
   g_colls.clear();
+  for (auto& op : g_ops)  // left in flight by a launch that faulted: their bytes are no longer pending
+    if (g_racecheck)
+      for (size_t i = 0; i < op.n; ++i) g_shadow[(uintptr_t)op.dst - (uintptr_t)g_win + i].flags = 0;
   g_ops.clear();
   g_pred_waiters = 0;
   for (auto& w : g_warps) w.gen = 0;
