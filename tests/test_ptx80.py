@@ -19,8 +19,7 @@ import torch
 
 from harness import interp
 from harness.cuda import CudaSource
-from harness.interp import KernelFault
-from harness.interp import ptx80
+from harness.interp import KernelFault, ptx80
 from harness.interp import rewrite as rw
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -414,7 +414,11 @@ _TICKETS: dict[str, torch.Tensor] = {}
 
 
 def _tickets(n: int, device: torch.device) -> torch.Tensor:
-    """A zeroed int32 buffer of >= n tickets per device, kept across calls (every launch leaves it zero)."""
+    """A zeroed int32 buffer of >= n tickets per device, kept across calls (every launch leaves it zero). On the CPU
+    (the interpreter) a fresh one per call: a launch that faults there ends before its last CTA re-arms the tickets,
+    and the process goes on (on a GPU the fault is sticky)."""
+    if torch.device(device).type == "cpu":
+        return torch.zeros(max(n, 1), dtype=torch.int32)
     key = str(device)
     t = _TICKETS.get(key)
     if t is None or t.numel() < n:

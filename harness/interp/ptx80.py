@@ -298,9 +298,9 @@ def h_cp_async(g: Gen, quals: list[str], ops: list[Op], opcode: str) -> None:
         raise _Unsupported("cp.async: ignore-src predicate")  # a predicate needs a multi-instruction block
     cp_size = g.imm(ops[2])
     src_size = f"(long long){g.u32(extra[0])}" if extra else "-1ll"  # a .u32 operand
+    cg = "true" if quals[0] == "cg" else "false"
     g.body.append(f"::wb_ptx::cp_async({_cstr(opcode)}, {g.address(ops[0], True)}, "
-                  f"{g.address(ops[1], False)}, (int)({cp_size}), {src_size}, {'true' if quals[0] == 'cg' else 'false'}, "
-                  f"{g.loc()});")
+                  f"{g.address(ops[1], False)}, (int)({cp_size}), {src_size}, {cg}, {g.loc()});")
 
 
 def h_lop3(g: Gen, quals: list[str], ops: list[Op]) -> None:

@@ -163,6 +163,12 @@ WB_HIDDEN void check_access(const void* p, size_t n, int kind, Loc loc);
 WB_HIDDEN bool is_shared(const void* p);
 WB_HIDDEN unsigned linear_tid();
 WB_HIDDEN size_t dyn_smem_size();  // the running launch's dynamic shared bytes (PTX %dynamic_smem_size)
+// async_copy and check_access with the source location taken from a return address instead (symbolised, with its
+// inline chain, only if a report names it): a model called from a shared helper (common.cuh's cp_async_16) then
+// names the kernel's line too ("common.cuh:95 via quant_gemm.cu:927").
+WB_HIDDEN unsigned long long async_copy_at(void* dst_shared, const void* src_global, size_t n, size_t src_n,
+                                           const void* pc);
+WB_HIDDEN void check_access_at(const void* p, size_t n, int kind, const void* pc);
 
 // ---- shared memory (the rewriter's targets)
 WB_HIDDEN void* dyn_smem();  // the dynamic shared area (fixed address; the launch sets its size)

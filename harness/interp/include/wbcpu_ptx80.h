@@ -84,7 +84,10 @@ extern "C" __attribute__((used, visibility("default"))) inline void wbp80_stats(
 // src_size < 0: the form without src-size / ignore-src (all cp-size bytes are read).
 // cg: the .cg form (L2 only), which the ISA allows with cp-size 16 only. (The ignore-src predicate form needs a
 // multi-instruction asm block; the handler leaves it "not interpreted".)
-inline void cp_async(const char* op, char* dst, const char* src, int cp_size, long long src_size, bool cg, Loc loc) {
+// noinline: the return address is the asm's place in the kernel, with its inline chain (a racecheck report names
+// "common.cuh:95 via quant_gemm.cu:927", not only the helper's line).
+__attribute__((noinline)) inline void cp_async(const char* op, char* dst, const char* src, int cp_size,
+                                               long long src_size, bool cg, Loc loc) {
   if (cp_size != 4 && cp_size != 8 && cp_size != 16)
     ::wb::fault(::wb::FAULT_TRAP, "%s at %s:%d: cp-size %d is not 4, 8 or 16", op, loc.file, loc.line, cp_size);
   if (cg && cp_size != 16)
@@ -105,7 +108,7 @@ inline void cp_async(const char* op, char* dst, const char* src, int cp_size, lo
   if (n_src && ::wb::is_shared(src))
     ::wb::fault(::wb::FAULT_MEMCHECK, "%s at %s:%d: source %p is shared memory, not global", op, loc.file, loc.line,
                 (const void*)src);
-  ::wb::async_copy(dst, src, (size_t)cp_size, n_src, loc);
+  ::wb::async_copy_at(dst, src, (size_t)cp_size, n_src, __builtin_return_address(0));
 }
 inline void cp_async_commit() { ::wb::async_commit(); }
 inline void cp_async_wait(long long n) { ::wb::async_wait((int)n); }
@@ -143,7 +146,7 @@ template <int NUM, bool TRANS> struct Ldm {
     }
   }
 };
-template <int NUM, bool TRANS> inline void ldmatrix(uint32_t (&out)[NUM], const char* p, Loc loc) {
+template <int NUM, bool TRANS> __attribute__((noinline)) void ldmatrix(uint32_t (&out)[NUM], const char* p, Loc loc) {
   const unsigned lane = ::wb::linear_tid() & 31u;
   if (lane < 8u * NUM) {  // lanes 8 NUM.. supply no address (sm_80+: ignored)
     if (!::wb::is_shared(p))
@@ -153,7 +156,7 @@ template <int NUM, bool TRANS> inline void ldmatrix(uint32_t (&out)[NUM], const 
       ::wb::fault(::wb::FAULT_MEMCHECK, "%s at %s:%d: lane %u's row address is not 16-byte aligned (shared offset "
                   "%% 16 = %d)", Ldm<NUM, TRANS>::name(), loc.file, loc.line, lane,
                   (int)((uintptr_t)(p - ::wb::smem_base()) % 16));
-    ::wb::check_access(p, 16, 0, loc);  // this lane's row: bounds, and a read for racecheck (before its wait, ...)
+    ::wb::check_access_at(p, 16, 0, __builtin_return_address(0));  // this lane's row: bounds, racecheck as a read
   }
   ::wb::warp_rendezvous(0xffffffffu, Ldm<NUM, TRANS>::name(), &p, out, &Ldm<NUM, TRANS>::fn, nullptr, loc);
 }
@@ -266,7 +269,8 @@ template <int M, int N, int K, Ty AT, Ty BT, Ty CT, Ty DT, bool SATF> struct Mma
       }
     }
   }
-  static void run(uint32_t* d, const uint32_t* a, const uint32_t* b, const uint32_t* c, Loc loc) {
+  __attribute__((noinline)) static void run(uint32_t* d, const uint32_t* a, const uint32_t* b, const uint32_t* c,
+                                            Loc loc) {
     MmaIn in{};
     for (int i = 0; i < A_REGS; ++i) in.a[i] = a[i];
     for (int i = 0; i < B_REGS; ++i) in.b[i] = b[i];
