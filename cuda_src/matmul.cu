@@ -527,8 +527,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
 }
 
 // =====================================================================================================================
-// v8b — the portable (sm_80+) mma.sync rung, tuned (GPU-unverified). Same warp/fragment structure as v8 (128x128x32,
-// 8 warps of 64x32, ldmatrix + ldmatrix.trans, m16n8k16, fp32 accumulation); what changes:
+// v8b — the portable (sm_80+) mma.sync rung, tuned (CPU-verified, GPU-pending). Same warp/fragment structure as v8
+// (128x128x32, 8 warps of 64x32, ldmatrix + ldmatrix.trans, m16n8k16, fp32 accumulation); what changes:
 // (1) XOR-swizzled shared memory instead of padded rows. ldmatrix reads 8 rows of 16 B per phase; A's 64-B rows put
 //     rows r and r+2 on the same four banks (4-way conflict unpadded), B's 256-B rows put all 8 rows on the same
 //     banks (8-way). Swizzle: A's 16-B chunk c of row r lives at c ^ ((r/2) % 4), B's at c ^ (r % 8): every 8-row

@@ -566,7 +566,7 @@ __global__ void __launch_bounds__(128) qgemm_v5_w8a16_gemv(const T* __restrict__
 //     4-byte partials and 2-byte outputs cost ~70 MB of 32-byte sectors against a 30 MB weight stream).
 // Hot loop (model, sm_90a, M = 16, 12 warps/SM): 726 instr per 2 k16 steps, issue 2178 vs tensor 384, ALU 2400,
 // DRAM share 2073 cycles: ALU-bound (the per-warp dequant), as the v7 header says.
-// Expected (GPU-unverified): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
+// Expected (GPU-pending): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
 // Requires N % 16 == 0, group % 16 == 0. Grid (ceil(N / (128 WARPS)), SPLIT, ceil(M / (16 MT))), block 32 WARPS;
 // ws / tickets as v4 (tickets: one per (blockIdx.x, blockIdx.z)).
 #define QG_PRMT_PAIR0 0x4400u  // prmt selector for byte t = 0: {w.0, w.0, (w>>4).0, (w>>4).0}; byte t: + 0x1111 * t
@@ -800,7 +800,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 // (24 KB in flight per CTA) instead of 4 LDG.128 per lane. Per 64-k tile the SASS loop is ~440 (MT 1) / ~510 (MT 4)
 // instructions per thread for 16 / 64 HMMAs; at M = 16 that is ~3000 warp instructions per 8 KB of packed weights,
 // so at 4 IPC the SMs issue-limit near 2.8 TB/s on an H200 (~65% of copy): the dequant, not DRAM, bounds M = 16.
-// Expected (GPU-unverified): M = 16 like v6 or better (>= 2.5x cuBLAS bf16), M = 256 near cuBLAS parity (v6: below).
+// Expected (GPU-pending): M = 16 like v6 or better (>= 2.5x cuBLAS bf16), M = 256 near cuBLAS parity (v6: below).
 // Requires N % 16 == 0, group % 16 == 0 (so K % 16 == 0); any M. Dynamic shared memory STAGES x stage bytes
 // (qgemm_v7_smem_bytes below: 56 / 64 / 80 KB for MT = 1 / 2 / 4), block 256. ws / tickets as v6 (one ticket per
 // (blockIdx.x, blockIdx.z)).

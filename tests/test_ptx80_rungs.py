@@ -11,8 +11,9 @@ Shapes: the family's quick shapes, plus dedicated interpret shapes where the qui
   shapes have M <= 3 for w4a16), split-K 2, groups of 16, 32 and 48 (a 64-k tile straddling 2-4 groups), a K tail
   (208 = 3 x 64 + 16), outlier activations at MT = 4, an N tail of v7's 256-column tile, asymmetric zeros, and
   K = 320 without split-K (as the launcher sizes it for a 1-SM GPU): 5 k tiles through v7's 4-stage ring;
-* knn v3 / v4: D = 80 (v3's second 64-deep stage and its 16-byte loads; v4's float4 path), and Q = 3, N = 2100 (v4's
-  split-N over 2 base slices and knn_v4_merge).
+* knn v3 / v4: D = 80 (v3's second 64-deep stage and its 16-byte loads; v4's float4 path), k = 100 and k = 128 (the
+  64- and 128-key lists; at k = 128 no margin is left, every query is refused and answered by v2), and Q = 3,
+  N = 2100 (v4's split-N over 2 base slices and knn_v4_merge).
 Each file is built for the rungs' own kernels only (the family's other kernels are not compiled here), all builds of
 this module at once on the machine's cores (the g++ builds are most of its time), without nvcc's ptxas report.
 
@@ -58,9 +59,11 @@ RUNGS = {
                           "M=1,N=16,K=192,scheme=w4a16,group=48,sym=1,outliers=0",
                           "M=33,N=48,K=256,scheme=w4a16,group=64,sym=1,outliers=1"]
                       for v in ("cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin")}},
-    "knn": {"knn_v3_tc": ["Q=40,N=200,D=80,k=7,metric=l2,dups=0,base_rows=0,data=normal"],
-            "knn_v4_tf32_ws": ["Q=40,N=200,D=80,k=7,metric=l2,dups=0,base_rows=0,data=normal",
-                               "Q=3,N=2100,D=36,k=5,metric=l2,dups=0,base_rows=0,data=normal"]},
+    "knn": {v: ["Q=40,N=200,D=80,k=7,metric=l2,dups=0,base_rows=0,data=normal",
+                "Q=7,N=900,D=20,k=100,metric=l2,dups=0,base_rows=0,data=normal",
+                "Q=6,N=130,D=12,k=128,metric=l2,dups=0,base_rows=0,data=normal",
+                *(["Q=3,N=2100,D=36,k=5,metric=l2,dups=0,base_rows=0,data=normal"] if v == "knn_v4_tf32_ws" else [])]
+            for v in ("knn_v3_tc", "knn_v4_tf32_ws")},
 }
 # the SIMT SGEMM ladder shares matmul.cu's build: its irregular shapes and misaligned views (the retired g++ emulator's)
 LADDER = {"matmul": ["cuda_v1_naive", "cuda_v2_coalesced", "cuda_v3_smem", "cuda_v4_blocktile1d",
