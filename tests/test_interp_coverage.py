@@ -1,6 +1,7 @@
-"""Every CUDA variant of the repository on the CPU interpreter at its family's quick shapes: the plain-CUDA rungs end
-`ok` (the same judge and seeds as any record), the ones that need inline PTX end `skipped: needs <instruction> (not
-interpreted)`. Minutes of CPU: opt-in with WB_SLOW_TESTS=1 (the fast checks of the interpreter are test_interp.py).
+"""Every CUDA variant of the repository on the CPU interpreter at its family's quick shapes: the plain-CUDA rungs and
+the sm_80 PTX ones end `ok` (the same judge and seeds as any record), the ones that need PTX not modelled yet end
+`skipped: needs <instruction> (not interpreted)`. Minutes of CPU: opt-in with WB_SLOW_TESTS=1 (the fast checks of the
+interpreter are test_interp.py, test_ptx80.py and test_ptx80_rungs.py).
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ pytestmark = [pytest.mark.skipif(os.environ.get("WB_SLOW_TESTS") != "1",
                                  reason="minutes of CPU: run with WB_SLOW_TESTS=1"),
               pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the runner runs them on it")]
 
-PLAIN = {  # family -> CUDA variants written in plain CUDA C++
+PLAIN = {  # family -> CUDA variants in plain CUDA C++ or the PTX the interpreter models (sm_80: issue 28)
     "softmax": ["cuda_v1", "cuda_v2", "cuda_v3"],
     "matmul": [f"cuda_v{i}_{n}" for i, n in enumerate(["naive", "coalesced", "smem", "blocktile1d", "blocktile2d",
-                                                      "vectorized", "warptile"], 1)],
-    "attention": ["cuda_v1_tiled"],
+                                                      "vectorized", "warptile"], 1)]
+    + ["cuda_v8_mma", "cuda_v8b_mma_swizzle"],
+    "attention": ["cuda_v1_tiled", "cuda_v2_mma"],
     "attention_decode": ["cuda_decode_splitk"],
-    "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v5_w8a16_gemv"],
-    "knn": ["knn_v1_twopass", "knn_v2_fused"],
+    "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v4_w4a16_gemv", "cuda_v5_w8a16_gemv",
+                   "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
+    "knn": ["knn_v1_twopass", "knn_v2_fused", "knn_v3_tc", "knn_v4_tf32_ws"],
 }
-PTX = {  # family -> CUDA variants that need inline PTX (issue 28)
-    "matmul": ["cuda_v8_mma", "cuda_v8b_mma_swizzle", "cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma"],
-    "attention": ["cuda_v2_mma", "cuda_v3_wgmma"],
-    "quant_gemm": ["cuda_v4_w4a16_gemv", "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
-    "knn": ["knn_v3_tc", "knn_v4_tf32_ws"],
+PTX = {  # family -> CUDA variants that need inline PTX not modelled yet (Hopper: the rest of issue 28)
+    "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma"],
+    "attention": ["cuda_v3_wgmma"],
 }
 
 
