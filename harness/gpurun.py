@@ -423,7 +423,7 @@ def reference_s(task: Any, kind: str, opts: dict) -> float:
     s = p.parse_shape(task.shape)
     ro = RunOptions(seeds=tuple(opts.get("seeds") or (0, 1)))
     n = len(ro.seeds) + (ro.n_samples if kind == "timed" else 0)
-    flops = float(p.flops(s))
+    flops = float((p.ref_flops or p.flops)(s))
     sp = spot_plan(p, s, ro)
     per = flops * sp["rows"] / sp["of"] if sp else flops
     return n * per / FP64_FLOPS

@@ -12,7 +12,7 @@ import importlib
 import os
 import traceback
 
-MODULES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
+MODULES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "ann", "saxpy", "sgemm", "conv1d")
 LOAD_ERRORS: dict[str, str] = {}
 _loaded = False
 
