@@ -49,7 +49,7 @@ PQ_TRAIN = 65536  # residuals the sub-quantizers train on at most
 PQ_K = 256  # centroids per sub-quantizer: 8-bit codes
 DATA = ("clustered", "sift", "glove", "file")
 _CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_SIZE = 2
+_CACHE_SIZE = 6
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -176,34 +176,41 @@ def _query_pool(path: str) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- training
 def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Index of the nearest row of c for every row of x (fp32 expansion: training and assignment only; the index is
-    whatever this decides, the search is judged against the index as built)."""
-    cn = (c * c).sum(1)
-    out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
-    for i in range(0, x.shape[0], chunk):
-        out[i:i + chunk] = (cn[None, :] - 2.0 * (x[i:i + chunk] @ c.T)).argmin(1)
+    """Index of the nearest row of c for every row of x, batched over a leading dimension (x [B, n, d], c [B, k, d]
+    -> [B, n]; 2-D works too). fp32 expansion: training and assignment only (the index is whatever this decides;
+    the search is judged against the index as built)."""
+    if x.dim() == 2:
+        return nearest(x[None], c[None], chunk)[0]
+    cn = (c * c).sum(-1)
+    out = torch.empty(x.shape[:2], dtype=torch.int64, device=x.device)
+    for i in range(0, x.shape[1], chunk):
+        out[:, i:i + chunk] = (cn[:, None, :] - 2.0 * torch.bmm(x[:, i:i + chunk], c.transpose(1, 2))).argmin(-1)
     return out
 
 
 def kmeans(x: torch.Tensor, k: int, g: torch.Generator, niter: int = NITER) -> torch.Tensor:
-    """Lloyd's k-means of the rows of x [n, d] (n >= k) into k centroids, fp32."""
-    n = x.shape[0]
-    c = x[torch.randperm(n, generator=g, device=x.device)[:k]].clone()
+    """Lloyd's k-means of the rows of x [n, d] (n >= k) into k centroids, fp32; x [B, n, d] runs B independent
+    k-means at once (the PQ sub-quantizers) -> [B, k, d]."""
+    if x.dim() == 2:
+        return kmeans(x[None], k, g, niter)[0]
+    B, n, d = x.shape
+    c = x[:, torch.randperm(n, generator=g, device=x.device)[:k]].clone()
+    flat = x.reshape(B * n, d)
     for _ in range(niter):
-        a = nearest(x, c)
-        cnt = torch.bincount(a, minlength=k)
-        s = torch.zeros_like(c).index_add_(0, a, x)
+        a = (nearest(x, c) + torch.arange(B, device=x.device)[:, None] * k).reshape(-1)  # [B·n] global cluster ids
+        cnt = torch.bincount(a, minlength=B * k).view(B, k)
+        s = torch.zeros((B * k, d), dtype=x.dtype, device=x.device).index_add_(0, a, flat).view(B, k, d)
         empty = cnt == 0
-        c = s / cnt.clamp_min(1)[:, None].to(x.dtype)
+        c = s / cnt.clamp_min(1)[..., None].to(x.dtype)
         if bool(empty.any()):  # re-seed from random points (FAISS splits a large cluster; either keeps k lists)
             e = int(empty.sum())
-            c[empty] = x[torch.randint(0, n, (e,), generator=g, device=x.device)]
+            c[empty] = flat[torch.randint(0, B * n, (e,), generator=g, device=x.device)]
     return c
 
 
 def build(shape, seed: int, dev) -> dict:
     """The canonical (undisguised) index of ``shape`` for build seed ``seed``: base, centroids, list of every id,
-    and for PQ the codebooks [m, 256, D/m] and codes [N, m] (id order). Cached (LRU of two builds)."""
+    and for PQ the codebooks [m, 256, D/m] and codes [N, m] (id order). Cached (LRU: six small builds or one large)."""
     key = (shape.N, shape.D, shape.nlist, shape.index, shape.m if shape.index == "pq" else 0, shape.data,
            shape.base, seed, str(dev))
     if key in _CACHE:
@@ -224,20 +231,19 @@ def build(shape, seed: int, dev) -> dict:
         assign = nearest(y, cent)
         res = y - cent[assign]
         sample = res[torch.randperm(N, generator=g, device=dev)[:PQ_TRAIN]]
-        out["codebooks"] = torch.stack([kmeans(sample[:, j * ds:(j + 1) * ds].contiguous(), PQ_K, g)
-                                        for j in range(m)])
+        out["codebooks"] = kmeans(sample.view(-1, m, ds).transpose(0, 1).contiguous(), PQ_K, g)  # [m, 256, ds]
     sync()
     t2 = time.perf_counter()
     out["assign"] = nearest(y, cent)
     if shape.index == "pq":
         res = y - cent[out["assign"]]
-        out["codes"] = torch.stack([nearest(res[:, j * ds:(j + 1) * ds].contiguous(), out["codebooks"][j])
-                                    for j in range(m)], 1).to(torch.uint8)
+        out["codes"] = nearest(res.view(-1, m, ds).transpose(0, 1).contiguous(), out["codebooks"]).T.to(torch.uint8)
     sync()
     t3 = time.perf_counter()
     out["train_s"], out["add_s"], out["data_s"] = t2 - t1, t3 - t2, t1 - t0
     _CACHE[key] = out
-    while len(_CACHE) > _CACHE_SIZE:
+    # a few small builds (tests, quick shapes), one large one (1M x 128 is ~1 GB with its PQ residuals gone)
+    while len(_CACHE) > _CACHE_SIZE or (len(_CACHE) > 1 and sum(b["base"].numel() for b in _CACHE.values()) > 1e8):
         _CACHE.popitem(last=False)
     return out
 

@@ -1,0 +1,340 @@
+"""ann family (issue 31): the judge-built index, the per-probe verdict, recall against the exact neighbours, equality
+with FAISS on the same index, the four known-wrong searches (a skipped probed list, the wrong LUT sub-space, codes
+read off by one, a wrong re-rank) rejected, honest Triton / torch / FAISS searches accepted, data sets and files,
+the FAISS prepare hook outside the timed region, the CUDA source compiled clean and the recall–QPS figure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.check import poison_
+from harness.families import _ann_index as ai
+from harness.families import ann
+from harness.registry import get_problem
+
+P = get_problem("ann")
+CPU = torch.device("cpu")
+FLAT = dict(Q=8, N=2000, D=32, k=10, nlist=32, nprobe=4)
+PQ = dict(FLAT, index="pq", m=8)
+
+
+def _shape(**kw):
+    return P.shape(**kw)
+
+
+def _setup(kw, seed=1):
+    s = _shape(**kw)
+    inp = P.make_inputs(s, "fp32", seed, CPU)
+    return s, inp, P.reference(inp, s, "fp32")
+
+
+def _triton(inp, s, **kw):
+    from kernels.ann import ivf_search
+
+    pq = s.index == "pq"
+    args = dict(vecs=inp.get("list_vecs"), codes=inp.get("list_codes"), codebooks=inp.get("codebooks"),
+                base=inp.get("base") if pq else None, rerank=s.rerank if pq else 0)
+    args.update(kw)
+    d, i, p = ivf_search(inp["x"], inp["centroids"], inp["list_offsets"], inp["list_ids"], min(s.k, s.N), s.nprobe,
+                         **args)
+    return {"dist": d, "idx": i, "probe": p}
+
+
+def _variant(name, inp, s):
+    from harness.runner import variant_inputs
+
+    v = P.variants[name]
+    if v.style == "out":
+        out = {k: poison_(t) for k, t in P.make_outputs(s, "fp32", CPU).items()}
+        v.fn(inp, out, s)
+        return out
+    return v.fn(variant_inputs(v, inp, s), None, s)
+
+
+# ------------------------------------------------------------------------------------------------ index and data
+def test_index_layout_and_reference():
+    """Lists are contiguous and cover every id once, list_vecs / codes are the base's, every entry sits in the list
+    of its nearest centroid at build time, and the reference is numpy-exact brute force (lower id on ties)."""
+    for kw in (FLAT, PQ):
+        s, inp, ref = _setup(kw)
+        off, ids = inp["list_offsets"], inp["list_ids"]
+        assert off[0] == 0 and off[-1] == s.N and bool((off[1:] >= off[:-1]).all())
+        assert torch.equal(torch.sort(ids).values, torch.arange(s.N))
+        base = ann.base_in_id_order(inp).double()
+        if s.index == "flat":
+            assert torch.equal(inp["list_vecs"], base[ids].float())
+        else:
+            assert inp["list_codes"].dtype == torch.uint8 and inp["codebooks"].shape == (s.m, 256, s.D // s.m)
+        d = ((inp["x"].double()[:, None] - base[None]) ** 2).sum(-1)
+        want = torch.sort(d, dim=1, stable=True).indices[:, :ann.gt_k(s)]
+        assert torch.equal(ref["idx"], want)
+
+
+def test_disguise_changes_content_not_geometry():
+    """Seeds sharing a build (seed >> 8) get different index content (signs, list order, ids, code order, queries)
+    but the same geometry: list sizes, centroid norms and base norms are the same multisets."""
+    s = _shape(**PQ)
+    a, b = P.make_inputs(s, "fp32", 0, CPU), P.make_inputs(s, "fp32", 1, CPU)
+    for k in ("x", "centroids", "list_ids", "list_codes", "codebooks", "base"):
+        assert not torch.equal(a[k], b[k]), k
+    for t in (lambda i: i["list_offsets"].diff(), lambda i: i["centroids"].norm(dim=1),
+              lambda i: i["base"].norm(dim=1), lambda i: i["codebooks"].norm(dim=2).flatten()):
+        assert torch.allclose(torch.sort(t(a)).values.double(), torch.sort(t(b)).values.double(), rtol=0, atol=1e-5)
+    c = P.make_inputs(s, "fp32", 1 << 8, CPU)  # another build seed: another k-means
+    assert not torch.allclose(torch.sort(a["base"].norm(dim=1)).values, torch.sort(c["base"].norm(dim=1)).values)
+
+
+def test_caching_variant_fails_on_the_next_seed():
+    """A variant that keeps what it computed for one index (here: the first call's answer per query shape) answers
+    the next seed's index wrong: the disguise makes every call's index different content."""
+    memo: dict = {}
+    s = _shape(**FLAT)
+
+    def cached(inp):
+        if "out" not in memo:
+            memo["out"] = ann.torch_ivf(inp, s)
+        return memo["out"]
+
+    i1, i2 = P.make_inputs(s, "fp32", 3, CPU), P.make_inputs(s, "fp32", 4, CPU)
+    assert P.check(cached(i1), P.reference(i1, s, "fp32"), i1, s, "fp32").ok
+    assert not P.check(cached(i2), P.reference(i2, s, "fp32"), i2, s, "fp32").ok
+
+
+def test_synthetic_statistics():
+    """sift: |components| integers <= 255 (signs are the disguise's), ~30% zeros, norms ~512; glove: unit rows;
+    clustered recall climbs over nprobe (not 1.0 at nprobe = 1)."""
+    g = torch.Generator().manual_seed(0)
+    sift = ai._sample(ai._model("sift", 2000, 128, g, CPU), 2000, g)
+    assert torch.equal(sift, sift.round()) and float(sift.min()) >= 0 and float(sift.max()) <= 255
+    assert 0.15 < float((sift == 0).double().mean()) < 0.45
+    assert abs(float(sift.norm(dim=1).mean()) - 512) < 5
+    glove = ai._sample(ai._model("glove", 2000, 100, g, CPU), 2000, g)
+    assert torch.allclose(glove.norm(dim=1), torch.ones(2000), atol=1e-5)
+    r = []
+    for p in (1, 32):
+        s, inp, ref = _setup(dict(FLAT, Q=64, nprobe=p))
+        r.append(P.check(ann.torch_ivf(inp, s), ref, inp, s, "fp32").extra["recall@10"])
+    assert r[0] < 0.9 and r[1] == 1.0, r
+
+
+def test_vecs_files_roundtrip_and_file_data(tmp_path):
+    """TEXMEX .fvecs/.bvecs/.ivecs round trip, one-line errors, and data=file through make_inputs and a search."""
+    g = torch.Generator().manual_seed(0)
+    base = (torch.rand((600, 16), generator=g) * 200).round()
+    ai.write_vecs(tmp_path / "b.bvecs", base)
+    ai.write_vecs(tmp_path / "q.fvecs", base[:40] + 0.5)
+    ai.write_vecs(tmp_path / "gt.ivecs", torch.arange(30).view(3, 10))
+    assert torch.equal(ai.read_vecs(tmp_path / "b.bvecs").float(), base)
+    assert torch.equal(ai.read_vecs(tmp_path / "gt.ivecs", 2), torch.arange(20).view(2, 10).int())
+    with pytest.raises(ValueError, match="rows"):
+        ai.read_vecs(tmp_path / "gt.ivecs", 4)
+    (tmp_path / "bad.fvecs").write_bytes(b"\x10\x00\x00\x00abc")
+    with pytest.raises(ValueError, match="whole number"):
+        ai.read_vecs(tmp_path / "bad.fvecs")
+    s = P.parse_shape(f"Q=8,N=500,D=16,k=5,nlist=8,nprobe=2,data=file,base={tmp_path / 'b.bvecs'},"
+                      f"query={tmp_path / 'q.fvecs'}")
+    inp = P.make_inputs(s, "fp32", 0, CPU)
+    assert torch.equal(torch.sort(ann.base_in_id_order(inp).abs().flatten()).values,
+                       torch.sort(base[:500].flatten()).values)
+    assert P.check(ann.torch_ivf(inp, s), P.reference(inp, s, "fp32"), inp, s, "fp32").ok
+    with pytest.raises(ValueError, match="dimension"):
+        P.make_inputs(P.parse_shape(f"Q=8,N=500,D=32,k=5,nlist=8,nprobe=2,data=file,base={tmp_path / 'b.bvecs'},"
+                                    f"query={tmp_path / 'q.fvecs'}"), "fp32", 0, CPU)
+
+
+def test_bad_shapes_one_line_errors():
+    for kw, msg in ((dict(FLAT, nprobe=33), "nprobe"), (dict(PQ, m=5), "D % m"), (dict(FLAT, index="hnsw"), "index"),
+                    (dict(PQ, N=200, nlist=8), "256")):
+        with pytest.raises(ValueError, match=msg):
+            P.make_inputs(_shape(**kw), "fp32", 0, CPU)
+
+
+# ------------------------------------------------------------------------------------------------ honest searches
+@pytest.mark.parametrize("kw", [FLAT, PQ, dict(PQ, rerank=4), dict(FLAT, N=400, D=16, nlist=8, nprobe=8)],
+                         ids=["flat", "pq", "pq-rerank", "flat-all-lists"])
+def test_triton_torch_faiss_pass_and_agree(kw):
+    """Triton, torch and FAISS (CPU) on the same index: all pass the per-probe verdict, probe the same lists and
+    reach the same recall as the float64 answer on those lists; nprobe = nlist is exact kNN (recall 1.0)."""
+    s, inp, ref = _setup(kw)
+    res = {}
+    for name in ("triton_ivf", "torch_ivf", "faiss_cpu"):
+        out = _variant(name, inp, s)
+        r = P.check(out, ref, inp, s, "fp32")
+        assert r.ok, (name, r.message)
+        res[name] = (r.extra, torch.sort(out["probe"], 1).values)
+    f_extra, f_probe = res["faiss_cpu"]
+    for name, (extra, probe) in res.items():
+        assert torch.equal(probe, f_probe), name  # no coarse ties in this data: the same lists
+        assert abs(extra["recall@10"] - f_extra["recall@10"]) <= (extra["tie_swaps"] + f_extra["tie_swaps"]) / 80
+        assert extra["recall"] == extra["recall_ideal"] or extra["tie_swaps"] > 0
+    if s.nprobe == s.nlist:
+        assert f_extra["recall@10"] == 1.0
+        b = P.check(_variant("torch_bruteforce", inp, s), ref, inp, s, "fp32")
+        assert b.ok and b.extra["recall"] == 1.0, b.message
+
+
+def test_replace_max_path_and_probe_groups():
+    """The GPU's merge (replace-max loop, rank_merge=False) and split probe groups (G > 1, merged on the host)
+    return the interpreter path's exact answer."""
+    s, inp, ref = _setup(dict(PQ, Q=3))
+    a = _triton(inp, s)
+    b = _triton(inp, s, rank_merge=False, groups=3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert P.check(b, ref, inp, s, "fp32").ok
+
+
+def test_probed_lists_shorter_than_k_pad_with_minus_one():
+    """nprobe lists holding fewer than k entries: slots past them are idx -1 / dist +inf (Triton, torch and FAISS
+    all do it); a variant that fills them with other ids is rejected."""
+    s, inp, ref = _setup(dict(Q=6, N=300, D=16, k=20, nlist=64, nprobe=2))
+    _, n_q = ann._entries(_variant("torch_ivf", inp, s)["probe"], inp["list_offsets"])
+    assert bool((n_q < 20).any())
+    for name in ("triton_ivf", "torch_ivf", "faiss_cpu"):
+        out = _variant(name, inp, s)
+        assert bool((out["idx"] == -1).any()), name
+        r = P.check(out, ref, inp, s, "fp32")
+        assert r.ok, (name, r.message)
+    bad = dict(out)
+    bad["idx"] = torch.where(out["idx"] < 0, torch.randint(0, s.N, out["idx"].shape), out["idx"])
+    assert not P.check(bad, ref, inp, s, "fp32").ok
+
+
+# ------------------------------------------------------------------------------------------------ known-wrong searches
+def _wrong(kw, make, seed=1):
+    s, inp, ref = _setup(kw, seed)
+    out = make(s, inp)
+    return P.check(out, ref, inp, s, "fp32")
+
+
+def test_rejects_skipped_probed_list():
+    """The Triton scan over probes[:, 1:] (or [:, :-1]) that reports all nprobe probes: the nearest list's
+    neighbours are missing; the farthest list's too, over enough queries (torch's search, 64 queries)."""
+    from kernels.ann import coarse
+
+    def skip_first(s, inp):
+        p = coarse(inp["x"], inp["centroids"], s.nprobe)
+        return {**_triton(inp, s, probe=p[:, 1:].contiguous()), "probe": p}
+
+    for kw in (FLAT, PQ):
+        r = _wrong(kw, skip_first)
+        assert not r.ok and "missing" in r.message, r.message
+
+    def skip_last(s, inp):
+        full = ann.torch_ivf(inp, s)
+        cut = ann.torch_ivf(inp, s.__class__({**s, "nprobe": s.nprobe - 1}))
+        return {**cut, "probe": full["probe"]}
+
+    r = _wrong(dict(FLAT, Q=64, nprobe=8), skip_last)
+    assert not r.ok and "missing" in r.message, r.message
+
+
+def test_rejects_wrong_lut_subspace():
+    """Each sub-quantizer's table built from the previous sub-quantizer's codebook (Triton scan)."""
+    r = _wrong(PQ, lambda s, inp: _triton({**inp, "codebooks": inp["codebooks"].roll(1, 0).contiguous()}, s))
+    assert not r.ok and ("missing" in r.message or "distance" in r.message), r.message
+
+
+def test_rejects_codes_off_by_one():
+    """Every code read as code + 1 (Triton scan)."""
+    r = _wrong(PQ, lambda s, inp: _triton({**inp, "list_codes": (inp["list_codes"].int() + 1).remainder(256)
+                                           .to(torch.uint8)}, s))
+    assert not r.ok and ("missing" in r.message or "distance" in r.message), r.message
+
+
+def test_rejects_wrong_rerank():
+    """Re-rank against the raw vectors in entry order instead of id order (Triton), and a "re-rank" that keeps only
+    the k best ADC candidates (r = 1 while the shape asks for 4)."""
+    kw = dict(PQ, rerank=4)
+    r = _wrong(kw, lambda s, inp: _triton({**inp, "base": inp["base"][inp["list_ids"]].contiguous()}, s))
+    assert not r.ok and ("re-rank" in r.message or "distance" in r.message), r.message
+    r = _wrong(dict(kw, Q=32), lambda s, inp: _triton(inp, s, rerank=1))
+    assert not r.ok and "re-rank" in r.message, r.message
+
+
+def test_rejects_coarse_mistakes_and_bad_outputs():
+    """Probes: a probe swapped for a list beyond the band, a duplicate, out of range; outputs: NaN, a row twice, an
+    id outside the probed lists, non-ascending order. Probe order itself is free."""
+    s, inp, ref = _setup(FLAT)
+    good = ann.torch_ivf(inp, s)
+    assert P.check({**good, "probe": good["probe"].flip(1)}, ref, inp, s, "fp32").ok
+    cd = ann._coarse64(inp["x"].double(), inp["centroids"].double())
+    far = torch.sort(cd, 1).indices[:, -1:]
+    cases = {
+        "does not probe": {**good, "probe": torch.cat([good["probe"][:, 1:], far], 1)},
+        "twice": {**good, "probe": torch.cat([good["probe"][:, :1], good["probe"][:, :-1]], 1)},
+        "outside": {**good, "probe": good["probe"].clone().fill_(-5)},
+        "NaN": {**good, "dist": good["dist"].clone().fill_(float("nan"))},
+        "an id twice": {**good, "idx": torch.cat([good["idx"][:, :1], good["idx"][:, :-1]], 1)},
+        "did not probe": {**good, "idx": torch.cat([good["idx"][:, :-1], _unprobed_id(inp, good["probe"])], 1)},
+        "order": {**good, "idx": good["idx"].flip(1), "dist": good["dist"].flip(1)},
+    }
+    for what, out in cases.items():
+        r = P.check(out, ref, inp, s, "fp32")
+        assert not r.ok, what
+
+
+def _unprobed_id(inp, probe):
+    """[Q, 1]: for each query, the id of an entry in a list it did not probe."""
+    list_of = ann._list_of(inp["list_offsets"])
+    out = []
+    for row in probe:
+        e = int((~(list_of[:, None] == row[None, :]).any(1)).nonzero()[0, 0])
+        out.append(int(inp["list_ids"][e]))
+    return torch.tensor(out)[:, None]
+
+
+# ------------------------------------------------------------------------------------------------ harness plumbing
+def test_faiss_prepare_runs_outside_the_timed_call(monkeypatch):
+    """faiss_cpu through the runner with CPU timing: its FAISS index is built by prepare for every call (checks and
+    timed calls alike: as many builds as calls), never by the timed function itself, and the record is ok with
+    recall and QPS; a kernel variant may not declare prepare."""
+    from harness.families import _ann_faiss
+    from harness.registry import RegistryError
+    from harness.runner import RunOptions, Task, run_task
+
+    builds, calls = [], []
+    real_prep, real_search = _ann_faiss.prepare_cpu, _ann_faiss.search_cpu
+    v = P.variants["faiss_cpu"]
+    monkeypatch.setattr(v, "prepare", lambda i, s: builds.append(1) or real_prep(i, s))
+    monkeypatch.setattr(v, "fn", lambda i, o, s: calls.append("_prepared" in i) or real_search(i, o, s))
+    s = _shape(**PQ)
+    rec = run_task(Task("ann", "faiss_cpu", "fp32", s.key()),
+                   RunOptions(seeds=(5,), isolate=False, max_time_s=0.05, min_n=3, warmup_s=0.0, flush_l2=False,
+                              nvml=False))
+    assert rec["status"] == "ok", rec["message"]
+    assert all(calls) and len(builds) == len(calls) >= 4
+    assert rec["extra"]["recall@10"] > 0.3 and rec["extra"]["qps"] > 0 and rec["timing"] == "cpu"
+    with pytest.raises(RegistryError, match="prepare"):
+        P.add_variant("bad_prep", "triton", lambda *a: None, prepare=lambda i, s: None)
+
+
+def test_registration_models_and_skips():
+    names = list(P.variants)
+    assert names == ["triton_ivf", "torch_ivf", "torch_bruteforce", "faiss_cpu", "faiss_gpu", "cuda_ivf"]
+    assert [n for n, v in P.variants.items() if v.baseline] == ["torch_ivf"]
+    head = P.headline[0][0]
+    assert (head.N, head.D, head.nlist, head.Q, head.k) == (1_000_000, 128, 4096, 10_000, 10)
+    assert {s.m for s, _ in P.headline if s.index == "pq"} == {16, 32}
+    # per-query bytes: flat 4.0 MB at nprobe 32, PQ m=16 3.9 KB of codes + 16 KB of tables per probed list
+    assert abs(ann.min_bytes(head, "fp32") / head.Q - (32 * 244.14 * 512 + 2.4e3)) / 4.0e6 < 0.05
+    assert ann.bytes_per_vector(head) == 520 and ann.bytes_per_vector(P.headline[1][0]) == 24
+    assert ann.ref_flops(head) > 50 * ann.flops(head)
+    big = _shape(**dict(FLAT, k=200))
+    assert "candidates" in P.variants["cuda_ivf"].skip_reason(big, "fp32")
+    assert "nprobe" in P.variants["cuda_ivf"].skip_reason(_shape(**dict(FLAT, N=40000, nlist=1024, nprobe=300)),
+                                                           "fp32")
+    assert "flat" in P.variants["torch_bruteforce"].skip_reason(_shape(**FLAT), "fp32")
+    assert P.variants["faiss_gpu"].skip_reason(_shape(**FLAT), "fp32") is not None  # no GPU here
+
+
+def test_cuda_source_compiles_without_spills():
+    from harness.cuda import nvcc_path
+
+    if nvcc_path() is None:
+        pytest.skip("nvcc not installed")
+    v = P.variants["cuda_ivf"]
+    for kern in v.kernel_names("fp32"):
+        r = v.source.resources(kern, "sm_90")
+        assert r["registers"] > 0 and r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (kern, r)
+        assert r["stack_bytes"] == 0, (kern, r)
