@@ -188,7 +188,7 @@ def test_probed_lists_shorter_than_k_pad_with_minus_one():
     """nprobe lists holding fewer than k entries: slots past them are idx -1 / dist +inf (Triton, torch and FAISS
     all do it); a variant that fills them with other ids is rejected."""
     s, inp, ref = _setup(dict(Q=6, N=300, D=16, k=20, nlist=64, nprobe=2))
-    _, n_q = ann._entries(_variant("torch_ivf", inp, s)["probe"], inp["list_offsets"])
+    _, n_q, _ = ann._entries(_variant("torch_ivf", inp, s)["probe"], inp["list_offsets"])
     assert bool((n_q < 20).any())
     for name in ("triton_ivf", "torch_ivf", "faiss_cpu"):
         out = _variant(name, inp, s)
@@ -338,3 +338,42 @@ def test_cuda_source_compiles_without_spills():
         r = v.source.resources(kern, "sm_90")
         assert r["registers"] > 0 and r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (kern, r)
         assert r["stack_bytes"] == 0, (kern, r)
+
+
+# ------------------------------------------------------------------------------------------------ figure
+def _fig_records(timing="cpu"):
+    recs = []
+    for v, backend, base, scale in (("triton_ivf", "triton", False, 1.0), ("faiss_cpu", "torch", False, 2.0),
+                                    ("torch_ivf", "torch", True, 0.5)):
+        for idx in ("flat", "pq"):
+            for i, p in enumerate((1, 4, 16, 64)):
+                s = _shape(Q=100, N=20000, D=32, k=10, nlist=64, nprobe=p, index=idx)
+                recall = (0.4, 0.7, 0.92, 0.99)[i] - (0.1 if idx == "pq" else 0.0)
+                ms = 1000.0 * 100 / (scale * 1e5 / p)  # QPS = scale·1e5 / nprobe
+                recs.append({"family": "ann", "variant": v, "backend": backend, "baseline": base, "dtype": "fp32",
+                             "shape": s.key(), "shape_dims": dict(s), "status": "ok", "median_ms": ms,
+                             "timing": timing, "extra": {"recall@10": recall, "qps": 100 / (ms * 1e-3)},
+                             "device": {"name": "cpu"}, "git_sha": "abc1234", "timestamp": "2026-12-06T00:00"})
+    s = _shape(Q=100, N=20000, D=32, k=10, nlist=64, nprobe=64)
+    recs.append({"family": "ann", "variant": "torch_bruteforce", "backend": "torch", "baseline": False,
+                 "dtype": "fp32", "shape": s.key(), "shape_dims": dict(s), "status": "ok", "median_ms": 5.0,
+                 "timing": timing, "extra": {"recall@10": 1.0, "qps": 2e4}})
+    return recs
+
+
+def test_recall_qps_figure(tmp_path):
+    """One curve per variant and index, joined over nprobe; the exact point; QPS at recall 0.9 interpolated
+    log-linearly between the straddling points; CPU timings labelled; draw_all writes recall_qps_ann.*"""
+    from roofline import plot
+
+    fig, info = plot.recall_qps_figure(_fig_records(), "ann", width="full")
+    assert len(info["curves"]) == 6 and info["exact"] == [(1.0, 2e4)]
+    assert [p[0] for p in info["curves"]["triton_ivf index=flat"]] == [1, 4, 16, 64]
+    # flat: 0.7 @ 25k QPS -> 0.92 @ 6.25k QPS; 0.9 is 10/11 of the way in recall: exp-interpolated
+    want = 25000 * (6250 / 25000) ** ((0.9 - 0.7) / (0.92 - 0.7))
+    assert info["qps_at_recall"]["triton_ivf index=flat"] == pytest.approx(want, rel=1e-9)
+    assert info["qps_at_recall"]["triton_ivf index=pq"] is None  # tops out at 0.89
+    assert plot.qps_at_recall([(0.5, 10.0), (0.8, 5.0)], 0.9) is None
+    assert "CPU" in fig.axes[0].get_ylabel() and "CPU" in info["footer"]
+    paths = plot.draw_all(_fig_records(), None, tmp_path, formats=("png",))
+    assert any(p.endswith("recall_qps_ann.png") for p in paths)

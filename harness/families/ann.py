@@ -158,24 +158,25 @@ def band_adc(x: torch.Tensor, cent: torch.Tensor, cb: torch.Tensor) -> torch.Ten
     return 2.0 * (D + m + 4) * GAMMA * (x.norm(dim=1) + cent.norm(dim=1).max() + R) ** 2
 
 
-def _entries(probe: torch.Tensor, off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded entry matrix [q, L] (−1 = none) of the probed lists of each row of ``probe`` [q, p], and the count."""
+def _entries(probe: torch.Tensor, off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The probed lists' entries of each row of ``probe`` [q, p]: a padded entry matrix [q, L] (−1 = none), the
+    count per row, and the probe column [q, L] each entry came from."""
     start, size = off[probe], off[probe + 1] - off[probe]
     n = size.sum(1)
-    L = int(n.max()) if n.numel() else 0
+    L = max(int(n.max()) if n.numel() else 0, 1)
     flat_size = size.reshape(-1)
     total = int(flat_size.sum())
-    ent = torch.full((probe.shape[0], max(L, 1)), -1, dtype=torch.int64, device=probe.device)
+    ent = torch.full((probe.shape[0], L), -1, dtype=torch.int64, device=probe.device)
+    slot = torch.zeros_like(ent)
     if total:
         pair_first = torch.cumsum(flat_size, 0) - flat_size
         within = torch.arange(total, device=probe.device) - torch.repeat_interleave(pair_first, flat_size)
-        e = torch.repeat_interleave(start.reshape(-1), flat_size) + within
-        row = torch.repeat_interleave(torch.arange(probe.shape[0], device=probe.device).repeat_interleave(
-            probe.shape[1]), flat_size)
-        row_first = torch.cumsum(n, 0) - n
-        pos = torch.arange(total, device=probe.device) - row_first[row]
-        ent[row, pos] = e
-    return ent, n
+        pair = torch.repeat_interleave(torch.arange(flat_size.numel(), device=probe.device), flat_size)
+        row = pair // probe.shape[1]
+        pos = torch.arange(total, device=probe.device) - (torch.cumsum(n, 0) - n)[row]
+        ent[row, pos] = start.reshape(-1)[pair] + within
+        slot[row, pos] = pair % probe.shape[1]
+    return ent, n, slot
 
 
 class _Index:
@@ -287,7 +288,7 @@ def check_ann(out, ref, inputs, shape: Shape, dtype: str, tol=None) -> CheckResu
     if bool(bad.any()):
         q, p = bad.nonzero()[0].tolist()
         return _fail(f"idx: query {q} position {p} = {int(idx[q, p])} outside [-1, {N}) (unwritten?)", extra)
-    ent, n_q = _entries(probe, ix.off)
+    ent, n_q, _ = _entries(probe, ix.off)
     kq = n_q.clamp(max=k)  # slots the probed lists can fill
     pos = torch.arange(k, device=dev)[None, :]
     must_fill = pos < kq[:, None]
@@ -552,7 +553,7 @@ PROBLEM.add_variant("triton_ivf", "triton", _triton, supports=_triton_supports,
 def torch_ivf(inputs: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.Tensor]:
     """IVF search written in torch the straightforward way: fp32 GEMM coarse (‖c‖² − 2x·c, as FAISS) + topk, then
     per query chunk the probed entries gathered into a padded matrix, flat direct differences or PQ tables
-    [q, nprobe, m, 256] + gathers, topk (and the exact re-rank)."""
+    [q, nprobe, m, 256] (|r|² + |C|² − 2r·C, one batched GEMM) + gathers, topk (and the exact re-rank)."""
     x, cent, off, ids = inputs["x"], inputs["centroids"], inputs["list_offsets"], inputs["list_ids"]
     Q, D = x.shape
     k, nprobe, N = k_eff(shape), shape.nprobe, ids.shape[0]
@@ -566,7 +567,7 @@ def torch_ivf(inputs: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.
     size = off[1:] - off[:-1]
     per_q = int(size.topk(min(nprobe, size.numel())).values.sum())  # the longest a query's candidates can be
     for sl in _chunks(Q, max(1, (1 << 27) // max(1, per_q * (D if not pq else shape.m * 4)))):
-        ent, _ = _entries(probe[sl], off)
+        ent, _, slot = _entries(probe[sl], off)
         valid = ent >= 0
         e = ent.clamp(min=0)
         if not pq:
@@ -574,10 +575,10 @@ def torch_ivf(inputs: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.
         else:
             cb, codes = inputs["codebooks"], inputs["list_codes"]
             m, ds = cb.shape[0], cb.shape[2]
-            r = (x[sl, None, :] - cent[probe[sl]]).view(-1, nprobe, m, 1, ds)
-            lut = ((r - cb[None, None]) ** 2).sum(-1)  # [q, nprobe, m, 256]
-            # entry -> its probe slot within the query
-            slot = (probe[sl][:, None, :] == _list_of(off)[e][:, :, None]).int().argmax(2)
+            r = (x[sl, None, :] - cent[probe[sl]]).view(-1, nprobe, m, ds)
+            # |r - C|² = |r|² + |C|² - 2 r·C per sub-space: one batched GEMM for the tables [q, nprobe, m, 256]
+            lut = ((r * r).sum(-1)[..., None] + (cb * cb).sum(-1)[None, None]
+                   - 2.0 * torch.einsum("qpmd,mcd->qpmc", r, cb))
             c = codes[e].long()  # [q, L, m]
             qa = torch.arange(ent.shape[0], device=x.device)[:, None, None]
             v = lut[qa, slot[:, :, None], torch.arange(m, device=x.device)[None, None, :], c].sum(-1)
