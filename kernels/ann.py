@@ -10,7 +10,13 @@ Stages of ``ivf_search``:
    bottleneck). nprobe = nlist probes every list (no selection).
 2. **Scan** (``_ivf_scan_kernel``): program (q, g) walks probes g·PPG .. (g+1)·PPG − 1 of query q in tiles of
    BLOCK_N entries and keeps its K best (distance, entry) keys (replace-max: a tile costs one compare per entry
-   unless one of its keys beats the running K-th); the G partial lists are merged on the device (``merge_keys``).
+   unless one of its keys beats the running K-th); the G partial lists are merged on the device (``select_keys``).
+   G > 1 only when Q alone would not fill the SMs (Q = 1: one program per probe). What it should change against
+   torch_ivf: no [q, nprobe·L] gathered copy of the entries and no full top-k over it — the vectors or codes are
+   read once, straight from the lists, and the selection stays in registers. Under TRITON_INTERPRET the scan takes
+   a whole list per tile and merges a tile into the running list by ranks (``RANK_MERGE``: seven reductions instead
+   of two per inserted key; the interpreter pays ~1 ms per reduction); the GPU path is the replace-max loop, which
+   tests/test_ann.py also runs on the CPU.
    * Flat: direct differences Σ(x − v)² in fp32 (the distances FAISS's IVF-Flat computes; no expansion, so the
      result is exact under the kNN rule whatever the offset). Napkin math per query: nprobe·L·4D bytes of vectors
      (L = N/nlist; headline nprobe 32: 32 × 244 × 512 B = 4.0 MB, 40 GB for Q = 10k: ~12 ms at 3.35 TB/s if
