@@ -77,6 +77,8 @@ __device__ __forceinline__ void write_entries(const unsigned long long* merged, 
 // ann_select: the coarse step's selection. cd [Q, nlist] holds |c|^2 - 2 x.c from cuBLAS (the launcher); one warp
 // per query walks its row 32 centroids at a time with warp_select_tile and writes the nprobe nearest list ids.
 // 8 queries per CTA; each warp's [KB best | KB candidates] list lives in dynamic shared memory (8 * 2 * KB * 8 B).
+// The X-ray's "4-byte loads" lint stands: a warp step reads 128 contiguous bytes (whole sectors) and the matrix is
+// 164 MB at the headline (~0.05 ms); float4 loads would need a 128-wide tile, i.e. KB >= 128 for every nprobe.
 template <int KB>
 __global__ void __launch_bounds__(256) ann_select(const float* __restrict__ cd, int Q, int nlist, int nprobe,
                                                    long long* __restrict__ probe) {
@@ -105,13 +107,13 @@ __global__ void __launch_bounds__(256) ann_select(const float* __restrict__ cd, 
 // exact distances the verdict asks of IVF-Flat. warp_select_tile keeps each warp's k best (distance, entry) keys;
 // the CTA merges the 8 lists at the end. What it should change against the Triton scan: 32 rows in flight per warp
 // (memory-level parallelism for a bandwidth-bound scan), no L2 round trip of partial lists between programs.
+// __launch_bounds__(256, 3): 80 registers (32 partial sums), no spills, 3 CTAs = 24 warps per SM, each with 32
+// row loads in flight (at (256) ptxas chose 64 registers and spilled; at (256, 4) it must, 64 again).
 template <int KB>
-__global__ void __launch_bounds__(256, 2) ann_flat_scan(const float* __restrict__ x, const long long* __restrict__ probe,
-                                                      const long long* __restrict__ off,
-                                                      const float* __restrict__ vecs,
-                                                      const long long* __restrict__ ids, int D, int nprobe, int k,
-                                                      int vec4, float* __restrict__ out_d,
-                                                      long long* __restrict__ out_i) {
+__global__ void __launch_bounds__(256, 3)
+    ann_flat_scan(const float* __restrict__ x, const long long* __restrict__ probe, const long long* __restrict__ off,
+                  const float* __restrict__ vecs, const long long* __restrict__ ids, int D, int nprobe, int k, int vec4,
+                  float* __restrict__ out_d, long long* __restrict__ out_i) {
   extern __shared__ unsigned long long flat_smem[];
   unsigned long long* lists = flat_smem;                          // [8][2 KB]
   unsigned long long* merged = lists + ANN_WARPS * 2 * KB;        // [8 KB]
@@ -163,12 +165,18 @@ __global__ void __launch_bounds__(256, 2) ann_flat_scan(const float* __restrict_
   write_entries(merged, ids, k, tid, out_d + q * k, out_i + q * k);
 }
 
+// Table sum of 4 codes packed little-endian in one 32-bit word; lw points at the first code's sub-quantizer.
+__device__ __forceinline__ float lut4(const float* lw, unsigned v) {
+  return lw[v & 0xFF] + lw[256 + ((v >> 8) & 0xFF)] + lw[512 + ((v >> 16) & 0xFF)] + lw[768 + (v >> 24)];
+}
+
 // =================================================================================================================
 // ann_pq_scan (v1): one CTA per query, the probed lists one after another. Per list: the residual r = x - c_l
 // (smem), then the lookup table lut[j][c] = |r_j - C_j[c]|^2 (m x 256 fp32 in shared memory: thread t builds code
 // t of every sub-quantizer, reading C_j[t] coalesced across the warp, direct differences), then the 8 warps scan
 // the list's codes 32 entries at a time (lane = entry: m code bytes, 32-bit words when m % 4 == 0, and m table
-// loads from shared memory) into warp_select_tile. kr = k (no re-rank) or k * r candidates; with rerank the CTA
+// loads from shared memory) into warp_select_tile. vec = codes and codebook 16-byte aligned: 16-byte loads where m
+// and D/m allow. kr = k (no re-rank) or k * r candidates; with rerank the CTA
 // merge's kr best get exact distances sum (x - base[id])^2 (one warp per candidate, lanes over dims, kr * 4D bytes
 // per query) and the k best of those are written. What it should change against the Triton scan: the table in
 // shared memory (no L1/L2 scratch round trip) and one CTA-wide table build per (query, list).
@@ -179,7 +187,7 @@ __global__ void __launch_bounds__(256) ann_pq_scan(const float* __restrict__ x, 
                                                     const unsigned char* __restrict__ codes,
                                                     const float* __restrict__ cb, const long long* __restrict__ ids,
                                                     const float* __restrict__ base, int D, int m, int nprobe, int k,
-                                                    int kr, int rerank, float* __restrict__ out_d,
+                                                    int kr, int rerank, int vec, float* __restrict__ out_d,
                                                     long long* __restrict__ out_i) {
   extern __shared__ unsigned long long pq_smem[];
   unsigned long long* lists = pq_smem;                             // [8][2 KB]
@@ -205,7 +213,14 @@ __global__ void __launch_bounds__(256) ann_pq_scan(const float* __restrict__ x, 
       const float* c = cb + ((long long)j * 256 + tid) * dsub;
       const float* r = res + j * dsub;
       float s = 0.f;
-      for (int i = 0; i < dsub; ++i) { const float t = r[i] - c[i]; s = fmaf(t, t, s); }
+      int i = 0;
+      if (vec && (dsub & 3) == 0)  // 16-byte codebook loads: a warp reads 32 x dsub consecutive floats
+        for (; i < dsub; i += 4) {
+          const float4 v = *reinterpret_cast<const float4*>(c + i);
+          const float a0 = r[i] - v.x, a1 = r[i + 1] - v.y, a2 = r[i + 2] - v.z, a3 = r[i + 3] - v.w;
+          s = fmaf(a3, a3, fmaf(a2, a2, fmaf(a1, a1, fmaf(a0, a0, s))));
+        }
+      for (; i < dsub; ++i) { const float t = r[i] - c[i]; s = fmaf(t, t, s); }
       lut[j * 256 + tid] = s;
     }
     __syncthreads();
@@ -214,13 +229,16 @@ __global__ void __launch_bounds__(256) ann_pq_scan(const float* __restrict__ x, 
       float a = 0.f;
       if (e < end) {
         const unsigned char* ce = codes + (long long)e * m;
-        if ((m & 3) == 0) {
-          const unsigned* cw = reinterpret_cast<const unsigned*>(ce);
-          for (int w = 0; w < (m >> 2); ++w) {
-            const unsigned v = cw[w];
-            const float* lw = lut + (4 * w) * 256;
-            a += lw[v & 0xFF] + lw[256 + ((v >> 8) & 0xFF)] + lw[512 + ((v >> 16) & 0xFF)] + lw[768 + (v >> 24)];
+        if (vec && (m & 15) == 0) {  // 16 codes per 16-byte load (m = 16: one load an entry)
+          const uint4* cw = reinterpret_cast<const uint4*>(ce);
+          for (int w = 0; w < (m >> 4); ++w) {
+            const uint4 v = cw[w];
+            const float* lw = lut + (16 * w) * 256;
+            a += lut4(lw, v.x) + lut4(lw + 1024, v.y) + lut4(lw + 2048, v.z) + lut4(lw + 3072, v.w);
           }
+        } else if ((m & 3) == 0) {
+          const unsigned* cw = reinterpret_cast<const unsigned*>(ce);
+          for (int w = 0; w < (m >> 2); ++w) a += lut4(lut + (4 * w) * 256, cw[w]);
         } else {
           for (int j = 0; j < m; ++j) a += lut[j * 256 + ce[j]];
         }

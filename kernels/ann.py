@@ -35,6 +35,8 @@ lists hold fewer than k entries) come back as idx −1, distance +inf.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -167,6 +169,10 @@ def _rerank_kernel(x_ptr, base_ptr, ids_ptr, out_ptr, D, KR, KR_PAD: tl.constexp
 
 
 # ---------------------------------------------------------------------------------------------- host side
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def probe_groups(Q: int, nprobe: int, on_gpu: bool) -> int:
     """G: programs per query. On a GPU enough (query, probe-group) programs for ~4 waves of the SMs (Q = 10k needs
     none; Q = 1 gets one program per probe); under the interpreter one program per query (fewer, longer loops)."""
@@ -194,6 +200,8 @@ def coarse(x: torch.Tensor, centroids: torch.Tensor, nprobe: int) -> torch.Tenso
     Q, nlist = x.shape[0], centroids.shape[0]
     if nprobe >= nlist:
         return torch.arange(nlist, device=x.device).expand(Q, nlist).contiguous()
+    if x.is_meta:  # the X-ray's meta tensors: the scan is what it inspects here (the kNN kernel is X-rayed with knn)
+        return torch.empty((Q, nprobe), dtype=torch.int64, device=x.device)
     from kernels.knn import knn
 
     return knn(x, centroids, nprobe, "l2")[1]
@@ -225,7 +233,7 @@ def ivf_search(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor, 
     keys = torch.empty((Q, G, K_PAD), device=x.device, dtype=torch.int64)
     x = x.contiguous()
     # the interpreter pays per operation, not per element: a whole list per tile, every sub-quantizer per step
-    interp = not x.is_cuda
+    interp = _interpreted()
     block_n = 256 if interp else 64
     rank = interp if rank_merge is None else rank_merge
     if pq:

@@ -47,6 +47,7 @@ alignas(64) static unsigned char g_dyn_smem[256 * 1024];
 #define __shared__ static
 #define __syncthreads() g_bar->arrive_and_wait()
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 static inline int lane_() { return threadIdx.x % 32; }
 static inline std::barrier<>& wbar() { return *g_wbar[threadIdx.x / 32]; }
 inline void __syncwarp(unsigned = 0xffffffffu) { wbar().arrive_and_wait(); }
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
     save(dir, "probe_out.bin", probe);
     return 0;
   }
-  // flat: KB Q D N nlist nprobe k vec4 | pq: KB Q D N nlist nprobe k m kr rerank
+  // flat: KB Q D N nlist nprobe k vec4 | pq: KB Q D N nlist nprobe k m kr rerank vec
   int kb = a[0], Q = a[1], D = a[2], N = a[3], nlist = a[4], nprobe = a[5], k = a[6];
   auto x = load<float>(dir, "x.bin", (size_t)Q * D);
   auto probe = load<long long>(dir, "probe.bin", (size_t)Q * nprobe);
@@ -139,9 +140,10 @@ int main(int argc, char** argv) {
     auto codes = load<unsigned char>(dir, "codes.bin", (size_t)N * m);
     auto cb = load<float>(dir, "cb.bin", (size_t)m * 256 * (D / m));
     auto base = load<float>(dir, "base.bin", (size_t)N * D);
+    int vec = a[10];
     KB_DISPATCH(kb, run_grid(Q, [&] { ann_pq_scan<KB>(x.data(), cent.data(), probe.data(), off.data(), codes.data(),
                                                      cb.data(), ids.data(), base.data(), D, m, nprobe, k, kr, rerank,
-                                                     od.data(), oi.data()); }));
+                                                     vec, od.data(), oi.data()); }));
   }
   save(dir, "dist_out.bin", od);
   save(dir, "idx_out.bin", oi);
@@ -216,6 +218,6 @@ class Emulator:
             for name, key in (("cent.bin", "centroids"), ("codes.bin", "list_codes"), ("cb.bin", "codebooks"),
                               ("base.bin", "base")):
                 self._put(name, inp[key])
-            self._run(["pq", self.tmp, *common, shape.m, kr, int(shape.rerank > 0)])
+            self._run(["pq", self.tmp, *common, shape.m, kr, int(shape.rerank > 0), 1])
         return {"dist": self._get("dist_out.bin", np.float32, (Q, k)),
                 "idx": self._get("idx_out.bin", np.int64, (Q, k)), "probe": probe}

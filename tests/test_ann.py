@@ -388,8 +388,9 @@ def emu(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kw", [dict(FLAT, Q=6), dict(FLAT, Q=3, D=33, N=500, nlist=8, nprobe=8),
-                                dict(PQ, Q=6), dict(PQ, Q=6, rerank=4)],
-                         ids=["flat-vec4", "flat-scalar-all-lists", "pq", "pq-rerank"])
+                                dict(PQ, Q=6), dict(PQ, Q=4, D=64, m=16, rerank=4), dict(PQ, Q=2, m=2)],
+                         ids=["flat-vec4", "flat-scalar-all-lists", "pq-m8-words", "pq-m16-uint4-rerank",
+                              "pq-m2-bytes"])
 def test_cuda_kernels_on_cpu_emulator(emu, kw):
     """ann.cu itself (ann_select, ann_flat_scan, ann_pq_scan) run by g++ around documented CUDA primitives: the
     launcher's pipeline passes the verdict, probes the same lists as FAISS and matches its recall; codes read off by
@@ -491,3 +492,29 @@ def test_triton_compiles_for_sm90():
     if res.returncode != 0 and "ptxas" in res.stderr and "not found" in res.stderr.lower():
         pytest.skip("no Triton CUDA toolchain (ptxas) on this machine")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------ GPU (skipped here)
+@pytest.mark.gpu
+@pytest.mark.parametrize("kw", [FLAT, dict(FLAT, nprobe=32), PQ, dict(PQ, rerank=4), dict(FLAT, Q=1, k=100),
+                                dict(PQ, Q=1, nprobe=16, m=16), dict(Q=300, N=20000, D=100, k=10, nlist=128,
+                                                                     nprobe=16, data="glove")], ids=str)
+def test_gpu_every_variant(kw):
+    """Every variant that runs the shape, on the GPU, passes the verdict; the probe groups split (Q = 1) and the
+    float4 / scalar flat paths (D = 32 / 100) are exercised."""
+    dev = torch.device("cuda")
+    s = _shape(**kw)
+    inp = P.make_inputs(s, "fp32", 2, dev)
+    ref = P.reference(inp, s, "fp32")
+    from harness.runner import variant_inputs
+
+    for name, v in P.variants.items():
+        if v.skip_reason(s, "fp32"):
+            continue
+        if v.style == "out":
+            out = {k: poison_(t) for k, t in P.make_outputs(s, "fp32", dev).items()}
+            v.fn(inp, out, s)
+        else:
+            out = v.fn(variant_inputs(v, inp, s), None, s)
+        r = P.check(out, ref, inp, s, "fp32")
+        assert r.ok, (name, r.message)

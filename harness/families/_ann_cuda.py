@@ -73,8 +73,10 @@ def search(inputs, out, shape: Shape) -> None:
     kr = min(shape.N, k * shape.rerank) if rr else k
     kb = _kb(kr, KBS)
     kern = _kernel(f"ann_pq_scan<{kb}>")
-    kern((Q,), (256,), x, inputs["centroids"], probe, off, inputs["list_codes"], inputs["codebooks"], ids,
-         inputs["base"], D, m, shape.nprobe, k, kr, int(rr), out["dist"], out["idx"], shared=smem("pq", kb, D, m))
+    codes, cb = inputs["list_codes"], inputs["codebooks"]
+    vec = int(codes.data_ptr() % 16 == 0 and cb.data_ptr() % 16 == 0)
+    kern((Q,), (256,), x, inputs["centroids"], probe, off, codes, cb, ids, inputs["base"], D, m, shape.nprobe, k, kr,
+         int(rr), vec, out["dist"], out["idx"], shared=smem("pq", kb, D, m))
 
 
 def supports(shape: Shape, dtype: str) -> str | None:
