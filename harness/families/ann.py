@@ -540,10 +540,10 @@ PROBLEM = register(Problem(
         *[_S(Q=10_000, N=1_000_000, D=100, k=10, nlist=4096, nprobe=p, data="glove") for p in (8, 32, 128)],
     ],
     quick=[  # tiny Q: the interpreter pays ~10-20 ms per (query, probed list); tests/test_ann.py runs more queries
-        _S(4, 2000, 32, 10, 32, 4),
+        _S(4, 2000, 32, 10, 32, 3),
         _S(4, 400, 16, 10, 8, 8),  # nprobe = nlist: exact kNN
-        _S(4, 2000, 32, 10, 32, 4, index="pq", m=8),
-        _S(4, 2000, 32, 10, 32, 4, index="pq", m=8, rerank=4),
+        _S(4, 2000, 32, 10, 32, 2, index="pq", m=8),
+        _S(4, 2000, 32, 10, 32, 2, index="pq", m=8, rerank=4),
     ],
     ref_flops=ref_flops,
 ))
