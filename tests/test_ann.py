@@ -16,7 +16,7 @@ from harness.registry import get_problem
 P = get_problem("ann")
 CPU = torch.device("cpu")
 FLAT = dict(Q=8, N=2000, D=32, k=10, nlist=32, nprobe=4)
-PQ = dict(FLAT, index="pq", m=8)
+PQ = dict(FLAT, pq=8)
 
 
 def _shape(**kw):
@@ -32,7 +32,7 @@ def _setup(kw, seed=1):
 def _triton(inp, s, **kw):
     from kernels.ann import ivf_search
 
-    pq = s.index == "pq"
+    pq = s.pq > 0
     args = dict(vecs=inp.get("list_vecs"), codes=inp.get("list_codes"), codebooks=inp.get("codebooks"),
                 base=inp.get("base") if pq else None, rerank=s.rerank if pq else 0)
     args.update(kw)
@@ -62,10 +62,10 @@ def test_index_layout_and_reference():
         assert off[0] == 0 and off[-1] == s.N and bool((off[1:] >= off[:-1]).all())
         assert torch.equal(torch.sort(ids).values, torch.arange(s.N))
         base = ann.base_in_id_order(inp).double()
-        if s.index == "flat":
+        if s.pq == 0:
             assert torch.equal(inp["list_vecs"], base[ids].float())
         else:
-            assert inp["list_codes"].dtype == torch.uint8 and inp["codebooks"].shape == (s.m, 256, s.D // s.m)
+            assert inp["list_codes"].dtype == torch.uint8 and inp["codebooks"].shape == (s.pq, 256, s.D // s.pq)
         d = ((inp["x"].double()[:, None] - base[None]) ** 2).sum(-1)
         want = torch.sort(d, dim=1, stable=True).indices[:, :ann.gt_k(s)]
         assert torch.equal(ref["idx"], want)
@@ -119,33 +119,32 @@ def test_synthetic_statistics():
 
 
 def test_vecs_files_roundtrip_and_file_data(tmp_path):
-    """TEXMEX .fvecs/.bvecs/.ivecs round trip, one-line errors, and data=file through make_inputs and a search."""
+    """TEXMEX .fvecs/.bvecs/.ivecs round trip, one-line errors, and data=PREFIX (PREFIX_base.bvecs +
+    PREFIX_query.fvecs, as SIFT1M ships them) through make_inputs and a search."""
     g = torch.Generator().manual_seed(0)
     base = (torch.rand((600, 16), generator=g) * 200).round()
-    ai.write_vecs(tmp_path / "b.bvecs", base)
-    ai.write_vecs(tmp_path / "q.fvecs", base[:40] + 0.5)
+    ai.write_vecs(tmp_path / "toy_base.bvecs", base)
+    ai.write_vecs(tmp_path / "toy_query.fvecs", base[:40] + 0.5)
     ai.write_vecs(tmp_path / "gt.ivecs", torch.arange(30).view(3, 10))
-    assert torch.equal(ai.read_vecs(tmp_path / "b.bvecs").float(), base)
+    assert torch.equal(ai.read_vecs(tmp_path / "toy_base.bvecs").float(), base)
     assert torch.equal(ai.read_vecs(tmp_path / "gt.ivecs", 2), torch.arange(20).view(2, 10).int())
     with pytest.raises(ValueError, match="rows"):
         ai.read_vecs(tmp_path / "gt.ivecs", 4)
     (tmp_path / "bad.fvecs").write_bytes(b"\x10\x00\x00\x00abc")
     with pytest.raises(ValueError, match="whole number"):
         ai.read_vecs(tmp_path / "bad.fvecs")
-    s = P.parse_shape(f"Q=8,N=500,D=16,k=5,nlist=8,nprobe=2,data=file,base={tmp_path / 'b.bvecs'},"
-                      f"query={tmp_path / 'q.fvecs'}")
+    s = P.parse_shape(f"Q=8,N=500,D=16,k=5,nlist=8,nprobe=2,data={tmp_path / 'toy'}")
     inp = P.make_inputs(s, "fp32", 0, CPU)
     assert torch.equal(torch.sort(ann.base_in_id_order(inp).abs().flatten()).values,
                        torch.sort(base[:500].flatten()).values)
     assert P.check(ann.torch_ivf(inp, s), P.reference(inp, s, "fp32"), inp, s, "fp32").ok
     with pytest.raises(ValueError, match="dimension"):
-        P.make_inputs(P.parse_shape(f"Q=8,N=500,D=32,k=5,nlist=8,nprobe=2,data=file,base={tmp_path / 'b.bvecs'},"
-                                    f"query={tmp_path / 'q.fvecs'}"), "fp32", 0, CPU)
+        P.make_inputs(P.parse_shape(f"Q=8,N=500,D=32,k=5,nlist=8,nprobe=2,data={tmp_path / 'toy'}"), "fp32", 0, CPU)
 
 
 def test_bad_shapes_one_line_errors():
-    for kw, msg in ((dict(FLAT, nprobe=33), "nprobe"), (dict(PQ, m=5), "D % m"), (dict(FLAT, index="hnsw"), "index"),
-                    (dict(PQ, N=200, nlist=8), "256")):
+    for kw, msg in ((dict(FLAT, nprobe=33), "nprobe"), (dict(PQ, pq=5), "D % pq"), (dict(FLAT, data="hnsw"), "TEXMEX"),
+                    (dict(PQ, N=200, nlist=8), "256"), (dict(FLAT, pq=-1), "pq")):
         with pytest.raises(ValueError, match=msg):
             P.make_inputs(_shape(**kw), "fp32", 0, CPU)
 
@@ -315,7 +314,7 @@ def test_registration_models_and_skips():
     assert [n for n, v in P.variants.items() if v.baseline] == ["torch_ivf"]
     head = P.headline[0][0]
     assert (head.N, head.D, head.nlist, head.Q, head.k) == (1_000_000, 128, 4096, 10_000, 10)
-    assert {s.m for s, _ in P.headline if s.index == "pq"} == {16, 32}
+    assert {s.pq for s, _ in P.headline if s.pq > 0} == {16, 32}
     # per-query bytes: flat 4.0 MB at nprobe 32, PQ m=16 3.9 KB of codes + 16 KB of tables per probed list
     assert abs(ann.min_bytes(head, "fp32") / head.Q - (32 * 244.14 * 512 + 2.4e3)) / 4.0e6 < 0.05
     assert ann.bytes_per_vector(head) == 520 and ann.bytes_per_vector(P.headline[1][0]) == 24
@@ -324,7 +323,7 @@ def test_registration_models_and_skips():
     assert "candidates" in P.variants["cuda_ivf"].skip_reason(big, "fp32")
     assert "nprobe" in P.variants["cuda_ivf"].skip_reason(_shape(**dict(FLAT, N=40000, nlist=1024, nprobe=300)),
                                                            "fp32")
-    assert "flat" in P.variants["torch_bruteforce"].skip_reason(_shape(**FLAT), "fp32")
+    assert "IVF-Flat" in P.variants["torch_bruteforce"].skip_reason(_shape(**FLAT), "fp32")
     assert P.variants["faiss_gpu"].skip_reason(_shape(**FLAT), "fp32") is not None  # no GPU here
 
 
@@ -345,10 +344,10 @@ def _fig_records(timing="cpu"):
     recs = []
     for v, backend, base, scale in (("triton_ivf", "triton", False, 1.0), ("faiss_cpu", "torch", False, 2.0),
                                     ("torch_ivf", "torch", True, 0.5)):
-        for idx in ("flat", "pq"):
+        for idx in (0, 8):
             for i, p in enumerate((1, 4, 16, 64)):
-                s = _shape(Q=100, N=20000, D=32, k=10, nlist=64, nprobe=p, index=idx)
-                recall = (0.4, 0.7, 0.92, 0.99)[i] - (0.1 if idx == "pq" else 0.0)
+                s = _shape(Q=100, N=20000, D=32, k=10, nlist=64, nprobe=p, pq=idx)
+                recall = (0.4, 0.7, 0.92, 0.99)[i] - (0.1 if idx else 0.0)
                 ms = 1000.0 * 100 / (scale * 1e5 / p)  # QPS = scale·1e5 / nprobe
                 recs.append({"family": "ann", "variant": v, "backend": backend, "baseline": base, "dtype": "fp32",
                              "shape": s.key(), "shape_dims": dict(s), "status": "ok", "median_ms": ms,
@@ -370,11 +369,11 @@ def test_recall_qps_figure(tmp_path, monkeypatch):
 
     fig, info = plot.recall_qps_figure(_fig_records(), "ann", width="full")
     assert len(info["curves"]) == 6 and info["exact"] == [(1.0, 2e4)]
-    assert [p[0] for p in info["curves"]["triton_ivf index=flat"]] == [1, 4, 16, 64]
+    assert [p[0] for p in info["curves"]["triton_ivf pq=0"]] == [1, 4, 16, 64]
     # flat: 0.7 @ 25k QPS -> 0.92 @ 6.25k QPS; 0.9 is 10/11 of the way in recall: exp-interpolated
     want = 25000 * (6250 / 25000) ** ((0.9 - 0.7) / (0.92 - 0.7))
-    assert info["qps_at_recall"]["triton_ivf index=flat"] == pytest.approx(want, rel=1e-9)
-    assert info["qps_at_recall"]["triton_ivf index=pq"] is None  # tops out at 0.89
+    assert info["qps_at_recall"]["triton_ivf pq=0"] == pytest.approx(want, rel=1e-9)
+    assert info["qps_at_recall"]["triton_ivf pq=8"] is None  # tops out at 0.89
     assert plot.qps_at_recall([(0.5, 10.0), (0.8, 5.0)], 0.9) is None
     assert "CPU" in fig.axes[0].get_ylabel() and "CPU" in info["footer"]
     stems = []
@@ -403,8 +402,8 @@ def interpret(monkeypatch):
 
 
 @pytest.mark.parametrize("kw", [dict(FLAT, Q=2), dict(FLAT, Q=2, D=33, N=500, nlist=8, nprobe=8),
-                                dict(PQ, Q=2, nprobe=2), dict(PQ, Q=2, nprobe=2, D=64, m=16, rerank=4),
-                                dict(PQ, Q=2, nprobe=2, m=2)],
+                                dict(PQ, Q=2, nprobe=2), dict(PQ, Q=2, nprobe=2, D=64, pq=16, rerank=4),
+                                dict(PQ, Q=2, nprobe=2, pq=2)],
                          ids=["flat-vec4", "flat-scalar-all-lists", "pq-m8-words", "pq-m16-uint4-rerank",
                               "pq-m2-bytes"])
 def test_cuda_kernels_interpreted(kw, interpret):
@@ -416,7 +415,7 @@ def test_cuda_kernels_interpreted(kw, interpret):
     assert r.ok, r.message
     f = P.check(_variant("faiss_cpu", inp, s), ref, inp, s, "fp32")
     assert r.extra["recall@10"] == pytest.approx(f.extra["recall@10"], abs=(r.extra["tie_swaps"] + 1) / 20)
-    if s.index == "pq":
+    if s.pq > 0:
         bad = _cuda(inp, s, list_codes=(inp["list_codes"].int() + 1).remainder(256).to(torch.uint8))
         assert not P.check(bad, ref, inp, s, "fp32").ok
 
@@ -519,7 +518,7 @@ def test_triton_compiles_for_sm90():
 # ------------------------------------------------------------------------------------------------ GPU (skipped here)
 @pytest.mark.gpu
 @pytest.mark.parametrize("kw", [FLAT, dict(FLAT, nprobe=32), PQ, dict(PQ, rerank=4), dict(FLAT, Q=1, k=100),
-                                dict(PQ, Q=1, nprobe=16, m=16), dict(Q=300, N=20000, D=100, k=10, nlist=128,
+                                dict(PQ, Q=1, nprobe=16, pq=16), dict(Q=300, N=20000, D=100, k=10, nlist=128,
                                                                      nprobe=16, data="glove")], ids=str)
 def test_gpu_every_variant(kw):
     """Every variant that runs the shape, on the GPU, passes the verdict; the probe groups split (Q = 1) and the

@@ -60,7 +60,7 @@ def search(inputs, out, shape: Shape) -> None:
     probe = coarse(x, inputs["centroids"], shape.nprobe)
     out["probe"].copy_(probe)
     off, ids = inputs["list_offsets"], inputs["list_ids"]
-    if shape.index == "flat":
+    if shape.pq == 0:
         vecs = inputs["list_vecs"]
         kb = _kb(k, KBS)
         vec4 = int(D % 4 == 0 and vecs.data_ptr() % 16 == 0)
@@ -68,7 +68,7 @@ def search(inputs, out, shape: Shape) -> None:
         kern((Q,), (256,), x, probe, off, vecs, ids, D, shape.nprobe, k, vec4, out["dist"], out["idx"],
              shared=smem("flat", kb, D))
         return
-    m = shape.m
+    m = shape.pq
     rr = shape.rerank > 0
     kr = min(shape.N, k * shape.rerank) if rr else k
     kb = _kb(kr, KBS)
@@ -83,11 +83,11 @@ def supports(shape: Shape, dtype: str) -> str | None:
     k = min(shape.k, shape.N)
     if shape.nprobe < shape.nlist and shape.nprobe > SELECT_KBS[-1]:
         return f"nprobe={shape.nprobe} > {SELECT_KBS[-1]}: the coarse selection's list would not fit shared memory"
-    kr = k * shape.rerank if shape.index == "pq" and shape.rerank > 0 else k
+    kr = k * shape.rerank if shape.pq > 0 and shape.rerank > 0 else k
     if kr > KBS[-1]:
         return f"{kr} candidates per query > {KBS[-1]}: the running lists would not fit shared memory"
     kb = _kb(kr, KBS)
-    need = smem("flat", kb, shape.D) if shape.index == "flat" else smem("pq", kb, shape.D, shape.m)
+    need = smem("flat", kb, shape.D) if shape.pq == 0 else smem("pq", kb, shape.D, shape.pq)
     if need > _smem_limit():
         return f"{need / 1024:.1f} KB of shared memory > {_smem_limit() / 1024:.0f} KB per block"
     return None

@@ -42,11 +42,11 @@ def prepare_cpu(inputs: dict[str, torch.Tensor], shape) -> Prepared:
     cent = np.ascontiguousarray(inputs["centroids"].detach().cpu().numpy())
     quant = faiss.IndexFlatL2(D)
     quant.add(cent)
-    if shape.index == "flat":
+    if shape.pq == 0:
         index = faiss.IndexIVFFlat(quant, D, nlist)
         codes = np.ascontiguousarray(inputs["list_vecs"].detach().cpu().numpy()).view(np.uint8)
     else:
-        index = faiss.IndexIVFPQ(quant, D, nlist, shape.m, 8)
+        index = faiss.IndexIVFPQ(quant, D, nlist, shape.pq, 8)
         cb = np.ascontiguousarray(inputs["codebooks"].detach().cpu().numpy())
         faiss.copy_array_to_vector(cb.ravel(), index.pq.centroids)
         codes = np.ascontiguousarray(inputs["list_codes"].detach().cpu().numpy())
@@ -59,7 +59,7 @@ def prepare_cpu(inputs: dict[str, torch.Tensor], shape) -> Prepared:
             index.invlists.add_entries(lst, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(codes[a:b]))
     index.ntotal = ids.shape[0]
     refine = None
-    if shape.index == "pq":
+    if shape.pq > 0:
         index.precompute_table()
         if shape.rerank > 0:
             refine = faiss.IndexFlatL2(D)
@@ -87,7 +87,7 @@ def search_cpu(inputs: dict[str, Any], out, shape) -> dict[str, torch.Tensor]:
     faiss.omp_set_num_threads(torch.get_num_threads())
     x = np.ascontiguousarray(inputs["x"].detach().cpu().numpy())
     k = _k(shape)
-    rr = shape.index == "pq" and shape.rerank > 0
+    rr = shape.pq > 0 and shape.rerank > 0
     K = min(shape.N, k * shape.rerank) if rr else k
     dq, iq = prep.quantizer.search(x, shape.nprobe)
     d, i = prep.index.search_preassigned(x, K, iq, dq)
@@ -131,7 +131,7 @@ def search_gpu(inputs: dict[str, Any], out, shape) -> dict[str, torch.Tensor]:
     prep = inputs.get("_prepared") or prepare_gpu(inputs, shape)
     x = inputs["x"].contiguous()
     k = _k(shape)
-    rr = shape.index == "pq" and shape.rerank > 0
+    rr = shape.pq > 0 and shape.rerank > 0
     K = min(shape.N, k * shape.rerank) if rr else k
     dq, iq = prep.quantizer.search(x, shape.nprobe)
     if hasattr(prep.index, "search_preassigned"):

@@ -17,10 +17,10 @@ anything between calls.
 
 **Outputs**: ``dist`` [Q, k'] fp32 ascending, ``idx`` [Q, k'] int64 base ids (k' = min(k, N)), ``probe``
 [Q, nprobe] int64: the lists the variant scanned (any order). Slots a query cannot fill (its probed lists hold fewer
-than k' entries) are idx −1, dist +inf. Shape options: ``nlist``, ``nprobe`` (<= nlist), ``index`` (flat | pq),
-``m`` (PQ sub-quantizers, D % m == 0), ``rerank`` (PQ: r > 0 re-ranks the k·r best ADC candidates with exact
-distances from ``base``), ``data`` (clustered | sift | glove | file, with ``base=``/``query=`` paths; see
-``_ann_index``).
+than k' entries) are idx −1, dist +inf. Shape options: ``nlist``, ``nprobe`` (<= nlist), ``pq`` (0: IVF-Flat;
+m > 0: IVF-PQ with m sub-quantizers of 8-bit codes, D % m == 0 — FAISS's "IVF4096,PQ16"), ``rerank`` (PQ: r > 0
+re-ranks the k·r best ADC candidates with exact distances from ``base``), ``data`` (clustered | sift | glove, or
+the path prefix P of TEXMEX files P_base.fvecs|.bvecs and P_query.fvecs|.bvecs; see ``_ann_index``).
 
 **Verdict** (``check_ann``; every distance below is float64 on exactly the index given):
 
@@ -68,7 +68,6 @@ from harness.registry import Problem, Shape, interpreter, register
 
 U32 = 2.0 ** -24
 GAMMA = 2.0 ** -23  # (D+4)·GAMMA: worst-case relative error of an fp32 sum of D+4 terms
-INDEXES = ("flat", "pq")
 RECALL_AT = (1, 10, 100)
 _BUILD_SHIFT = 8  # seeds >> 8 share a trained index (the timing loop's consecutive seeds)
 
@@ -78,19 +77,18 @@ def k_eff(shape: Shape) -> int:
 
 
 def _validate(s: Shape) -> None:
-    if s.index not in INDEXES:
-        raise ValueError(f"ann: index must be one of {INDEXES}, got {s.index!r}")
-    if s.data not in idx_mod.DATA:
-        raise ValueError(f"ann: data must be one of {idx_mod.DATA}, got {s.data!r}")
+    if s.pq < 0:
+        raise ValueError(f"ann: pq must be 0 (IVF-Flat) or the number of PQ sub-quantizers m, got {s.pq}")
+    idx_mod.check_data(s.data)
     if not 1 <= s.nlist <= s.N:
         raise ValueError(f"ann: nlist={s.nlist} must be in [1, N={s.N}]")
     if not 1 <= s.nprobe <= s.nlist:
         raise ValueError(f"ann: nprobe={s.nprobe} must be in [1, nlist={s.nlist}]")
-    if s.index == "pq":
-        if s.m < 1 or s.D % s.m:
-            raise ValueError(f"ann: index=pq needs D % m == 0 (D={s.D}, m={s.m})")
+    if s.pq > 0:
+        if s.D % s.pq:
+            raise ValueError(f"ann: pq={s.pq} sub-quantizers need D % pq == 0 (D={s.D})")
         if s.N < idx_mod.PQ_K:
-            raise ValueError(f"ann: index=pq trains 256 centroids per sub-quantizer: N={s.N} < 256")
+            raise ValueError(f"ann: pq trains 256 centroids per sub-quantizer: N={s.N} < 256")
         if s.rerank < 0:
             raise ValueError(f"ann: rerank must be >= 0, got {s.rerank}")
     if s.N >= 2 ** 31:
@@ -120,11 +118,11 @@ def _layout(shape: Shape, device) -> dict[str, torch.Tensor]:
            "centroids": torch.empty((shape.nlist, D), dtype=f32, device=device),
            "list_offsets": torch.empty(shape.nlist + 1, dtype=i64, device=device),
            "list_ids": torch.empty(N, dtype=i64, device=device)}
-    if shape.index == "flat":
+    if shape.pq == 0:
         out["list_vecs"] = torch.empty((N, D), dtype=f32, device=device)
     else:
-        out.update(codebooks=torch.empty((shape.m, idx_mod.PQ_K, D // shape.m), dtype=f32, device=device),
-                   list_codes=torch.empty((N, shape.m), dtype=torch.uint8, device=device),
+        out.update(codebooks=torch.empty((shape.pq, idx_mod.PQ_K, D // shape.pq), dtype=f32, device=device),
+                   list_codes=torch.empty((N, shape.pq), dtype=torch.uint8, device=device),
                    base=torch.empty((N, D), dtype=f32, device=device))
     out["build_s"] = torch.empty(2, dtype=torch.float64, device=device)
     return out
@@ -449,9 +447,9 @@ def _recall(got: torch.Tensor, gt: torch.Tensor) -> float:
 def bytes_per_vector(shape: Shape) -> int:
     """Index bytes per base vector: int64 id + fp32 vector (flat) or m code bytes (PQ), + fp32 raw vector for the
     re-rank."""
-    if shape.index == "flat":
+    if shape.pq == 0:
         return 4 * shape.D + 8
-    return shape.m + 8 + (4 * shape.D if shape.rerank > 0 else 0)
+    return shape.pq + 8 + (4 * shape.D if shape.rerank > 0 else 0)
 
 
 def index_stats(inputs: dict[str, torch.Tensor], shape: Shape) -> dict:
@@ -477,23 +475,23 @@ def _L(s: Shape) -> float:
 
 def flops(s: Shape) -> float:
     coarse = 2.0 * s.Q * s.nlist * s.D
-    if s.index == "flat":
+    if s.pq == 0:
         return coarse + 3.0 * s.Q * s.nprobe * _L(s) * s.D
-    scan = s.Q * s.nprobe * (3.0 * 256 * s.D + _L(s) * s.m)
+    scan = s.Q * s.nprobe * (3.0 * 256 * s.D + _L(s) * s.pq)
     return coarse + scan + 3.0 * s.Q * min(s.N, s.k * s.rerank) * s.D
 
 
 def min_bytes(s: Shape, dtype: str) -> float:
     """Bytes a query-major search streams (see the module docstring): every probed list once per query."""
     base = 4.0 * (s.Q + s.nlist) * s.D + s.Q * (k_eff(s) * 12 + s.nprobe * 8)
-    if s.index == "flat":
+    if s.pq == 0:
         return base + s.Q * s.nprobe * _L(s) * (4.0 * s.D)
-    return base + s.Q * s.nprobe * (_L(s) * s.m + 4.0 * 256 * s.m) + 4.0 * s.Q * min(s.N, s.k * s.rerank) * s.D
+    return base + s.Q * s.nprobe * (_L(s) * s.pq + 4.0 * 256 * s.pq) + 4.0 * s.Q * min(s.N, s.k * s.rerank) * s.D
 
 
 def ref_flops(s: Shape) -> float:
     """The judge's float64 work per check: the exact neighbours over the whole base and the probed lists again."""
-    return 2.0 * s.Q * s.N * s.D + 3.0 * s.Q * s.nprobe * _L(s) * s.D * (2 if s.index == "pq" else 1)
+    return 2.0 * s.Q * s.N * s.D + 3.0 * s.Q * s.nprobe * _L(s) * s.D * (2 if s.pq > 0 else 1)
 
 
 def extra_metrics(shape: Shape, median_ms: float) -> dict[str, float]:
@@ -503,15 +501,14 @@ def extra_metrics(shape: Shape, median_ms: float) -> dict[str, float]:
     if not median_ms or median_ms <= 0:
         return {}
     out = {"qps": shape.Q / (median_ms * 1e-3)}
-    if shape.index == "pq":
-        out["codes_gbps"] = shape.Q * shape.nprobe * _L(shape) * shape.m / (median_ms * 1e-3) / 1e9
+    if shape.pq > 0:
+        out["codes_gbps"] = shape.Q * shape.nprobe * _L(shape) * shape.pq / (median_ms * 1e-3) / 1e9
     return out
 
 
-def _S(Q: int, N: int, D: int, k: int, nlist: int, nprobe: int, index: str = "flat", m: int = 8, rerank: int = 0,
+def _S(Q: int, N: int, D: int, k: int, nlist: int, nprobe: int, pq: int = 0, rerank: int = 0,
        data: str = "clustered") -> Shape:
-    return Shape(Q=Q, N=N, D=D, k=k, nlist=nlist, nprobe=nprobe, index=index, m=m, rerank=rerank, data=data, base="",
-                 query="")
+    return Shape(Q=Q, N=N, D=D, k=k, nlist=nlist, nprobe=nprobe, pq=pq, rerank=rerank, data=data)
 
 
 HEADLINE = dict(Q=10_000, N=1_000_000, D=128, k=10, nlist=4096, data="sift")
@@ -526,8 +523,7 @@ PROBLEM = register(Problem(
     reference=reference,
     flops=flops,
     min_bytes=min_bytes,
-    options={"nlist": 64, "nprobe": 8, "index": "flat", "m": 8, "rerank": 0, "data": "clustered", "base": "",
-             "query": ""},
+    options={"nlist": 64, "nprobe": 8, "pq": 0, "rerank": 0, "data": "clustered"},
     check=check_ann,
     extra_metrics=extra_metrics,
     throughput_unit="GB/s",
@@ -535,28 +531,28 @@ PROBLEM = register(Problem(
     description="IVF-Flat / IVF-PQ search: coarse top-nprobe + list scans fused with top-k; recall vs exact",
     shapes=[  # the recall–QPS sweep at the headline index (SIFT1M-like), then the GloVe-like set
         *[_S(**HEADLINE, nprobe=p) for p in SWEEP],
-        *[_S(**HEADLINE, nprobe=p, index="pq", m=m) for m in (16, 32) for p in SWEEP],
-        *[_S(**HEADLINE, nprobe=p, index="pq", m=16, rerank=4) for p in (16, 64)],
+        *[_S(**HEADLINE, nprobe=p, pq=m) for m in (16, 32) for p in SWEEP],
+        *[_S(**HEADLINE, nprobe=p, pq=16, rerank=4) for p in (16, 64)],
         *[_S(Q=10_000, N=1_000_000, D=100, k=10, nlist=4096, nprobe=p, data="glove") for p in (8, 32, 128)],
     ],
     quick=[  # tiny Q: the interpreter pays ~10-20 ms per (query, probed list); tests/test_ann.py runs more queries
         _S(4, 2000, 32, 10, 32, 3),
         _S(4, 400, 16, 10, 8, 8),  # nprobe = nlist: exact kNN
-        _S(4, 2000, 32, 10, 32, 2, index="pq", m=8),
-        _S(4, 2000, 32, 10, 32, 2, index="pq", m=8, rerank=4),
+        _S(4, 2000, 32, 10, 32, 2, pq=8),
+        _S(4, 2000, 32, 10, 32, 2, pq=8, rerank=4),
     ],
     ref_flops=ref_flops,
 ))
 PROBLEM.headline = [(_S(**HEADLINE, nprobe=32), ("fp32",)),
-                    (_S(**HEADLINE, nprobe=32, index="pq", m=16), ("fp32",)),
-                    (_S(**HEADLINE, nprobe=32, index="pq", m=32), ("fp32",))]
+                    (_S(**HEADLINE, nprobe=32, pq=16), ("fp32",)),
+                    (_S(**HEADLINE, nprobe=32, pq=32), ("fp32",))]
 
 
 # ---------------------------------------------------------------------------------------------- Triton
 def _triton(inputs, out, shape):
     from kernels.ann import ivf_search
 
-    pq = shape.index == "pq"
+    pq = shape.pq > 0
     d, i, p = ivf_search(inputs["x"], inputs["centroids"], inputs["list_offsets"], inputs["list_ids"],
                          k_eff(shape), shape.nprobe, vecs=inputs.get("list_vecs"), codes=inputs.get("list_codes"),
                          codebooks=inputs.get("codebooks"), base=inputs.get("base") if pq else None,
@@ -569,7 +565,7 @@ def _triton(inputs, out, shape):
 def _triton_supports(shape: Shape, dtype: str) -> str | None:
     if shape.nprobe > 512 and shape.nprobe < shape.nlist:
         return f"nprobe={shape.nprobe} > 512: the coarse top-k (kernels.knn) keeps at most 512"
-    K = k_eff(shape) * (shape.rerank if shape.index == "pq" and shape.rerank > 0 else 1)
+    K = k_eff(shape) * (shape.rerank if shape.pq > 0 and shape.rerank > 0 else 1)
     if K > 512:
         return f"{K} candidates per query > 512 (the running list's limit)"
     if interpreter() and (shape.Q * shape.nprobe > 2048 or shape.Q * shape.nprobe * shape.N / shape.nlist > 4e6):
@@ -592,7 +588,7 @@ def torch_ivf(inputs: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.
     x, cent, off, ids = inputs["x"], inputs["centroids"], inputs["list_offsets"], inputs["list_ids"]
     Q, D = x.shape
     k, nprobe, N = k_eff(shape), shape.nprobe, ids.shape[0]
-    pq = shape.index == "pq"
+    pq = shape.pq > 0
     rr = pq and shape.rerank > 0
     K = min(N, k * shape.rerank) if rr else k
     cd = (cent * cent).sum(1)[None, :] - 2.0 * (x @ cent.T)
@@ -601,7 +597,7 @@ def torch_ivf(inputs: dict[str, torch.Tensor], shape: Shape) -> dict[str, torch.
     idx = torch.full((Q, k), -1, dtype=torch.int64, device=x.device)
     size = off[1:] - off[:-1]
     per_q = int(size.topk(min(nprobe, size.numel())).values.sum())  # the longest a query's candidates can be
-    for sl in _chunks(Q, max(1, (1 << 27) // max(1, per_q * (D if not pq else shape.m * 4)))):
+    for sl in _chunks(Q, max(1, (1 << 27) // max(1, per_q * (D if not pq else shape.pq * 4)))):
         ent, _, slot = _entries(probe[sl], off)
         valid = ent >= 0
         e = ent.clamp(min=0)
@@ -648,14 +644,14 @@ def _brute(inputs, out, shape):
 
 
 def _brute_supports(shape: Shape, dtype: str) -> str | None:
-    if shape.index != "flat" or shape.nprobe != shape.nlist:
-        return "brute force is exact kNN: it answers the IVF problem only for index=flat with nprobe = nlist"
+    if shape.pq > 0 or shape.nprobe != shape.nlist:
+        return "brute force is exact kNN: it answers the IVF problem only for IVF-Flat (pq=0) with nprobe = nlist"
     return None
 
 
 PROBLEM.add_variant("torch_bruteforce", "torch", _brute, style="return", supports=_brute_supports,
                     description="exact kNN over the whole base (kNN's torch_mm_topk): the exact point of the "
-                                "recall–QPS figure (index=flat, nprobe = nlist)")
+                                "recall–QPS figure (IVF-Flat, nprobe = nlist)")
 
 
 _ann_faiss.register(PROBLEM)  # FAISS CPU / GPU baselines
