@@ -1227,7 +1227,7 @@ def _own_files(args: argparse.Namespace) -> tuple[str, list[str]]:
     """--cu/--triton: (family, the file's variant names), registered here and exported to the X-ray worker. The
     family is --kernel, else the one family whose calling convention the file binds to."""
     from harness import byo
-    from harness.__main__ import CliError
+    from harness.cli import CliError
     from harness.registry import REGISTRY, all_problems
 
     all_problems()
@@ -1255,7 +1255,7 @@ def _own_files(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from harness.__main__ import CliError, _console, _split, resolve_families
+    from harness.cli import CliError, console, resolve_families, split
     from harness.registry import DTYPES, REGISTRY
 
     own = None
@@ -1270,7 +1270,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise CliError(f"--arch takes one of {', '.join(ARCHS)}, got {args.arch!r}")
     if args.dtype and args.dtype not in DTYPES:
         raise CliError(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
-    variants = _split(args.variants) or own
+    variants = split(args.variants) or own
     if variants:
         known = {n for f in fams for n in REGISTRY[f].variants}
         bad = [v for v in variants if v not in known]
@@ -1294,7 +1294,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(recs, indent=1, default=str))
         return 0
-    con = _console()
+    con = console()
     for f in fams:
         part = [r for r in recs if r["family"] == f]
         if part:
