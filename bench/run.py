@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(str(e)) from None
         return 0
     families = resolve_families(args.kernel)
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")

@@ -74,7 +74,7 @@ def wb_profile(request):
 
 def test_families_import():
     """A family whose module fails to import would silently vanish from the cases: fail loudly instead."""
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     registry.all_problems()
     assert not LOAD_ERRORS, "\n".join(f"{k}: {v}" for k, v in LOAD_ERRORS.items())

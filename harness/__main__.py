@@ -95,7 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CliError("--seeds needs at least one seed")
     tasks = _plan(args)
     con = console()
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         con.print(f"[red]family {fam} failed to import:[/] {err.strip().splitlines()[-1]}")

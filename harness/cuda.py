@@ -622,7 +622,7 @@ class CudaSource:
     def _ensure_instantiated(self, kernel: str) -> None:
         """Add a template specialisation to the build (a rebuild unless it is there already).
 
-        ``harness.families.load_all`` primes every registered variant's kernels before the first compile, so the
+        ``harness.registry.load_all`` primes every registered variant's kernels before the first compile, so the
         set — and hence the cache key — is the same in every process and nothing is compiled twice.
         """
         if "<" not in kernel:

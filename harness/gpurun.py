@@ -84,8 +84,7 @@ def write_provenance(path: Path | None = None) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ prep (CPU)
 def cuda_sources() -> list[Any]:
-    from harness.families import load_all
-    from harness.registry import REGISTRY
+    from harness.registry import REGISTRY, load_all
 
     load_all()  # primes every variant's template instantiations: the same key as in the GPU run's processes
     srcs = []

@@ -743,9 +743,9 @@ def worker_main() -> None:
 
     warnings.filterwarnings("ignore")
     env = _Env()
-    from harness import families
+    from harness.registry import load_all
 
-    families.load_all()
+    load_all()
     for line in sys.stdin:
         if not line.strip():
             continue
