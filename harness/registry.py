@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from kernels._tuning import interpreter  # noqa: F401  (the families' supports() ask here)
+
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
@@ -319,21 +321,6 @@ class Problem:
             return _parse_value(v, like)
         except RegistryError as e:
             raise RegistryError(f"{self.name}: shape {text!r}: {e}; expected {form}") from None
-
-
-def interpreter() -> bool:
-    """True when Triton runs under TRITON_INTERPRET=1 (the CPU machine): slow, and bf16 tl.dot is wrong there."""
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def tuning() -> bool:
-    """Autotune Triton kernels (default). WB_TUNE=0 takes each kernel's first listed config instead: correctness
-    sweeps on a fresh GPU machine then compile one config per kernel, not ten."""
-    import os
-
-    return os.environ.get("WB_TUNE", "1") != "0" and not interpreter()
 
 
 def on_gpu() -> bool:
