@@ -14,11 +14,12 @@ The l2 fast path is exact because of the flow around the kernels, not because of
 4. **certify** (``certified`` / ``expansion_error``): every row outside the candidates has expansion distance >= the
    last candidate's, so a margin wider than the expansion's error bound proves no such row reaches the k-th;
 5. **fall back**: the queries the certificate refuses take an exact pass (direct differences), and every answer
-   goes back to the caller's query order (``grouped_search`` runs 1, 5 and the bookkeeping around a launcher's own
-   2-4).
+   goes back to the caller's query order. ``grouped_search`` runs 1 and 5 around a launcher's own 2-4 (the CUDA v4
+   launcher and its CPU emulation); the Triton launcher runs the same steps itself, with one more grouped search
+   of the refused queries before the exact pass.
 
-``stable_topk`` / ``lex_sort`` order (distance, index) pairs with the lower-index tie rule in torch: the baseline's
-selection and the exact pass of the emulations.
+``torch_knn`` is the flow in torch with one centre (the base mean): the library baseline. ``stable_topk`` /
+``lex_sort`` order (distance, index) pairs by the lower-index tie rule: the baseline's selection and its exact pass.
 """
 
 from __future__ import annotations
