@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from harness.cli import CliError, console, info_dict, resolve_families, split
+from harness.cli import CliError, check_task, console, info_dict, resolve_families, split
 
 if not torch.cuda.is_available():  # before triton is imported: the interpreter on a machine without a GPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -32,30 +32,6 @@ FAILED = ("incorrect", "compile_error", "runtime_error", "timeout")
 
 
 # ---------------------------------------------------------------------------------------------------- check
-def check_task(task: Any, seeds: tuple[int, ...] | None = None, compile_cuda: bool = True) -> dict[str, Any]:
-    """One record, correctness only: ``run_task`` with timing off (on a GPU as on the CPU).
-
-    With ``compile_cuda=False`` a CUDA variant on a machine without a GPU is not even compiled (status skipped)."""
-    import torch
-
-    from harness.registry import get_problem
-    from harness.runner import RunOptions, base_record, run_task
-
-    problem = get_problem(task.family)
-    v = problem.variants[task.variant]
-    if v.backend == "cuda" and not compile_cuda and not torch.cuda.is_available():
-        rec = base_record(problem, v, task.dtype, problem.parse_shape(task.shape))
-        rec.update(status="skipped", message="CUDA variant, no GPU here: not compiled (see python -m harness compile)")
-        return rec
-    if seeds is None:  # fresh per call: a variant cannot know them in advance
-        from harness.records import fresh_seeds
-
-        seeds = fresh_seeds()
-    rec = run_task(task, RunOptions(seeds=tuple(seeds), timing=False))
-    rec.pop("_recycle_worker", None)
-    return rec
-
-
 def _plan(args: argparse.Namespace):
     from harness import registry
     from harness.runner import plan

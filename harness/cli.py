@@ -1,5 +1,5 @@
-"""What the command lines share: one-line errors, the console, comma lists, ``--kernel`` groups, what this machine
-is, and a finished record's place on the roofline.
+"""What the command lines share: one-line errors, the console, comma lists, ``--kernel`` groups, a correctness-only
+record, what this machine is, and a finished record's place on the roofline.
 
 ``bench/run.py``, ``python -m harness`` (``__main__.py``) and its ``inspect`` (``xray.py``) and ``gpu-run``
 (``gpurun.py``) commands take these from here, so no command imports another one's entry point. Importing this
@@ -37,6 +37,30 @@ def resolve_families(kernel: str) -> list[str]:
         return registry.resolve_group(kernel)
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
+
+
+def check_task(task: Any, seeds: tuple[int, ...] | None = None, compile_cuda: bool = True) -> dict[str, Any]:
+    """One record, correctness only: ``run_task`` with timing off (on a GPU as on the CPU).
+
+    With ``compile_cuda=False`` a CUDA variant on a machine without a GPU is not even compiled (status skipped)."""
+    import torch
+
+    from harness.registry import get_problem
+    from harness.runner import RunOptions, base_record, run_task
+
+    problem = get_problem(task.family)
+    v = problem.variants[task.variant]
+    if v.backend == "cuda" and not compile_cuda and not torch.cuda.is_available():
+        rec = base_record(problem, v, task.dtype, problem.parse_shape(task.shape))
+        rec.update(status="skipped", message="CUDA variant, no GPU here: not compiled (see python -m harness compile)")
+        return rec
+    if seeds is None:  # fresh per call: a variant cannot know them in advance
+        from harness.records import fresh_seeds
+
+        seeds = fresh_seeds()
+    rec = run_task(task, RunOptions(seeds=tuple(seeds), timing=False))
+    rec.pop("_recycle_worker", None)
+    return rec
 
 
 def info_dict() -> dict[str, Any]:
