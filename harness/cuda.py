@@ -14,6 +14,10 @@ Two ways to run a ``.cu`` file, both as users write CUDA:
   with ``cuTensorMapEncodeTiled``, a ``launch_kernel(kernel_num, ...)`` switch as course assignments ship it) and is
   called with device pointers (``ptr(tensor)``). It runs on the runtime API's primary context, which torch shares.
 
+**Interpret mode** (``harness.interp``; on without a GPU, ``WB_CUDA_INTERPRET=1/0`` forces it): both ways run on the
+CPU instead, from the same source, with memcheck, racecheck and synccheck; CPU tensors are valid arguments and
+``ptr(t)`` makes ``t`` device memory for the library's kernels.
+
 Loading prefers pycuda (sharing torch's primary context via ``pycuda.autoprimaryctx``) and falls back to
 cuda-python's ``cuda.core`` where pycuda is not installed. ``WB_CUDA_LOADER=pycuda|cuda.core`` forces one.
 Compiled artefacts are cached under ``$WB_CACHE`` (default ``~/.cache/gpu-workbench``). The key is every file the
@@ -426,6 +430,61 @@ def first_error(log: str) -> str:
     return lines[-1] if lines else "nvcc failed"
 
 
+def cached_build(stem: str, name: str, run: Any, primary: Path) -> tuple[Path, Path, dict[str, list]]:
+    """One cached compile (ccache's direct mode, see the module docstring): ``run(tmp)`` writes ``tmp/name`` and
+    returns (the files the compile read, its log); the entry is keyed by ``stem`` (everything but the files'
+    contents) and the content of every file read. Returns (artefact, log file, {_portable file: signature}). Used by
+    nvcc builds here and by the CPU interpreter's g++ builds (harness/interp)."""
+    index = cache_dir() / f"{stem}.deps.json"
+    hit = _lookup(index, name)
+    if hit is not None:
+        return hit[0] / name, hit[0] / "ptxas.log", hit[1]
+    with FileLock(str(cache_dir() / f"{stem}.lock")):
+        hit = _lookup(index, name)  # another worker built it while this one waited for the lock
+        if hit is not None:
+            return hit[0] / name, hit[0] / "ptxas.log", hit[1]
+        started = time.time_ns()
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
+            tdp = Path(td)
+            deps, log = run(tdp)
+            (tdp / "ptxas.log").write_text(log)
+            deps = [p for p in deps if tdp.resolve() not in p.parents]
+            if primary.resolve() not in deps:
+                deps.insert(0, primary.resolve())
+            files = {_portable(p): _signature(p) for p in deps}
+            h = hashlib.sha256(stem.encode())
+            for f in sorted(files):
+                h.update(f"{f}\0{files[f][2]}\0".encode())
+            cdir = cache_dir() / f"{stem}-{h.hexdigest()[:16]}"
+            # an input edited while the compiler ran: this build may hold either version, so it is used, never indexed
+            racy = any(sig[1] >= started for sig in files.values())
+            if not cdir.exists():
+                entry = tdp / "entry"
+                entry.mkdir()
+                shutil.move(str(tdp / name), entry / name)
+                shutil.move(str(tdp / "ptxas.log"), entry / "ptxas.log")
+                if racy:
+                    keep = cache_dir() / f".racy-{stem}-{os.getpid()}-{time.time_ns()}"
+                    os.rename(entry, keep)
+                    return keep / name, keep / "ptxas.log", files
+                os.rename(entry, cdir)  # atomic: the entry is complete or absent
+            if not racy:
+                entries = [e for e in _read_index(index) if e.get("dir") != cdir.name]
+                entries.insert(0, {"dir": cdir.name, "files": files})
+                _write_atomic(index, json.dumps(entries[:8]).encode())  # the 8 latest dependency sets
+        return cdir / name, cdir / "ptxas.log", files
+
+
+def _lookup(index: Path, artefact: str) -> tuple[Path, dict[str, list]] | None:
+    """The index entry whose every file is unchanged: (its folder, its files), else None."""
+    for e in _read_index(index):
+        cdir = cache_dir() / str(e.get("dir", ""))
+        files = e.get("files") or {}
+        if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
+            return cdir, files
+    return None
+
+
 @dataclass
 class CudaSource:
     """One ``.cu`` file under ``cuda_src/`` (or an absolute path: a user's own file) and how to compile it."""
@@ -445,6 +504,7 @@ class CudaSource:
         self._builds: dict[str, Build] = {}
         self._modules: dict[str, Any] = {}
         self._libs: dict[str, ctypes.CDLL] = {}
+        self._kernel_names: list[str] = []  # every kernel() asked for: the CPU interpreter's entry points
         self._deps: dict[tuple[str, str], dict[str, list]] = {}  # (arch, kind) -> the files that build read
 
     @property
@@ -464,14 +524,6 @@ class CudaSource:
                                        list(self.libs), nvcc_version(), *([links] if links else [])],
                                       default=str).encode())
         return h.hexdigest()[:24]
-
-    def _lookup(self, index: Path, artefact: str) -> tuple[Path, dict[str, list]] | None:
-        for e in _read_index(index):
-            cdir = cache_dir() / str(e.get("dir", ""))
-            files = e.get("files") or {}
-            if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
-                return cdir, files
-        return None
 
     def dependencies(self) -> dict[str, list]:
         """Every file the builds of this source so far read ({_portable name: [size, mtime_ns, sha256]}, nvcc's own
@@ -512,58 +564,24 @@ class CudaSource:
         library (host mode)."""
         name = "k.cubin" if kind == "cubin" else "lib.so"
         stem = f"{Path(self.path).stem}-{arch}-{kind}-{self._config_key(arch, kind)}"
-        index = cache_dir() / f"{stem}.deps.json"
-        hit = self._lookup(index, name)
-        if hit is None:
-            with FileLock(str(cache_dir() / f"{stem}.lock")):
-                hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
-                if hit is None:
-                    return self._compile_locked(arch, kind, name, stem, index)
-        self._deps[(arch, kind)] = hit[1]
-        return hit[0] / name, hit[0] / "ptxas.log"
+        art, log, files = cached_build(stem, name, lambda tdp: self._compile_locked(arch, kind, name, tdp),
+                                       Path(self.path))
+        self._deps[(arch, kind)] = files
+        return art, log
 
-    def _compile_locked(self, arch: str, kind: str, name: str, stem: str, index: Path) -> tuple[Path, Path]:
+    def _compile_locked(self, arch: str, kind: str, name: str, tdp: Path) -> tuple[list[Path], str]:
+        """nvcc into ``tdp/name`` (under the cache entry's lock) -> (the files it read, its log)."""
         extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *self._link_flags()]
-        started = time.time_ns()
-        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
-            tdp = Path(td)
-            unit = self._unit(tdp)
-            depf = tdp / "deps.d"
-            cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-MD", "-MF", str(depf), "-o", str(tdp / name),
-                   str(unit)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            log = res.stdout + res.stderr
-            if res.returncode != 0:
-                if _cublas_missing(log):  # say what to install, not only nvcc's "No such file"
-                    raise CompileError(f"{self.name}: {cublas_hint()} ({first_error(log)})\n{log}")
-                raise CompileError(f"{first_error(log)}\n{log}")
-            (tdp / "ptxas.log").write_text(log)
-            deps = [p for p in parse_depfile(depf.read_text(), Path.cwd()) if tdp.resolve() not in p.parents]
-            if Path(self.path).resolve() not in deps:
-                deps.insert(0, Path(self.path).resolve())
-            files = {_portable(p): _signature(p) for p in deps}
-            self._deps[(arch, kind)] = files
-            h = hashlib.sha256(stem.encode())
-            for f in sorted(files):
-                h.update(f"{f}\0{files[f][2]}\0".encode())
-            cdir = cache_dir() / f"{stem}-{h.hexdigest()[:16]}"
-            # an input edited while nvcc ran: this build may hold either version, so it is used, never indexed
-            racy = any(sig[1] >= started for sig in files.values())
-            if not cdir.exists():
-                entry = tdp / "entry"
-                entry.mkdir()
-                shutil.move(str(tdp / name), entry / name)
-                shutil.move(str(tdp / "ptxas.log"), entry / "ptxas.log")
-                if racy:
-                    keep = cache_dir() / f".racy-{stem}-{os.getpid()}-{time.time_ns()}"
-                    os.rename(entry, keep)
-                    return keep / name, keep / "ptxas.log"
-                os.rename(entry, cdir)  # atomic: the entry is complete or absent
-            if not racy:
-                entries = [e for e in _read_index(index) if e.get("dir") != cdir.name]
-                entries.insert(0, {"dir": cdir.name, "files": files})
-                _write_atomic(index, json.dumps(entries[:8]).encode())  # the 8 latest dependency sets
-        return cdir / name, cdir / "ptxas.log"
+        unit = self._unit(tdp)
+        depf = tdp / "deps.d"
+        cmd = [*self._cmd(arch), *extra, "-Xptxas", "-v", "-MD", "-MF", str(depf), "-o", str(tdp / name), str(unit)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        log = res.stdout + res.stderr
+        if res.returncode != 0:
+            if _cublas_missing(log):  # say what to install, not only nvcc's "No such file"
+                raise CompileError(f"{self.name}: {cublas_hint()} ({first_error(log)})\n{log}")
+            raise CompileError(f"{first_error(log)}\n{log}")
+        return parse_depfile(depf.read_text(), Path.cwd()), log
 
     def compile(self, arch: str | None = None) -> Build:
         """nvcc -> cubin for one arch (default: the GPU's, else the first default). Cached on disk."""
@@ -636,11 +654,33 @@ class CudaSource:
     # ------------------------------------------------------------------------------------------- kernel mode
     def kernel(self, name: str) -> Kernel:
         self._ensure_instantiated(name)
+        if name not in self._kernel_names:
+            self._kernel_names.append(name)
         return Kernel(self, name)
+
+    def interp_library(self, kernel: str | None = None) -> Any:
+        """The CPU interpreter's build of this file (harness.interp): entry points for every kernel asked for so
+        far; when that build fails, one for ``kernel`` alone (an error in another template specialisation must
+        not fail this kernel, as with nvcc)."""
+        from harness import interp
+
+        names = interp.kernel_list(self)
+        try:
+            return interp.library(self, names)
+        except CompileError:
+            if kernel is None or len(names) <= 1:
+                raise
+            return interp.library(self, [kernel])
 
     # ------------------------------------------------------------------------------------------- host mode
     def library(self, arch: str | None = None) -> ctypes.CDLL:
-        """Compile the file as a shared library (its host code included) and load it with ctypes."""
+        """Compile the file as a shared library (its host code included) and load it with ctypes. In interpret mode
+        (harness.interp.enabled()) the library is the CPU interpreter's build: the same exported functions, run on
+        host memory, with memcheck/racecheck/synccheck (a fault raises harness.interp.KernelFault)."""
+        from harness import interp
+
+        if interp.enabled():
+            return interp.library(self, [])
         arch = arch or self.default_arch()
         if arch in self._libs:
             return self._libs[arch]
@@ -684,9 +724,26 @@ def f64(x: float) -> _Scalar:
     return _Scalar(x, np.float64)
 
 
+def stream_of(t: Any) -> int:
+    """The CUDA stream handle a host-mode launcher takes for work on tensor ``t``: torch's current stream on a GPU,
+    the default stream (0) for CPU tensors (the CPU interpreter runs every launch on it)."""
+    if getattr(t, "is_cuda", False):
+        import torch
+
+        return int(torch.cuda.current_stream().cuda_stream)
+    return 0
+
+
 def ptr(t: Any) -> int:
-    """Device address of a torch tensor (for host-mode libraries and kernel arguments)."""
-    return int(t.data_ptr()) if t is not None else 0
+    """Device address of a torch tensor (for host-mode libraries and kernel arguments). In interpret mode the
+    tensor's storage also becomes valid device memory for the library's kernels (memcheck)."""
+    if t is None:
+        return 0
+    from harness import interp
+
+    if not getattr(t, "is_cuda", False) and interp.enabled():
+        interp.register(t)
+    return int(t.data_ptr())
 
 
 def _convert(a: Any) -> tuple[str, Any]:
@@ -829,6 +886,12 @@ class Kernel:
             raise ValueError(f"{self.name}: empty launch grid={grid} block={block}")
         if shared > 48 * 1024 and self._max_dyn < shared:
             self.set_max_dynamic_shared(shared)
+        from harness import interp
+
+        if interp.enabled():  # the CPU interpreter: CPU tensors are valid arguments
+            lib = self.src.interp_library(self.name)
+            lib.launch(self.name, grid, block, int(shared), args, max_dyn=self._max_dyn or -1)
+            return
         kind, fn = self._load()
         conv = [_convert(a) for a in args]
         import torch

@@ -35,7 +35,8 @@ FIELDS = [  # column order of the CSV; the JSON carries everything. The shape's 
     # "shape" as columns of their own (``csv_fields``); the 95% interval is two numeric columns.
     "family", "variant", "backend", "baseline", "dtype", "shape", "status", "rel_err", "median_ms", "p10_ms",
     "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
-    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "timing", "suspect", "flags", "tolerance",
+    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "timing", "interpreted", "suspect", "flags",
+    "tolerance",
     "xray_regs", "xray_spill_bytes", "xray_smem_bytes", "xray_occupancy", "xray_tc_ops", "xray_widest_load_bits",
     "xray_dot_precision", "floor_ms", "measured_over_floor", "xray_lints", "message", "device_name", "git_sha",
     "timestamp",
@@ -235,6 +236,7 @@ def flat(r: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ tables
 STATUS_SHORT = {"ok": "ok", "skipped": "skip", "compiled": "built", "incorrect": "WRONG", "compile_error": "cc-err",
                 "runtime_error": "crash", "timeout": "t/o"}
+INTERPRETED = "cpu-int"  # the time cell of a CUDA variant run by the CPU interpreter (checked, never timed)
 FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x"}
 FLAG_LEGEND = {"L": "launch-bound (median < 5x an empty launch: measures the launch, not the kernel)",
                "U": "unstable (samples drifted or clocks varied)", "S": "suspect (above its roof, or work hidden)",
@@ -368,9 +370,12 @@ def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) ->
     occ = x.get("occupancy")
     spill = _spill_of(r)
     return {
-        "variant": str(r.get("variant")), "backend": str(r.get("backend") or "-"), "shape": str(r.get("shape")),
+        "variant": str(r.get("variant")),
+        "backend": str(r.get("backend") or "-") + ("-cpu" if r.get("interpreted") else ""),
+        "shape": str(r.get("shape")),
         "dtype": str(r.get("dtype")), "status": STATUS_SHORT.get(str(r.get("status")), str(r.get("status"))),
-        "time": fmt.ms(r.get("median_ms")), "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
+        "time": INTERPRETED if r.get("interpreted") and not r.get("median_ms") else fmt.ms(r.get("median_ms")),
+        "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
         "perf": perf if r.get("median_ms") else "-", "vs_lib": vs,
         "ci": fmt.interval(sp[1], sp[2]) if sp else "-",
         "roof": fmt.pct(roof.get("pct_of_roofline")),
@@ -506,13 +511,16 @@ def inspect_command(records: Iterable[dict[str, Any]]) -> str:
 def table_legend(records: list[dict[str, Any]], columns: list[str] | None = None,
                  width: int | None = None) -> list[str]:
     """One entry per flag letter that appears ("flags: L launch-bound (...)"), word-wrapped to ``width``; none when
-    no record has a flag. The x entry names the command that shows the lints."""
+    no record has a flag. The x entry names the command that shows the lints. First, when a CUDA variant ran on
+    the CPU interpreter, what its ``cpu-int`` time cell means."""
     import textwrap
 
-    if "flags" not in (columns or DEFAULT_COLUMNS):
-        return []
-    seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
     out = []
+    if any(r.get("interpreted") and r.get("status") == "ok" for r in records):
+        out.append(f"{INTERPRETED}: checked by the CUDA interpreter on the CPU; not timed")
+    if "flags" not in (columns or DEFAULT_COLUMNS):
+        return out
+    seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
     for c in seen:
         text = f"flags: {c} {FLAG_LEGEND.get(c, c)}"
         if c == "x":

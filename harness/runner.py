@@ -28,10 +28,12 @@ import multiprocessing as mp
 import os
 import random
 import secrets
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,6 +114,7 @@ def base_record(problem: Problem, v: Variant, dtype: str, shape: Shape) -> dict[
         "throughput_unit": problem.throughput_unit, "timing": None, "resources": None, "seeds": [],
         "tolerance": None, "sampled_checks": 0, "flags": [],
         "extra": {}, "suspect": False, "suspect_reasons": [], "speedup_vs_baseline": None, "speedup_ci95": None,
+        "interpreted": False,  # True: a CUDA variant run by the CPU interpreter (harness.interp): checked, not timed
         "speedup_text": None, "baseline_name": None,
     }
 
@@ -169,16 +172,30 @@ class VariantSide:
             return {"status": "skipped", "message": reason}
         out: dict[str, Any] = {"status": None}
         if v.backend == "cuda":
-            from harness.cuda import CompileError
+            from harness import interp
+            from harness.cuda import CompileError, _cublas_missing, nvcc_path
 
+            interpreted = not on_gpu and interp.enabled()
             try:
-                out["resources"] = ({k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
-                                    if v.source else None)
+                # the ptxas report needs nvcc; the CPU interpreter does not (its g++ build is checked below)
+                if v.source and (not interpreted or nvcc_path() is not None):
+                    try:
+                        out["resources"] = {k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
+                    except CompileError as e:
+                        # a missing cuBLAS stops nvcc, not the interpreter (it brings its own): no ptxas report then
+                        if not (interpreted and _cublas_missing(str(e))):
+                            raise
+                        out["resources_note"] = str(e).split("\n", 1)[0]
+                if interpreted and v.source is not None:
+                    v.source.interp_library()  # a g++ error is this record's compile_error, not a crash later
             except CompileError as e:
                 return {"status": "compile_error", "message": str(e).split("\n", 1)[0],
                         "compile_log": str(e).split("\n", 1)[-1][-4000:]}
-            if not on_gpu:
-                return {**out, "status": "compiled", "message": "compiled with nvcc; no GPU here to run it"}
+            if interpreted:
+                out["interpreted"] = True
+            elif not on_gpu:
+                return {**out, "status": "compiled", "message": "compiled with nvcc; no GPU here to run it (CUDA "
+                                                                "interpret mode is off: WB_CUDA_INTERPRET=0)"}
         if v.backend == "triton" and not on_gpu and not interpreter():
             return {"status": "skipped", "message": "Triton needs a GPU, or TRITON_INTERPRET=1 on the CPU"}
         torch.backends.cuda.matmul.allow_tf32 = False  # library baselines: no silent TF32
@@ -223,11 +240,18 @@ class VariantSide:
                 pay["spec"][k] = {"type": type(t).__name__}
         return pay
 
-    def check(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def check(self, inputs: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
         """One correctness call on the judge's inputs (CPU tensors): outputs and inputs-after go back."""
         inputs = _to(inputs, self.dev)
         outs = self._outputs(inputs) if self.v.style == "out" else None
         given = dict(outs) if outs is not None else None
+        if self.v.backend == "cuda" and self.dev.type != "cuda":
+            from harness import interp
+
+            # the CPU interpreter's scheduling seed (block order, thread order) and the buffers' names in its messages
+            named = {k: t for k, t in inputs.items() if isinstance(t, torch.Tensor)}
+            named.update(outs or {})
+            interp.set_call(seed, named)
         got = _call_variant(self.v, inputs, outs, self.shape)
         _sync()
         pay = self._payload(inputs, given, outs, got)
@@ -450,9 +474,13 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
         spot = spot_plan(problem, shape, opts)
         if spot is not None:
             rec["spot_check"] = spot
+        if pre.get("interpreted"):
+            rec.update(interpreted=True, timing="none")
+            if pre.get("resources_note"):
+                rec["resources_note"] = pre["resources_note"]  # why there is no ptxas report (nvcc could not build)
         for seed in opts.seeds:
             inputs = problem.make_inputs(shape, dtype, seed, dev)
-            pay = side.call("check", inputs=_cpu(inputs))
+            pay = side.call("check", inputs=_cpu(inputs), seed=seed)
             res = judge_payload(problem, v, dtype, shape, inputs, pay, tol, spot=spot)
             rec["seeds"].append(seed)
             if not res.ok:
@@ -465,6 +493,11 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
                 rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
         rec["rel_err"] = worst
         on_gpu = dev.type == "cuda"
+        if pre.get("interpreted"):  # a CPU model of the GPU: its verdict counts, its speed means nothing
+            rec.update(status="ok", message="checked by the CUDA interpreter on the CPU (memcheck, racecheck, "
+                                            "synccheck over every seed); not timed")
+            rec["extra"].update(extra)
+            return rec
         if not opts.timing or (not on_gpu and not opts.time_on_cpu):
             rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
                        else "checked; not timed (--no-cpu-timing)")
@@ -548,8 +581,21 @@ class LocalSide:
         try:
             return getattr(self.side, op)(**kw)
         except Exception as e:  # the variant's own failure, not the judge's
-            raise VariantFailed("runtime_error", f"{type(e).__name__}: {e}",
-                                traceback.format_exc(limit=6)) from None
+            status, msg = failure_of(e)
+            raise VariantFailed(status, msg, traceback.format_exc(limit=6) if status == "runtime_error" else "") \
+                from None
+
+
+def failure_of(e: BaseException) -> tuple[str, str]:
+    """(status, message) of a variant call that raised: the CPU interpreter's verdicts keep their own one line
+    (a PTX instruction it does not model is a skip, not a failure)."""
+    from harness.interp import KernelFault, NotInterpreted
+
+    if isinstance(e, NotInterpreted):
+        return "skipped", str(e)
+    if isinstance(e, KernelFault):
+        return "runtime_error", str(e)
+    return "runtime_error", f"{type(e).__name__}: {e}"
 
 
 def check_once(problem: Problem, v: Variant, dtype: str, shape: Shape, seed: int,
@@ -629,7 +675,8 @@ def _worker_main(conn, opts_dict: dict) -> None:
             else:
                 reply = {"ok": True, "value": getattr(side, op)(**msg.get("kw", {}))}
         except Exception as e:  # the variant's failure (or a harness bug on the variant side): reported, not fatal
-            reply = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
+            status, message = failure_of(e)
+            reply = {"error": message, "status": status, "traceback": traceback.format_exc(limit=6)}
         conn.send(reply)
 
 
@@ -640,7 +687,18 @@ class _Worker:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, asdict(opts)), daemon=True)
-        self.proc.start()
+        # where the CUDA interpreter's crash handler leaves its last words (a real SIGSEGV inside a kernel)
+        fd, self.crash_file = tempfile.mkstemp(prefix="wb-interp-crash-", suffix=".txt")
+        os.close(fd)
+        old = os.environ.get("WB_INTERP_CRASH_FILE")
+        os.environ["WB_INTERP_CRASH_FILE"] = self.crash_file
+        try:
+            self.proc.start()
+        finally:
+            if old is None:
+                os.environ.pop("WB_INTERP_CRASH_FILE", None)
+            else:
+                os.environ["WB_INTERP_CRASH_FILE"] = old
         child.close()
         deadline = time.monotonic() + self.STARTUP_S
         while time.monotonic() < deadline:
@@ -664,6 +722,15 @@ class _Worker:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(timeout=5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.crash_file)
+
+    def last_words(self) -> str:
+        """What the CUDA interpreter's crash handler wrote before the worker died (empty: nothing)."""
+        try:
+            return Path(self.crash_file).read_text().strip()
+        except OSError:
+            return ""
 
 
 class RemoteSide:
@@ -692,14 +759,17 @@ class RemoteSide:
                 break
         if died:
             w.proc.join(timeout=10)  # reap it, so the exit code / signal is known
+            words = w.last_words()
             raise VariantFailed("runtime_error", _describe_exit(w.proc.exitcode)
-                                + " (illegal memory access, segfault or os._exit?)", recycle=True)
+                                + (f": {words}" if words else " (illegal memory access, segfault or os._exit?)"),
+                                recycle=True)
         raise VariantFailed("timeout", "no result within the task timeout (hang?); worker killed", recycle=True)
 
     def call(self, op: str, **kw: Any) -> Any:
         reply = self._request({"op": op, "kw": kw})
         if "error" in reply:
-            raise VariantFailed("runtime_error", reply["error"], reply.get("traceback", ""))
+            status = reply.get("status", "runtime_error")
+            raise VariantFailed(status, reply["error"], reply.get("traceback", "") if status == "runtime_error" else "")
         return reply["value"]
 
     def end(self) -> list[str]:

@@ -16,7 +16,7 @@ import ctypes
 
 import torch
 
-from harness.cuda import CudaSource, CudaUnavailable, ptr
+from harness.cuda import CudaSource, CudaUnavailable, ptr, stream_of
 from harness.registry import gpu_arch_reason
 
 SRC = CudaSource("matmul.cu")
@@ -175,7 +175,7 @@ def _v9(inputs, out, shape):
     a, b, c = _abc(inputs, out)
     M, N, K = _dims(shape)
     lib = _v9_library()
-    stream = torch.cuda.current_stream().cuda_stream
+    stream = stream_of(c)
     err = lib.launch_hgemm_v9_wgmma(V9_DTYPES[a.dtype], ptr(a), ptr(b), ptr(c), M, N, K, stream)
     if err != 0:
         raise RuntimeError(f"launch_hgemm_v9_wgmma failed with error {err} (M={M}, N={N}, K={K})")
@@ -206,7 +206,7 @@ def _sm90_reason() -> str | None:
 def _v10(inputs, out, shape):
     a, b, c = _abc(inputs, out)
     M, N, K = _dims(shape)
-    stream = torch.cuda.current_stream().cuda_stream
+    stream = stream_of(c)
     err = _v9_library().launch_hgemm_v10_wgmma_ws(V9_DTYPES[a.dtype], ptr(a), ptr(b), ptr(c), M, N, K, stream)
     if err != 0:
         raise RuntimeError(f"launch_hgemm_v10_wgmma_ws failed with error {err} (M={M}, N={N}, K={K})")
@@ -235,7 +235,7 @@ def _v11(inputs, out, shape):
     # pays the same copy to make B column-major for cuBLASLt)
     bt = inputs["b"].t().contiguous()
     M, N, K = _dims(shape)
-    stream = torch.cuda.current_stream().cuda_stream
+    stream = stream_of(c)
     err = _v9_library().launch_qgemm_v11_fp8_wgmma_ws(ptr(a), ptr(bt), ptr(c), ptr(inputs["a_scale"]),
                                                       ptr(inputs["b_scale"]), M, N, K, stream)
     if err != 0:
