@@ -704,7 +704,7 @@ def _job_deps(v, launches: list[dict[str, Any]], spec) -> dict[str, list]:
     """Every file this X-ray read, with its signature (harness.cuda's dependency sets: nvcc's list for each build,
     the Python files of the Triton kernels and of a course file): a cached X-ray is used only while all are
     unchanged."""
-    from harness.cuda import _portable, _signature
+    from harness.cuda_common import _portable, _signature
 
     srcs = [v.source] if v.backend == "cuda" and hasattr(v.source, "dependencies") else []
     srcs += [la["kernel"].src for la in launches if la["kind"] == "cuda"]
@@ -813,7 +813,7 @@ def _job_key(job: dict[str, Any]) -> str:
 def _lookup_result(key: str) -> dict[str, Any] | None:
     """A cached X-ray whose every file is unchanged (harness.cuda's ccache-style dependency check: size and mtime,
     else the content hash), newest first."""
-    from harness.cuda import _read_index, _unchanged
+    from harness.cuda_common import _read_index, _unchanged
 
     for e in _read_index(_cache_root() / "results" / f"{key}.json"):
         files, res = e.get("files"), e.get("result")
@@ -827,7 +827,7 @@ def _store_result(key: str, res: dict[str, Any]) -> None:
     compile error, a launcher that did not run or a worker that died is tried again next time."""
     from filelock import FileLock
 
-    from harness.cuda import _read_index, _write_atomic
+    from harness.cuda_common import _read_index, _write_atomic
 
     if res.get("status") != "ok":
         return

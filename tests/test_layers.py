@@ -23,6 +23,9 @@ NEVER = [
     ("harness.runner", "harness.cli", "the runner knows no command line"),
     ("harness.families", "harness.runner", "a family is judged by the runner, not the reverse"),
     ("harness.families", "harness.cli", "a family knows no command line"),
+    ("harness.interp", "harness.cuda", "the CPU interpreter is harness.cuda's backend: what both need is cuda_common"),
+    ("harness.cuda_common", "harness.cuda", "cuda_common lies under harness.cuda and harness.interp"),
+    ("harness.cuda_common", "harness.interp", "cuda_common lies under harness.cuda and harness.interp"),
 ]
 
 
