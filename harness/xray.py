@@ -45,8 +45,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness import hotloop
+
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = 7  # bump when the worker's output changes: old cache entries are then ignored
+SCHEMA = 8  # bump when the worker's output changes: old cache entries are then ignored
 
 # ------------------------------------------------------------------------------------------------ arch limits
 # Per-SM limits of the CUDA occupancy calculator (CUDA C Programming Guide, "Compute capabilities" table).
@@ -134,36 +136,10 @@ def tool(name: str) -> str | None:
     return None
 
 
-_FUNC = re.compile(r"^\s*Function\s*:\s*(\S+)")
-_INSN = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+\{?\s*(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Za-z0-9_]+)*)")
-
-
-@functools.lru_cache(maxsize=64)
-def _sass_cached(path: str, mtime: float) -> dict[str, list[str]]:
-    exe = tool("cuobjdump")
-    if exe is None:
-        raise FileNotFoundError("cuobjdump not found (ships with the triton wheel or the CUDA toolkit)")
-    res = subprocess.run([exe, "-sass", path], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"cuobjdump -sass {Path(path).name}: {res.stderr.strip()[:300]}")
-    funcs: dict[str, list[str]] = {}
-    cur: list[str] | None = None
-    for line in res.stdout.splitlines():
-        m = _FUNC.match(line)
-        if m:
-            cur = funcs.setdefault(m.group(1), [])
-            continue
-        if cur is not None:
-            m = _INSN.match(line)
-            if m:
-                cur.append(m.group(1))
-    return funcs
-
-
 def sass_opcodes(path: str | Path) -> dict[str, list[str]]:
-    """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...)."""
-    p = str(path)
-    return _sass_cached(p, os.path.getmtime(p))
+    """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...), from the
+    one ``cuobjdump -sass`` listing that the hot-loop model parses too (``hotloop.sass``, cached per file)."""
+    return {sym: [i.op for i in insns] for sym, insns in hotloop.sass(path).items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,9 +257,13 @@ def analyze_kernel(cubin: str | Path, symbol: str | None, arch: str, threads: in
     mix = instruction_mix(funcs[symbol])
     smem = None if dyn_smem is None else static + int(dyn_smem)
     occ = occupancy(arch, regs, threads, smem if smem is not None else static)
+    try:
+        loops: dict[str, Any] = hotloop.kernel_loops(cubin, symbol, bounds=threads is None)
+    except Exception as e:  # the loop model is extra: its failure never costs the rest of the X-ray
+        loops = {"error": f"{type(e).__name__}: {e}"[:300]}
     return {"symbol": symbol, "registers": regs, "stack_bytes": stack, "spill_bytes": spill,
             "local_bytes": ru.get("LOCAL", 0), "static_smem": static, "dynamic_smem": dyn_smem, "threads": threads,
-            "occupancy": occ, "mix": mix}
+            "occupancy": occ, "mix": mix, "loops": loops}
 
 
 # ------------------------------------------------------------------------------------------------ worker side
@@ -774,7 +754,8 @@ def _content_hash_for(extra_families: str) -> str:
     """Sources whose change can change an X-ray, plus the tool versions."""
     h = hashlib.sha256()
     files = sorted([*ROOT.glob("kernels/*.py"), *ROOT.glob("harness/families/*.py"), *ROOT.glob("cuda_src/*"),
-                    ROOT / "harness" / "xray.py", ROOT / "harness" / "cuda.py", ROOT / "harness" / "registry.py"])
+                    ROOT / "harness" / "xray.py", ROOT / "harness" / "hotloop.py", ROOT / "harness" / "cuda.py",
+                    ROOT / "harness" / "registry.py"])
     for f in files:
         if f.is_file():
             h.update(f.name.encode())
@@ -1052,6 +1033,7 @@ def finish(rec: dict[str, Any], profile=None) -> dict[str, Any]:
         rec["floor"] = predicted_floor(rec["flops"], rec["bytes"], rec["compute_dtype"], profile)
     if rec.get("status") == "ok":
         rec["lints"] = lints(rec, rec.get("floor"))
+        hotloop.attach(rec, profile)
     return rec
 
 
@@ -1116,7 +1098,7 @@ def compact(rec: dict[str, Any]) -> dict[str, Any] | None:
         "tma": any(k["mix"]["utmaldg"] for k in ks),
         "dot_precision": ",".join(precs) or None,
         "floor_ms": fl.get("floor_ms"), "bound": fl.get("bound"), "floor_profile": fl.get("profile"),
-        "lints": rec.get("lints", []), "inspect": rec.get("inspect"),
+        "lints": rec.get("lints", []), "inspect": rec.get("inspect"), "hot_loop": hotloop.compact(rec),
     }
 
 
@@ -1180,6 +1162,8 @@ def render(recs: list[dict[str, Any]], con) -> None:
                       f"at {(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} "
                       f"GFLOP at {(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} "
                       f"{fl['compute_roof_kind']})")
+        for line in hotloop.lines(r):
+            con.print(line, markup=False, highlight=False)
         for line in r.get("lints", []):
             con.print(f"  [yellow]lint[/] {r['variant']}: {line}")
         for line in r.get("errors", []):
