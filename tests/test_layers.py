@@ -26,6 +26,7 @@ NEVER = [
     ("harness.interp", "harness.cuda", "the CPU interpreter is harness.cuda's backend: what both need is cuda_common"),
     ("harness.cuda_common", "harness.cuda", "cuda_common lies under harness.cuda and harness.interp"),
     ("harness.cuda_common", "harness.interp", "cuda_common lies under harness.cuda and harness.interp"),
+    ("harness.hotloop", "harness.xray", "the hot-loop model lies under the X-ray: what both need is harness.sm"),
 ]
 
 
