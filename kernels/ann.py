@@ -35,12 +35,11 @@ lists hold fewer than k entries) come back as idx −1, distance +inf.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from kernels._tuning import interpreter
 from kernels.knn import unpack_keys
 
 INT64_MAX = tl.constexpr(9223372036854775807)
@@ -169,10 +168,6 @@ def _rerank_kernel(x_ptr, base_ptr, ids_ptr, out_ptr, D, KR, KR_PAD: tl.constexp
 
 
 # ---------------------------------------------------------------------------------------------- host side
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def probe_groups(Q: int, nprobe: int, on_gpu: bool) -> int:
     """G: programs per query. On a GPU enough (query, probe-group) programs for ~4 waves of the SMs (Q = 10k needs
     none; Q = 1 gets one program per probe); under the interpreter one program per query (fewer, longer loops)."""
@@ -233,7 +228,7 @@ def ivf_search(x: torch.Tensor, centroids: torch.Tensor, offsets: torch.Tensor, 
     keys = torch.empty((Q, G, K_PAD), device=x.device, dtype=torch.int64)
     x = x.contiguous()
     # the interpreter pays per operation, not per element: a whole list per tile, every sub-quantizer per step
-    interp = _interpreted()
+    interp = interpreter()
     block_n = 256 if interp else 64
     rank = interp if rank_merge is None else rank_merge
     if pq:
