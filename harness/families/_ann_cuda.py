@@ -105,7 +105,7 @@ def make_kernels() -> None:
         _kernel(name)
 
 
-def register(problem) -> None:
+def register_cuda_variants(problem) -> None:
     from harness.cuda import CudaSource
 
     global _SRC

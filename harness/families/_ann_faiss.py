@@ -147,7 +147,7 @@ def search_gpu(inputs: dict[str, Any], out, shape) -> dict[str, torch.Tensor]:
     return _finish(d, i, iq, x.device)
 
 
-def register(problem) -> None:
+def register_faiss_variants(problem) -> None:
     problem.add_variant("faiss_cpu", "torch", search_cpu, style="return", prepare=prepare_cpu,
                         supports=lambda s, d: available(),
                         description="FAISS IndexIVFFlat / IndexIVFPQ (precomputed tables) on the CPU, same index; "
