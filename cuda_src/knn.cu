@@ -11,40 +11,8 @@
 // (~67 TF) that is ~38 ms = ~260k queries/s; a Q x N fp32 matrix would be 40 GB written + read (~25 ms more at
 // 3.3 TB/s): fusing the selection is worth ~1.7x before any tensor-core work.
 #include "common.cuh"
+#include "topk.cuh"
 #include <mma.h>
-
-// ---- packed keys ---------------------------------------------------------------------------------------------
-__device__ __forceinline__ unsigned long long pack_key(float d, int idx) {
-  unsigned int b = __float_as_uint(d);
-  if (b == 0x80000000u) b = 0u;                          // -0.0 ties with +0.0
-  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);        // monotone map float -> unsigned
-  return ((unsigned long long)b << 32) | (unsigned int)idx;
-}
-__device__ __forceinline__ float key_dist(unsigned long long key) {
-  unsigned int b = (unsigned int)(key >> 32);
-  b = (b & 0x80000000u) ? (b & 0x7FFFFFFFu) : ~b;
-  return __uint_as_float(b);
-}
-__device__ __forceinline__ long long key_idx(unsigned long long key) { return (long long)(key & 0xFFFFFFFFull); }
-#define EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
-
-// Ascending bitonic sort of a[0..n) (n a power of two) by `nthreads` cooperating threads numbered `t`; `sync` is the
-// barrier of that group (__syncthreads for a block, __syncwarp for a warp).
-template <bool BLOCK>
-__device__ __forceinline__ void bitonic_sort(unsigned long long* a, int n, int t, int nthreads) {
-  for (int size = 2; size <= n; size <<= 1) {
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      if (BLOCK) __syncthreads(); else __syncwarp();
-      for (int i = t; i < (n >> 1); i += nthreads) {
-        int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
-        bool asc = (lo & size) == 0;
-        unsigned long long A = a[lo], B = a[hi];
-        if ((A > B) == asc) { a[lo] = B; a[hi] = A; }
-      }
-    }
-  }
-  if (BLOCK) __syncthreads(); else __syncwarp();
-}
 
 // ---- pre-pass for metric 2 (cos): one warp per row, fp32 inverse norm. Identical rows get identical bits (same
 // lane order), which keeps exact ties exact.
@@ -163,57 +131,12 @@ __global__ void __launch_bounds__(256) knn_v1_select(const float* __restrict__ d
   }
 }
 
-// ---- warp-level running top-k of one query (v2 and v3). The query's list is 2*KB keys in shared memory: [KB best |
-// KB candidates]; `cnt` counts the candidates, `kth` is the k-th best key so far (EMPTY_KEY until k keys were
-// kept). warp_select_tile offers one tile of BN distances (base rows n0 .. n0+BN-1; rows >= N are skipped):
-// if the tile could overflow the candidates, the warp first bitonic-sorts the whole list (best KB stay in front,
-// the candidate half is cleared, kth refreshed); then lanes compare two keys each with kth, __ballot_sync +
-// __popc give each survivor its slot (no atomics). dist(nl) returns the distance of tile column nl. Keys are
-// (distance, index), so ties go to the lower index. Called by all 32 lanes of one warp; __syncwarp only.
-template <int KB, int BN, typename DistFn>
-__device__ __forceinline__ void warp_select_tile(unsigned long long* list, int& cnt, unsigned long long& kth,
-                                                 DistFn dist, int n0, int N, int k, int lane) {
-  static_assert(KB >= BN, "a whole tile of candidates must fit the list");
-  int c = cnt;
-  if (c + BN > KB) {
-    bitonic_sort<false>(list, 2 * KB, lane, 32);
-    for (int i = KB + lane; i < 2 * KB; i += 32) list[i] = EMPTY_KEY;
-    __syncwarp();
-    if (lane == 0) kth = list[k - 1];
-    c = 0;
-    __syncwarp();
-  }
-  const unsigned long long th = kth;
-#pragma unroll
-  for (int h = 0; h < BN / 32; ++h) {
-    int nl = lane + 32 * h, n = n0 + nl;
-    unsigned long long key = n < N ? pack_key(dist(nl), n) : EMPTY_KEY;
-    bool take = key < th;
-    unsigned m = __ballot_sync(0xffffffffu, take);
-    if (take) list[KB + c + __popc(m & ((1u << lane) - 1u))] = key;
-    c += __popc(m);
-  }
-  if (lane == 0) cnt = c;
-  __syncwarp();
-}
-
-// Final sort of one query's list and the k smallest keys out (out_d / out_i point at the query's row).
-template <int KB>
-__device__ __forceinline__ void warp_select_finish(unsigned long long* list, int k, int lane,
-                                                   float* __restrict__ out_d, long long* __restrict__ out_i) {
-  bitonic_sort<false>(list, 2 * KB, lane, 32);
-  for (int j = lane; j < k; j += 32) {
-    out_d[j] = key_dist(list[j]);
-    out_i[j] = key_idx(list[j]);
-  }
-}
-
 // v3's exact l2 finish for one query (called by all 32 lanes of its warp). The list holds the kc best keys by the
 // expansion |x|^2 + |y|^2 - 2 x.y (the selection ran with threshold rank kc, not k). Steps: sort; last = the kc-th
 // expansion distance (every row never kept has one >= last); each lane recomputes exact fp32 distances sum (x-y)^2
 // for candidates lane, lane+32, ... (x from the shared query tile, y rows from global memory: kc*D*sizeof(T) bytes
 // per query, ~0.2% of the tile traffic at k = 10); sort again by (exact distance, index) and write the k best.
-// Certificate (harness.families.knn.expansion_error with u_prod = 0, no centring): with nx = |x|, dk the exact
+// Certificate (kernels.knn_search.expansion_error with u_prod = 0, no centring): with nx = |x|, dk the exact
 // k-th, Y = nx + sqrt(dk), E = 2 g (nx + Y)^2, g = (D+4) 2^-23: last - E > dk (1+g) proves that no row outside
 // the candidates reaches (or ties) the k-th; ok[q] = 0 sends the query to the launcher's direct-difference pass.
 // (__noinline__: inlined into knn_v3_tc<__half,64>, ptxas spilled 4 B at sm_80; called once per query at the end)
@@ -484,7 +407,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // v4 (tf32 + WarpSelect): fp32 inputs on tensor cores, exact by re-rank. Idea: v3's structure with two changes.
 // (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data, x' = x - c, y' = y - c with c = the CTA's OWN centre
 // (subtracted while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative). The
-// launcher orders the queries with kernels.knn.group_queries so each CTA's 32 come from one cluster, and CTA b is
+// launcher orders the queries with kernels.knn_search.group_queries so each CTA's 32 come from one cluster; CTA b is
 // centred at their mean, centres[b] (Q <= 32: the queries' mean; Q = 1: the query itself, so the expansion is the
 // direct difference up to the tf32 rounding of y - x). The expansion |x'|^2 + |y'|^2 - 2 x'.y' error bound grows
 // with |x'|.|y'| of the rows near x: ~8-10 within a cluster (D = 64) instead of ~400-550 at the base mean. The
@@ -492,7 +415,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // rounding (the certificate's model: fp32 norms of the unrounded rows, the dot's input rounding charged by u_prod):
 // |x'|^2 by one warp per query (v4_centred_sqnorm; knn_v4_merge recomputes it with centres[q / 32], same bits),
 // |y'|^2 of each 128-row tile from the staged values (one FMA per value across the BD-deep stages, one 8-thread
-// xor tree per tile). Emulated order: harness.families.knn.v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated.
+// xor tree per tile). Emulated order: v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated in tests/knn_emulation.py.
 // (2) Selection is FAISS's
 // WarpSelect instead of v3's shared-memory list + ballot: per query a warp queue of KB keys (KW = KB/32 per lane,
 // position p = 32*j + lane, sorted ascending) and per lane a thread queue of NT keys (R = KW + NT a power of two).
@@ -501,7 +424,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // __shfl_xor_sync; stride >= 32: register swaps, static indices only) and keeps the KB best. Keys are (orderable
 // fp32 bits << 32 | index): unique, so ties go to the lower index. The kc = k + margin best by the expansion are
 // re-ranked by exact fp32 differences sum (x - y)^2 on the ORIGINAL rows (kc*D*4 bytes per query), and each query
-// is certified as in harness.families.knn.certified/expansion_error (u_prod = 2^-10, centred): refused queries go
+// is certified as in kernels.knn_search.certified/expansion_error (u_prod = 2^-10, centred): refused queries go
 // to v2 in the launcher. The distance tile lives in shared memory only (never global).
 // Registers vs local memory: a warp owns 4 queries; keeping 4 queries' queues in registers (reg[4][R], 178 regs,
 // 128 B of stack, LDL x32 / STL x36, 9572 SHFL from merges unrolled per query and per column step) gave 1 block

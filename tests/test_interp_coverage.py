@@ -28,6 +28,7 @@ PLAIN = {  # family -> CUDA variants in plain CUDA C++ or the PTX the interprete
     "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v4_w4a16_gemv", "cuda_v5_w8a16_gemv",
                    "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
     "knn": ["knn_v1_twopass", "knn_v2_fused", "knn_v3_tc", "knn_v4_tf32_ws"],
+    "ann": ["cuda_ivf"],
 }
 PTX = {  # family -> CUDA variants that need inline PTX not modelled yet (Hopper: the rest of issue 28)
     "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma"],
