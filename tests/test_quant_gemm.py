@@ -404,13 +404,21 @@ EMU_CASES = [P.shape(M=3, N=48, K=256, scheme="w4a16", group=64, sym=False),  # 
 
 def _interpreted(variant, inputs: dict, shape, dtype: str, sms: int | None = None) -> torch.Tensor:
     """``variant``'s launcher on the CPU interpreter (CPU copies of ``inputs``; ``sms``: the SM count the launcher
-    sizes split-K for, as on that GPU): y."""
+    sizes split-K for, as on that GPU): y. Built for the W4A16/W8A16 rungs' kernels only, as tests/test_ptx80_rungs.py
+    builds them (the same g++ build)."""
     import unittest.mock
 
+    from harness import interp
+    from tests.test_ptx80_rungs import RUNGS, rung_kernels
+
+    src, names = rung_kernels("quant_gemm", RUNGS["quant_gemm"])
+    orig = interp.kernel_list
     cpu = {k: t.cpu() for k, t in inputs.items()}
     out = P.make_outputs(shape, dtype, "cpu")
     with unittest.mock.patch.dict(os.environ, {"WB_CUDA_INTERPRET": "1"}), \
-            unittest.mock.patch.object(fam, "_MMA_SMS", sms or fam._MMA_SMS):
+            unittest.mock.patch.object(fam, "_MMA_SMS", sms or fam._MMA_SMS), \
+            unittest.mock.patch.object(src, "instantiate", list(names)), \
+            unittest.mock.patch.object(interp, "kernel_list", lambda s: list(names) if s is src else orig(s)):
         variant.fn(cpu, out, shape)
     return out["y"]
 
