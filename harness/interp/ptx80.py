@@ -54,20 +54,10 @@ class Op:
 
 
 def _split(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return [p.strip() for p in parts]
+    """Operands at the top-level commas (not inside {vectors} or [addresses])."""
+    from harness.interp.rewrite import _split_top  # (rewrite imports this module at its end)
+
+    return [p.strip() for p in _split_top(text, ",") if p.strip()]
 
 
 def _int(text: str) -> int:
@@ -438,6 +428,11 @@ def h_atom(g: Gen, quals: list[str], ops: list[Op], red: bool) -> None:
     g.store(ops[0], f"::wb_ptx::bits_of({call})")
 
 
+HANDLERS = {"mma": h_mma, "ldmatrix": h_ldmatrix, "lop3": h_lop3, "prmt": h_prmt, "shfl": h_shfl, "ex2": h_ex2,
+            "mov": h_mov, "ld": h_ld, "st": h_st, "atom": lambda g, q, o: h_atom(g, q, o, red=False),
+            "red": lambda g, q, o: h_atom(g, q, o, red=True)}
+
+
 def translate(stmt: AsmStmt) -> str | None:
     """C++ for the statement, or None when it is not one of the forms above."""
     text = stmt.template
@@ -454,28 +449,10 @@ def translate(stmt: AsmStmt) -> str | None:
     try:
         ops = [parse_operand(x) for x in _split(rest)] if rest else []
         g = Gen(stmt)
-        if head == "mma":
-            h_mma(g, quals, ops)
-        elif head == "ldmatrix":
-            h_ldmatrix(g, quals, ops)
-        elif head == "cp" and quals[:1] == ["async"] and "bulk" not in quals:
+        if head == "cp" and quals[:1] == ["async"] and "bulk" not in quals:
             h_cp_async(g, quals[1:], ops, opcode)
-        elif head == "lop3":
-            h_lop3(g, quals, ops)
-        elif head == "prmt":
-            h_prmt(g, quals, ops)
-        elif head == "shfl":
-            h_shfl(g, quals, ops)
-        elif head == "ex2":
-            h_ex2(g, quals, ops)
-        elif head == "mov":
-            h_mov(g, quals, ops)
-        elif head == "ld":
-            h_ld(g, quals, ops)
-        elif head == "st":
-            h_st(g, quals, ops)
-        elif head in ("atom", "red"):
-            h_atom(g, quals, ops, red=head == "red")
+        elif head in HANDLERS:
+            HANDLERS[head](g, quals, ops)
         else:
             return None
     except (_Unsupported, ValueError, IndexError):

@@ -77,6 +77,12 @@ template <class Use, int M, int N, int K, class T> inline void pos(int lane, int
     c += 8 * (i / 4);
   }
 }
+// where element i of `lane`'s fragment sits in memory with leading dimension ldm, row- or column-major
+template <class Use, int M, int N, int K, class T> inline size_t elem_off(int lane, int i, unsigned ldm, bool col) {
+  int r, c;
+  pos<Use, M, N, K, T>(lane, i, r, c);
+  return col ? (size_t)c * ldm + r : (size_t)r * ldm + c;
+}
 template <class E> inline double to_d(const E& e) {
   if constexpr (std::is_same<E, __half>::value) return (double)__half2float(e);
   else if constexpr (std::is_same<E, __nv_bfloat16>::value) return (double)__bfloat162float(e);
@@ -112,33 +118,24 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsign
   static_assert(detail::supported_ab<T>(), "WMMA operand types modelled: __half, __nv_bfloat16, precision::tf32");
   detail::sync_sig("wmma.load", p, ldm, detail::layout_code<L>(), ::wb::Loc{file, line});
   const int lane = (int)(::wb::linear_tid() & 31u);
-  for (int i = 0; i < f.num_elements; ++i) {
-    int r, c;
-    detail::pos<Use, M, N, K, T>(lane, i, r, c);
-    f.x[i] = p[detail::layout_code<L>() ? (size_t)c * ldm + r : (size_t)r * ldm + c];
-  }
+  for (int i = 0; i < f.num_elements; ++i)
+    f.x[i] = p[detail::elem_off<Use, M, N, K, T>(lane, i, ldm, detail::layout_code<L>() == 1)];
 }
 template <int M, int N, int K, class T, class P>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T, void>& f, const P* p, unsigned ldm, layout_t l,
                              const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   detail::sync_sig("wmma.load", p, ldm, (int)l, ::wb::Loc{file, line});
   const int lane = (int)(::wb::linear_tid() & 31u);
-  for (int i = 0; i < f.num_elements; ++i) {
-    int r, c;
-    detail::pos<accumulator, M, N, K, T>(lane, i, r, c);
-    f.x[i] = p[l == mem_col_major ? (size_t)c * ldm + r : (size_t)r * ldm + c];
-  }
+  for (int i = 0; i < f.num_elements; ++i)
+    f.x[i] = p[detail::elem_off<accumulator, M, N, K, T>(lane, i, ldm, l == mem_col_major)];
 }
 template <int M, int N, int K, class T, class P>
 inline void store_matrix_sync(P* p, const fragment<accumulator, M, N, K, T, void>& f, unsigned ldm, layout_t l,
                               const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   detail::sync_sig("wmma.store", p, ldm, (int)l, ::wb::Loc{file, line});
   const int lane = (int)(::wb::linear_tid() & 31u);
-  for (int i = 0; i < f.num_elements; ++i) {
-    int r, c;
-    detail::pos<accumulator, M, N, K, T>(lane, i, r, c);
-    p[l == mem_col_major ? (size_t)c * ldm + r : (size_t)r * ldm + c] = (P)f.x[i];
-  }
+  for (int i = 0; i < f.num_elements; ++i)
+    p[detail::elem_off<accumulator, M, N, K, T>(lane, i, ldm, l == mem_col_major)] = (P)f.x[i];
 }
 
 namespace detail {
