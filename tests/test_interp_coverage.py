@@ -31,7 +31,7 @@ PLAIN = {  # family -> CUDA variants in plain CUDA C++ or the PTX the interprete
     "ann": ["cuda_ivf"],
 }
 PTX = {  # family -> CUDA variants that need inline PTX not modelled yet (Hopper: the rest of issue 28)
-    "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma"],
+    "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma", "cuda_v11_fp8_wgmma_relayout"],
     "attention": ["cuda_v3_wgmma"],
 }
 
