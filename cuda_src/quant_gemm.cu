@@ -772,7 +772,8 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 //   * STAGES = 4 cp.async.cg (16 B, L1 bypass) stages of {x tile, packed tile, the <= 4 scale/zero rows the k tile
 //     touches}; one __syncthreads per k tile: wait_group(STAGES - 2), barrier, issue tile it + 3 into the buffer
 //     the barrier just freed, compute tile it. Tails are zero-filled cp.async (src-size 0): rows >= M, columns >=
-//     N, k >= K; k16 steps past K are skipped (K % 16 == 0), so no zero-filled byte is ever dequantised;
+//     N, k >= K; k16 steps past K are skipped (K % 16 == 0), so no zero-filled byte is ever dequantised. A thread
+//     with no chunk of the x tile (MT = 1: threads 128-255) issues no x copy at all: src-size 0 still writes;
 //   * packed layout unchanged (no repack): byte (p, n) = {k 2p, k 2p + 1} of column n is one B register of
 //     m16n8k16. Lane (gid, tig) reads 4 bytes (LDS.32) of packed rows 8 ks + tig and 8 ks + 4 + tig at CTA columns
 //     32 warp + 4 gid .. + 3: byte t is logical column gid of n8 tile t (physical column 32 warp + 4 gid + t), so

@@ -27,14 +27,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # rewrite.py imports this module at its end to register the handlers
-    from harness.interp.rewrite import AsmStmt
-
-
-def _cstr(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+from harness.interp.rewrite import AsmStmt, _cstr, _split_top
 
 
 class _Unsupported(Exception):
@@ -55,8 +49,6 @@ class Op:
 
 def _split(text: str) -> list[str]:
     """Operands at the top-level commas (not inside {vectors} or [addresses])."""
-    from harness.interp.rewrite import _split_top  # (rewrite imports this module at its end)
-
     return [p.strip() for p in _split_top(text, ",") if p.strip()]
 
 

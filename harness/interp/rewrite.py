@@ -532,9 +532,3 @@ def rewrite(text: str, is_user_file: Callable[[str, str], bool]) -> str:
         last = ed.end
     out.append(text[last:])
     return "".join(out)
-
-
-# PTX instruction models (issue 28): each module appends its handlers to ASM_HANDLERS.
-from harness.interp import ptx80  # noqa: E402
-
-ptx80.install(ASM_HANDLERS)
