@@ -4,7 +4,7 @@
     write_report(records, profile, outdir)                                 # from code (bench/run.py)
 
 report.md reads top-down like a writeup: a provenance line, the **summary** (per family: the best variant against
-the library as a ratio of medians with its 95% interval, % of the roof, launch-bound / unstable / suspect notes and
+the library as the paired speed-up with its 95% interval, % of the roof, launch-bound / unstable / suspect notes and
 one sentence of napkin math), **one roofline**, the environment, then per family its figures, the napkin-math table
 and the timed rows of its largest shapes; rows that were only compiled, skipped or not applicable are summarised in
 one line each. Every row of every family is in tables.md, so report.md stays under ~200 lines for ``--kernel all``.
@@ -232,7 +232,6 @@ def flag_notes(recs: list[dict[str, Any]]) -> str:
 
 def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str, Any] | None:
     """Best variant vs the library at the anchor shape, % of roof, flag notes, one sentence of napkin math."""
-    from harness.compare import ratio_of_medians
     from harness.records import speedup_shown
 
     g = anchor_group(recs)
@@ -241,7 +240,8 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
     shape, dt, rs = g
     timed = [r for r in rs if _timed(r)]
     base = next((r for r in timed if r.get("baseline")), None)
-    cands = [r for r in timed if not r.get("baseline")]
+    # a variant that declared a coarser precision ("fp32 (tf32)") is its own row, never the family's fp32 result
+    cands = [r for r in timed if not r.get("baseline") and (r.get("dtype_label") or dt) == dt]
     trusted = [r for r in cands if not (r.get("suspect") or (r.get("roofline") or {}).get("suspect"))]
     cands = trusted or cands  # a point above its roof is a question, not the headline
     best = min(cands, key=lambda r: float(r["median_ms"])) if cands else base
@@ -249,9 +249,9 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
     if best is not None and base is not None and best is not base:
         if best.get("timing") == "cpu" and speedup_shown({**best, "speedup_vs_baseline": 1.0}) is None:
             vs = "not compared (CPU: interpreter vs ATen)"
-        else:
-            q = ratio_of_medians(best, base)
-            vs = f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])}" if q else NA
+        else:  # the paired estimate with its interval, as in the tables
+            q = speedup_shown(best)
+            vs = f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])} (paired)" if q else NA
     elif best is base and base is not None:
         vs = "(the library itself)"
     roof = _roof_of(best, profile)

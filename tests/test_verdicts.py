@@ -9,7 +9,9 @@ task list (the checker-patching variant forces one extra worker start).
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 
 import pytest
 import torch
@@ -21,25 +23,42 @@ from harness.runner import RunOptions, Task, execute
 FAST = dict(max_time_s=0.15, warmup_s=0.0, min_n=5, timeout_s=120.0)
 
 
+TAMPERERS = ("cheat_judge_memory", "cheat_numel_defer", "cheat_profile_defer", "cheat_stack_walk", "cheat_rng_patch",
+             "cheat_timer_patch", "cheat_stats_code", "cheat_thread_rewrite", "cheat_sabotage_baseline")
+CANARY = ctypes.create_string_buffer(b"judge-canary-" * 8)  # a buffer in the judge the memory attack aims at
+
+
 @pytest.fixture(scope="module")
-def records():
-    import tests.cheats  # noqa: F401  (registers the attacks here too: the judge needs the problems)
+def run(tmp_path_factory):
+    """One isolated run of every attack. The honest ``slow_honest`` is timed alone first and last and right after
+    each issue-29 tamperer (a fresh worker each: nothing a tamperer did may reach it)."""
+    import tests.cheats as cheats  # registers the attacks here too: the judge needs the problems
 
     toy = [("toy", v, "fp32") for v in (
-        "cheat_rebind_new", "cheat_rebind_f64", "cheat_patches_checker", "wrong_zeros_after_patch", "torch_out",
-        "cheat_public_seed_table", "cheat_memo_pointer", "cheat_memo_fingerprint", "cheat_lazy_after_check",
-        "slow_honest", "cheat_loose_tolerance", "tight_tolerance_ok", "torch_ref")]
+        "slow_honest", "cheat_rebind_new", "cheat_rebind_f64", "cheat_patches_checker", "wrong_zeros_after_patch",
+        "torch_out", "cheat_public_seed_table", "cheat_memo_pointer", "cheat_memo_fingerprint",
+        "cheat_lazy_after_check", "cheat_loose_tolerance", "tight_tolerance_ok", "torch_ref", "cheat_declares_fp8")]
     toy += [("toy", "cheat_bf16_rounded", "fp16"), ("toy", "torch_out", "fp16")]
+    for t in TAMPERERS:
+        toy += [("toy", t, "fp32"), ("toy", "slow_honest", "fp32")]
     copy = [("toy_copy", v, "fp32") for v in ("copy_ok", "copy_ref", "cheat_rebind_to_input", "cheat_return_input",
                                                "cheat_return_wrong_strides")]
-    tasks = [Task(f, v, d, "M=3,N=17" if f == "toy" else "M=5,N=33") for f, v, d in toy + copy]
-    out: dict[tuple[str, str, str], dict] = {}
+    last = [("toy", "slow_honest", "fp32")]
+    tasks = [Task(f, v, d, "M=3,N=17" if f == "toy" else "M=5,N=33") for f, v, d in toy + copy + last]
+    log = tmp_path_factory.mktemp("attack") / "log.txt"
+    out: list[dict] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WB_FAMILIES", "tests.toy_family,tests.cheats")
         mp.setenv("TRITON_INTERPRET", "1")
-        execute(tasks, RunOptions(seeds=(123457, 99991, 31337), isolate=True, **FAST),
-                lambda r: out.__setitem__((r["family"], r["variant"], r["dtype"]), r))
-    return out
+        mp.setenv(cheats.CANARY_ENV, f"{os.getpid()}:{ctypes.addressof(CANARY)}:{len(CANARY.raw)}")
+        mp.setenv(cheats.ATTACK_LOG_ENV, str(log))
+        execute(tasks, RunOptions(seeds=(123457, 99991, 31337), isolate=True, **FAST), out.append)
+    return out, log.read_text() if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def records(run):
+    return {(r["family"], r["variant"], r["dtype"]): r for r in run[0]}
 
 
 def rec(records, variant, family="toy", dtype="fp32"):
@@ -154,3 +173,97 @@ def test_derived_tolerance_grows_with_the_reduction_and_separates_precisions():
     assert derived_tolerance("fp32", 4096).rel * 10 < 3e-4  # tf32 (rel ~3e-4..8e-4) fails fp32 by >10x
     t = Tolerance(1.0, 1.0, 1.0).tightened(Tolerance(0.5, 2.0, 0.1))
     assert (t.rel, t.atol, t.rtol) == (0.5, 1.0, 0.1)
+
+
+# ------------------------------------------------------------------------------------------- issue 29: the evidence
+def _no_speedup(r):
+    return r.get("speedup_vs_baseline") is None
+
+
+def _rejected_or_flagged(r, slow_ms):
+    """incorrect, or suspect with no speed-up and a time that includes the work it tried to hide."""
+    if r["status"] == "incorrect":
+        return True
+    return r["status"] == "ok" and r["suspect"] and _no_speedup(r) and r["median_ms"] >= 0.8 * slow_ms
+
+
+def test_the_worker_cannot_write_the_judge(run, records):
+    r = rec(records, "cheat_judge_memory")
+    assert r["status"] == "incorrect", r["message"]
+    assert CANARY.raw.startswith(b"judge-canary-"), "the judge's memory was written"
+    log = run[1]
+    assert log.count("/proc/pid/mem: errno") == 2 and "wrote" not in log and "attached" not in log, log
+    iso = r["isolation"]
+    assert iso["confined"] and iso["cap_sys_ptrace"] is False and iso["judge_undumpable"] is True, iso
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the control needs root (CAP_SYS_PTRACE) to show the attack works")
+def test_the_memory_attack_works_on_an_unconfined_process():
+    """The control: the same code from an ordinary child of a dumpable process does write it (so the test above
+    could fail)."""
+    import tests.cheats as cheats
+
+    buf = ctypes.create_string_buffer(b"canary" * 4)
+    pid = os.fork()
+    if pid == 0:  # no torch here: the attack is ctypes and /proc only
+        try:
+            log = cheats.write_judge_memory(os.getppid(), ctypes.addressof(buf), 6, ptrace=False)
+        finally:
+            os._exit(0 if "wrote" in " ".join(log) else 1)
+    _, st = os.waitpid(pid, 0)
+    import harness.sandbox as sb
+
+    if os.WEXITSTATUS(st) == 1 and not sb.has_cap(sb.DROPPED_CAPS["CAP_SYS_PTRACE"]):
+        pytest.skip("this process runs without CAP_SYS_PTRACE")
+    assert os.WEXITSTATUS(st) == 0 and not buf.raw.startswith(b"canary"), buf.raw
+
+
+@pytest.mark.parametrize("variant", ["cheat_numel_defer", "cheat_profile_defer", "cheat_stack_walk",
+                                     "cheat_rng_patch", "cheat_timer_patch", "cheat_stats_code",
+                                     "cheat_thread_rewrite"])
+def test_deferred_work_and_patched_measurement_get_no_speedup(records, variant):
+    slow_ms = 1e3 * __import__("tests.cheats", fromlist=["SLOW_S"]).SLOW_S
+    r = rec(records, variant)
+    assert _rejected_or_flagged(r, slow_ms), (variant, r["status"], r.get("suspect_reasons"), r.get("median_ms"),
+                                              r["message"])
+    if variant in ("cheat_stack_walk", "cheat_rng_patch", "cheat_thread_rewrite"):  # wrong when timed: sampled
+        assert r["status"] == "incorrect" and "timed call" in r["message"], r["message"]
+    if variant in ("cheat_timer_patch", "cheat_stats_code"):  # honest work, patched measurement: flagged
+        assert r["status"] == "ok" and r["suspect"], r
+        assert r["median_ms"] >= 0.8 * slow_ms  # the judge's clock, not the patched one
+
+
+def test_a_tamperer_is_named(records):
+    for name, what in (("cheat_stats_code", "harness.timing.stats"), ("cheat_timer_patch", "time.perf_counter"),
+                       ("cheat_numel_defer", "torch.Tensor.numel"), ("cheat_profile_defer", "hook:sys.profile")):
+        r = rec(records, name)
+        assert any(what in x for x in r.get("suspect_reasons", [])), (name, r.get("suspect_reasons"))
+
+
+def test_sabotaging_the_baseline_changes_nothing(records):
+    r = rec(records, "cheat_sabotage_baseline")
+    base = rec(records, "torch_ref")
+    slow_ms = 1e3 * __import__("tests.cheats", fromlist=["SLOW_S"]).SLOW_S
+    assert r["status"] == "ok" and r["suspect"] and _no_speedup(r)
+    # the paired baseline ran in its own worker: Tensor.__mul__ there was never patched
+    assert r["baseline_median_ms"] < 0.5 * slow_ms and base["median_ms"] < 0.5 * slow_ms, r["baseline_median_ms"]
+
+
+def test_an_honest_variant_after_each_tamperer_gets_its_own_time(run):
+    """slow_honest alone (first and last in the run) and right after each tamperer: within ±10% of the range of the
+    two alone runs. A leaked timer patch (10x), a sabotaged torch op (+4 ms) or a crash would be far outside it."""
+    recs = run[0]
+    honest = [(i, r) for i, r in enumerate(recs) if r["variant"] == "slow_honest"]
+    alone = [honest[0][1]["median_ms"], honest[-1][1]["median_ms"]]
+    lo, hi = 0.9 * min(alone), 1.1 * max(alone)
+    assert max(alone) / min(alone) < 1.1, alone  # the machine was steady enough for the comparison to mean something
+    after = {recs[i - 1]["variant"]: r for i, r in honest[1:-1]}
+    assert set(after) == set(TAMPERERS)
+    for name, r in after.items():
+        assert r["status"] == "ok" and not r["suspect"], (name, r["status"], r.get("suspect_reasons"), r["message"])
+        assert lo <= r["median_ms"] <= hi, (name, r["median_ms"], alone)
+
+
+def test_a_coarser_declared_precision_is_refused(records):
+    r = rec(records, "cheat_declares_fp8")
+    assert r["status"] == "incorrect" and "compute_dtype='fp8'" in r["message"], r["message"]
