@@ -267,3 +267,160 @@ def test_an_honest_variant_after_each_tamperer_gets_its_own_time(run):
 def test_a_coarser_declared_precision_is_refused(records):
     r = rec(records, "cheat_declares_fp8")
     assert r["status"] == "incorrect" and "compute_dtype='fp8'" in r["message"], r["message"]
+
+
+# ------------------------------------------------------------------------------------------- precision and reporting
+def _register(problem, name, fn, **kw):
+    problem.add_variant(name, "torch", fn, **kw)
+    return name
+
+
+@pytest.fixture
+def mm_probe():
+    P = get_problem("matmul")
+    added = []
+
+    def add(name, fn, **kw):
+        added.append(_register(P, name, fn, **kw))
+        return name
+
+    yield P, add
+    for n in added:
+        del P.variants[n]
+
+
+def _bf16_mm(i, o, s):
+    o["c"].copy_(i["a"].bfloat16().float() @ i["b"].bfloat16().float())
+
+
+def _tf32_mm(i, o, s):  # TF32 emulated: inputs rounded to 10 mantissa bits, fp32 accumulation
+    def tf32(x):
+        return (x.view(torch.int32) + 0x1000 & ~0x1FFF).view(torch.float32)
+
+    o["c"].copy_(tf32(i["a"]) @ tf32(i["b"]))
+
+
+def test_a_declared_precision_labels_its_own_row_and_never_loosens_the_family(mm_probe):
+    from harness.records import render_table
+    from harness.runner import RunOptions, Task, run_task
+
+    P, add = mm_probe
+    opts = RunOptions(seeds=(1, 2, 3), timing=False, isolate=False)
+    s = "M=17,N=33,K=65"
+    fp8 = add("probe_fp8_declared", _bf16_mm, dtypes=("fp32",), compute_dtype="fp8")
+    r = run_task(Task("matmul", fp8, "fp32", s), opts)
+    assert r["status"] == "incorrect" and "does not accept" in r["message"] and r["dtype_label"] == "fp32 (fp8)"
+    bf = add("probe_bf16_as_tf32", _bf16_mm, dtypes=("fp32",), compute_dtype="tf32")
+    r = run_task(Task("matmul", bf, "fp32", s), opts)
+    assert r["status"] == "incorrect", r["message"]  # bf16 is coarser than the tf32 it declared
+    tf = add("probe_tf32", _tf32_mm, dtypes=("fp32",), compute_dtype="tf32")
+    r = run_task(Task("matmul", tf, "fp32", s), opts)
+    assert r["status"] == "ok" and r["dtype_label"] == "fp32 (tf32)" and r["tolerance"]["precision"] == "tf32"
+    fam = P.tol_for("fp32", P.parse_shape(s))[1]
+    assert r["tolerance"]["rel"] > fam["rel"]  # its own tolerance, never the family's
+    base = run_task(Task("matmul", "torch_fp32_ieee", "fp32", s), opts)
+    lines = [t for t, _ in render_table([base, r], width=100)[0]]
+    assert any("fp32 (tf32)" in t for t in lines) and any(t.endswith("· fp32") for t in lines), lines
+
+
+def test_xlib_is_the_paired_estimate_everywhere():
+    from harness.records import flat, markdown_table, render_table
+    from harness.report import family_summary
+
+    base = {"family": "f", "variant": "lib", "dtype": "fp32", "shape": "M=1", "status": "ok", "baseline": True,
+            "backend": "torch", "median_ms": 1.0, "timing": "cuda-events", "flops": 1e9, "bytes": 1e6}
+    var = {**base, "variant": "mine", "baseline": False, "backend": "cuda", "median_ms": 0.5,
+           "speedup_vs_baseline": 1.5, "speedup_ci95": [1.4, 1.6], "speedup_method": "paired-rounds",
+           "baseline_median_ms": 0.75}
+    # the ratio of medians would say 2.00x; the paired rounds say 1.50x [1.40, 1.60]
+    text = "\n".join(t for t, _ in render_table([base, var], width=120, columns=["variant", "time", "vs_lib", "ci",
+                                                                                   "lib_time"])[0])
+    assert "1.5×" in text and "[1.4, 1.6]" in text and "2×" not in text, text
+    assert "| 1.5× | [1.4, 1.6] |" in markdown_table([base, var])
+    row = flat(var)
+    assert (row["speedup_vs_baseline"], row["speedup_lo"], row["speedup_hi"], row["median_ms"]) == (1.5, 1.4, 1.6, 0.5)
+    assert family_summary([base, var])["vs"].startswith("1.5× [1.4, 1.6]")
+    # suspect, or not paired (an old median ratio): no ×lib at all
+    for bad in ({**var, "suspect": True}, {**var, "speedup_method": "median-ratio"}):
+        assert flat(bad)["speedup_vs_baseline"] is None
+
+
+def _chunked(x, y, dt, chunk=16):
+    """x @ y with the running sum rounded to ``dt`` every ``chunk`` products (fp32 inside a chunk)."""
+    acc = torch.zeros(x.shape[0], y.shape[1], dtype=dt)
+    for k0 in range(0, x.shape[1], chunk):
+        acc = (acc.float() + x[:, k0:k0 + chunk].float() @ y[k0:k0 + chunk].float()).to(dt)
+    return acc
+
+
+def test_chunked_low_precision_accumulation_fails_at_quick_shapes():
+    """Every quick shape set has a reduction >= 2048 where an fp16/bf16 accumulator rounded every 16 products
+    fails on each of 10 seeds (at K <= 100 it passed every quick shape)."""
+    mm = get_problem("matmul")
+    long_k = [s for s in mm.quick if s["K"] >= 2048]
+    assert long_k
+    for s in long_k:
+        for dtype, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            tol = mm.tol_for(dtype, s)[0]
+            for seed in range(10):
+                inp = mm.make_inputs(s, dtype, seed, torch.device("cpu"))
+                ref = mm.reference(inp, s, dtype)
+                assert not chk.check_outputs({"c": _chunked(inp["a"], inp["b"], dt)}, ref, tol).ok, (s, dtype, seed)
+                honest = (inp["a"].float() @ inp["b"].float()).to(dt)
+                assert chk.check_outputs({"c": honest}, ref, tol).ok, (s, dtype, seed)
+    for fam, key in (("sgemm", "K"), ("quant_gemm", "K"), ("attention", "Nkv"), ("attention_decode", "Nkv")):
+        assert any(s[key] >= 2048 for s in get_problem(fam).quick), fam
+    att = get_problem("attention")
+    s = next(s for s in att.quick if s["Nkv"] >= 2048)
+    tol = att.tol_for("fp16", s)[0]
+    for seed in range(10):  # P@V accumulated in fp16 chunks of 16 keys
+        inp = att.make_inputs(s, "fp16", seed, torch.device("cpu"))
+        ref = att.reference(inp, s, "fp16")
+        q, k, v = (inp[n].float() for n in "qkv")
+        sc = (q @ k.transpose(-1, -2)) / math.sqrt(s.D)
+        keep = torch.ones(s.Nq, s.Nkv, dtype=torch.bool).tril(s.Nkv - s.Nq)
+        p = torch.softmax(sc.masked_fill(~keep, float("-inf")), -1).half()
+        o = torch.stack([torch.stack([_chunked(p[b, h], v[b, h // (s.H // s.Hkv)].half(), torch.float16)
+                                      for h in range(s.H)]) for b in range(s.B)])
+        assert not chk.compare("o", o, ref["o"], tol).ok, seed
+
+
+def test_the_lse_form_softmax_and_one_element_baselines_pass_while_lower_precision_fails():
+    from harness.runner import check_once
+
+    P = get_problem("softmax")
+    for s in P.quick:
+        tol = P.tol_for("fp32", s)[0]
+        for seed in range(10):
+            x = P.make_inputs(s, "fp32", seed, torch.device("cpu"))
+            xf = x["x"]
+            lse_form = torch.exp(xf - torch.logsumexp(xf, -1, keepdim=True))
+            assert chk.check_outputs({"y": lse_form}, P.reference(x, s, "fp32"), tol).ok, (s, seed)
+            if s["N"] > 1:  # computed in bf16: still rejected at fp32
+                low = torch.softmax(xf.bfloat16().float(), -1).bfloat16().float()
+                assert not chk.check_outputs({"y": low}, P.reference(x, s, "fp32"), tol).ok, (s, seed)
+    for fam, variant, dtype, shape in (("conv1d", "torch_conv1d", "fp32", "B=1,D=1,L=1,K=3"),
+                                       ("sgemm", "torch_addmm", "fp32", "M=1,N=1,K=1"),
+                                       ("matmul", "triton_matmul_fp8_kmajor", "fp8", "M=1,N=1,K=1")):
+        p = get_problem(fam)
+        for seed in range(10):
+            res = check_once(p, p.variants[variant], dtype, p.parse_shape(shape), seed)
+            assert res.ok, (fam, variant, seed, res.message)
+
+
+def test_an_attention_variant_without_lse_is_labelled():
+    from harness.records import flag_letters
+    from harness.runner import RunOptions, Task, run_task
+
+    opts = RunOptions(seeds=(1, 2), timing=False, isolate=False)
+    r = run_task(Task("attention", "torch_naive", "fp16", "B=1,H=2,Hkv=1,Nq=17,Nkv=17,D=16,causal=0"), opts)
+    assert r["status"] == "ok" and r["unchecked_outputs"] == ["lse"] and "P" in flag_letters(r)
+    r = run_task(Task("attention", "triton_fa2", "fp16", "B=1,H=2,Hkv=1,Nq=17,Nkv=17,D=16,causal=0"), opts)
+    assert r["status"] == "ok" and "unchecked_outputs" not in r and r["extra"]["lse_checked"], r["message"]
+
+
+def test_only_a_timed_output_unlike_a_checked_one_is_blamed_on_cached_work(records):
+    lazy = rec(records, "cheat_lazy_after_check")  # right when checked, wrong when timed... and when rechecked
+    assert lazy["status"] == "incorrect" and "timed call" in lazy["message"]
+    walk = rec(records, "cheat_stack_walk")  # right in a check call on the same input: blamed
+    assert "cached, deferred or skipped work?" in walk["message"], walk["message"]
