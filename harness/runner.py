@@ -289,9 +289,9 @@ class VariantSide:
         return out
 
     # --------------------------------------------------------------------------------------------- the arena
-    def attach(self, layout: dict[str, Any], base: torch.Tensor) -> dict[str, Any]:
+    def attach(self, layout: dict[str, Any], base: torch.Tensor, timed: bool = True) -> dict[str, Any]:
         """Views of the judge's arena (``base``: the mapped memfd, or the IPC-shared device tensor); returns the
-        launch overhead of this device, measured here before any variant code has run."""
+        launch overhead of this device, measured here before any variant code has run (when ``timed``)."""
         self.inputs = {k: _view(base, sp) for k, sp in layout["inputs"].items()}
         bufs = {k: _view(base, sp) for k, sp in layout["outputs"].items()}
         if self.v.style == "out":
@@ -301,7 +301,7 @@ class VariantSide:
             self._noop_ret = {k: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=self.dev)
                               for k, t in bufs.items()}
         self._be = tm.CudaBackend(self.dev, self.opts.flush_l2) if self.dev.type == "cuda" else tm.Backend()
-        return {"launch_overhead_ms": tm.launch_overhead_ms(self.dev, backend=self._be)}
+        return {"launch_overhead_ms": tm.launch_overhead_ms(self.dev, backend=self._be) if timed else None}
 
     # --------------------------------------------------------------------------------------------- one call
     def call(self, scalars: dict[str, Any], noop: bool = False, timed: bool = False,
@@ -539,7 +539,7 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
                     os.close(afd)
                     base = torch.frombuffer(mm, dtype=torch.uint8)
                 keep.append(base)
-                reply = {"ok": True, "value": side.attach(msg["layout"], base)}
+                reply = {"ok": True, "value": side.attach(msg["layout"], base, msg.get("timed", True))}
             elif op == "call":
                 if clean is None and not msg.get("noop"):  # the state before the first variant call
                     clean, threads0 = _integrity(), _threads_now()
@@ -750,8 +750,8 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         worst, extra = 0.0, {}
         first = problem.make_inputs(shape, dtype, opts.seeds[0], dev)
         arena = Arena(problem, v, shape, dtype, first, dev, shared=side.isolated)
-        att = side.attach(arena)
         timed = opts.timing and (dev.type == "cuda" or opts.time_on_cpu)
+        att = side.attach(arena, timed)
         calib = _calibrate(side, arena, first) if timed else None  # before the first variant call
         spot = None
         if problem.spot is not None and int(shape[problem.spot_dim]) > SPOT_SLICES * (4 if opts.strict else 1):
@@ -781,6 +781,8 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         on_gpu = dev.type == "cuda"
         rounds = opts.ab_rounds if opts.ab_rounds is not None else (30 if on_gpu else 10)
         base = None if v.baseline else baseline_of(problem, dtype, shape, exclude=v.name)
+        if base is not None and not on_gpu and base.backend != v.backend:
+            base = None  # a CPU timing of the Triton interpreter (or a Python loop) against ATen measures nothing
         if base is not None and rounds > 0 and base_side is not None:
             bside = _BaseSide(base_side(Task(task.family, base.name, dtype, task.shape)), problem, base, shape,
                               dtype, first, dev)
@@ -1013,9 +1015,12 @@ def _time_record(problem: Problem, v: Variant, shape: Shape, dtype: str, opts: R
                 f"the median: work moved from some calls into others?")
         res["timing"] = t.as_dict()
         if bside is not None and rounds > 0:
-            for _ in range(2):  # the baseline's warm-up
+            enq_b = []
+            for _ in range(3):  # the baseline's warm-up; its host enqueue time sizes the pair's spin too
                 _, inputs = fresh()
-                one(bside.side, bside.arena, bside.calib, inputs, spin, mine=False)
+                enq_b.append(one(bside.side, bside.arena, bside.calib, inputs, spin, mine=False)[1]["enq_ms"])
+            if on_gpu:  # neither side's host latency may enter its events
+                spin = max(spin, tm._spin_ms(tm._p90_enqueue(enq_b)))
             a_ms, b_ms, order = [], [], []
             p0 = time.perf_counter()
             for r in range(rounds):
@@ -1122,8 +1127,8 @@ class LocalSide:
             raise VariantFailed("runtime_error", f"{type(e).__name__}: {e}",
                                 traceback.format_exc(limit=6)) from None
 
-    def attach(self, arena: Arena) -> dict[str, Any]:
-        return self.call("attach", layout=arena.layout, base=arena.base)
+    def attach(self, arena: Arena, timed: bool = True) -> dict[str, Any]:
+        return self.call("attach", layout=arena.layout, base=arena.base, timed=timed)
 
     def run_call(self, arena: Arena, inputs: dict[str, Any], **kw: Any) -> tuple[float, float | None, dict[str, Any]]:
         """(bracket ms, None: no CPU accounting of its own here, the reply)."""
@@ -1190,7 +1195,7 @@ class RemoteSide:
             raise VariantFailed("runtime_error", reply["error"], reply.get("traceback", ""))
         return reply["value"]
 
-    def attach(self, arena: Arena) -> dict[str, Any]:
+    def attach(self, arena: Arena, timed: bool = True) -> dict[str, Any]:
         import socket
         from multiprocessing import reduction
 
@@ -1198,9 +1203,10 @@ class RemoteSide:
         if arena.dev.type == "cuda":
             import torch.multiprocessing  # noqa: F401  (registers the CUDA IPC reductions of tensors)
 
-            self._send({"op": "attach", "layout": arena.layout, "size": arena.size, "tensor": arena.base})
+            self._send({"op": "attach", "layout": arena.layout, "size": arena.size, "tensor": arena.base,
+                        "timed": timed})
         else:
-            self._send({"op": "attach", "layout": arena.layout, "size": arena.size, "tensor": None})
+            self._send({"op": "attach", "layout": arena.layout, "size": arena.size, "tensor": None, "timed": timed})
             if self._raw is None:
                 self._raw = socket.socket(fileno=os.dup(self.worker.conn.fileno()))
             reduction.sendfds(self._raw, [arena.fd])
