@@ -6,6 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL ?= softmax
 ARGS  ?=
+CUBLAS ?= auto
 
 .PHONY: bench test lint gpu-check gpu-prep gpu-plan clean
 bench: $(STAMP)
@@ -34,6 +35,11 @@ $(STAMP): setup.py
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -c "import wheel, setuptools" 2>/dev/null || $(PY) -m pip install -q wheel setuptools
 	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	@# course files include <cublas_v2.h>: where nvcc has no cuBLAS, the nvidia-cublas wheel (~450 MB download,
+	@# ~580 MB installed) goes into the venv; CUBLAS=0 skips it (then such files fail with what to install)
+	@pkg=$$($(PY) -c "from harness.cuda import cublas_needed; print(cublas_needed())"); \
+	if [ -n "$$pkg" ] && [ "$(CUBLAS)" != 0 ]; then echo "installing $$pkg (cuBLAS for nvcc)"; \
+	$(PY) -m pip install -q --no-deps $$pkg; fi
 	touch $(STAMP)
 
 clean:

@@ -45,7 +45,9 @@ from harness.records import (  # noqa: E402
     write_manifest,
 )
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)  # a log line is never folded mid-word
+# notes wrap at word boundaries to the terminal's width (80 columns when piped); tables and the legend are laid out
+# to that width by themselves and printed with soft_wrap=True (a token longer than the width, a long path, folds)
+console = Console(stderr=False, highlight=False)
 errconsole = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -70,7 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "(default softmax; --list shows each)")
     ap.add_argument("--dtype", help="comma-separated dtypes: fp32, fp16, bf16, fp64, fp8, int8 or torch's names "
                                     "(float16, bfloat16, float32, ...); default every dtype the family supports")
-    ap.add_argument("--shape", action="append", help="shape, e.g. 4096x1024 or M=4096,N=1024 (repeatable)")
+    ap.add_argument("--shape", action="append", help="shape, e.g. 4096x1024 or M=4096,N=1024 (repeatable); "
+                                                     "positional numbers follow the family's order (--list)")
+    ap.add_argument("--shape-order", metavar="NAME",
+                    help="read positional --shape numbers in another order the family names, e.g. 'course' "
+                         "(sgemm MxKxN, conv1d BxLxDxK as the course's launchers take them); --list shows them")
     ap.add_argument("--variants", help="comma-separated variant names, exactly (default: all)")
     ap.add_argument("--only", metavar="PATTERNS",
                     help="comma-separated globs over variant names, backends (triton, cuda, torch) or family/variant; "
@@ -236,33 +242,71 @@ def na_lines(na: dict, width: int) -> list[str]:
     return out
 
 
-def list_text(which: str, width: int = 100) -> str:
-    """--list: per family its description, shape syntax with an example, dtypes, each variant with its backend,
-    dtypes and one-line description, then the calling convention for your own files (harness.byo)."""
+# printed after a run of your own files (--cu/--triton), and in the README's course section
+COURSE_CONVENTIONS = (
+    "Conventions: a course's own scripts print your kernel's time / cuBLAS's (\"2.0x slower\"); the ×lib column "
+    "here is the inverse, library time / your time (0.5× = twice as slow; higher is faster). Bytes are decimal: "
+    "1 GB = 10^9 B and GB/s = 10^9 B/s, where a course's GB is often 2^30 B (1 GiB = 1.074 GB).")
+
+
+def list_text(which: str, width: int = 80) -> str:
+    """--list: per family its description, shape syntax (with the other orders it takes) and an example, dtypes, each
+    variant with its backend, dtypes and one-line description, then the calling convention for your own files
+    (harness.byo); every line wrapped to ``width`` (80 when piped)."""
     from harness import byo, registry
 
     registry.all_problems()
     fams = list(registry.REGISTRY) if which == "all" else registry.resolve_group(which)
-    out = []
+    out: list[str] = []
     for f in fams:
         p = registry.REGISTRY[f]
         ex = (p.shapes or p.quick or [None])[0]
-        syntax = "x".join(p.dims) + "".join(f",{o}=…" for o in p.options)
-        out.append(f"{f}: {p.description}".rstrip(": "))
-        out.append(f"  shape {syntax}" + (f"   e.g. --shape {ex.key()}" if ex is not None else ""))
-        out.append(f"  dtypes {', '.join(p.dtypes)}; leads with {p.throughput_unit}")
-        nw = max(len(n) for n in p.variants) if p.variants else 8
+        opts = "".join(f",{o}=…" for o in p.options)
+        shape = f"shape {'x'.join(p.dims)}{opts}" + "".join(
+            f"; {name} order {'x'.join(dims)} with --shape-order {name}" for name, dims in p.orders.items())
+        out += wrap(f"{f}: {p.description}".rstrip(": "), width, "", "  ")
+        out += wrap(shape + (f"; e.g. --shape {ex.key()}" if ex is not None else ""), width, "  ", "    ")
+        out += wrap(f"dtypes {', '.join(p.dtypes)}; leads with {p.throughput_unit}", width, "  ", "    ")
         for n, v in p.variants.items():
             dts = "" if tuple(v.dtypes) == tuple(p.dtypes) else f" [{'/'.join(v.dtypes)}]"
-            head = f"    {n.ljust(nw)}  {v.backend:<6}{' baseline' if v.baseline else ''}{dts}"
             desc = (v.description or "").strip().splitlines()[0] if v.description else ""
-            room = width - len(head) - 3
-            line = head + (f" — {desc}" if desc and room > 10 else "")
-            out.append(line if len(line) <= width else line[: width - 1] + "…")
-        d = byo.describe(f)
+            head = f"{n}  {v.backend}{' baseline' if v.baseline else ''}{dts}"
+            out += wrap(head + (f" — {desc}" if desc else ""), width, "    ", "        ")
+        d = byo.describe(f, width)
         if d:
             out.append(d)
     return "\n".join(out)
+
+
+def wrap(text: str, width: int, indent: str = "", more: str = "  ") -> list[str]:
+    """Word-wrapped lines of at most ``width`` columns (a single word longer than that stays whole)."""
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=more,
+                         break_long_words=False, break_on_hyphens=False) or [indent.rstrip()]
+
+
+def shape_notes(families: list[str], shapes: list[str], order: str | None) -> list[str]:
+    """How each positional --shape was read, by dim name, for a family that takes more than one order: a course's
+    16x32x64 (M, K, N) is never silently read as M x N x K."""
+    from harness import registry
+
+    registry.all_problems()
+    out = []
+    for fam in families:
+        p = registry.REGISTRY[fam]
+        if not p.orders:
+            continue
+        for s in shapes:
+            if "=" in s.split(",")[0]:
+                continue  # named dims: no order involved
+            got = p.parse_shape(s, order)
+            dims = p.order(order)
+            others = "; ".join(f"{name} order {'x'.join(d)}: --shape-order {name}"
+                               for name, d in [("default", p.dims), *p.orders.items()] if d != dims)
+            out += wrap(f"{fam}: --shape {s} read as {got.key()} ({'x'.join(dims)}; {others})", table_width(),
+                        "", "  ")
+    return out
 
 
 def device_line(info: dict) -> str:
@@ -398,8 +442,8 @@ def print_tables(records: list[dict], columns: list[str] | None = None, width: i
         console.print(f"\n{fam}", style="bold", markup=False, highlight=False)
         for text, style in lines:
             console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
-        for line in table_legend(recs, columns):
-            console.print(line[:width], style="dim", markup=False, highlight=False)
+        for line in table_legend(recs, columns, width=width):
+            console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
     if all_dropped:
         console.print(f"(not shown at {width} columns: {', '.join(all_dropped)}; --columns picks, a wider terminal "
                       "or COLUMNS=160 shows more)", style="dim", markup=False, highlight=False)
@@ -566,7 +610,8 @@ def manifest_options(args: argparse.Namespace, families: list[str], max_time: fl
             **{k: getattr(args, k) for k in ("cu", "triton", "entry", "block", "numbers")
                if getattr(args, k, None) is not None},
             # --only/--skip select records too; absent when unset, like the options above
-            **{k: getattr(args, k) for k in ("only", "skip") if getattr(args, k, None)}}
+            **{k: getattr(args, k) for k in ("only", "skip") if getattr(args, k, None)},
+            **({"shape_order": args.shape_order} if getattr(args, "shape_order", None) else {})}
 
 
 def open_outdir(args: argparse.Namespace, info: dict, options: dict, seeds: tuple[int, ...] | None):
@@ -654,8 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel_given = any(a == "--kernel" or a.startswith("--kernel=") for a in argv_)
         which = args.list or (args.kernel if kernel_given else "all")
         try:
-            console.print(list_text(which, width=max(table_width(), 100)), markup=False, highlight=False,
-                          soft_wrap=True)
+            console.print(list_text(which, width=table_width()), markup=False, highlight=False, soft_wrap=True)
         except registry.RegistryError as e:
             raise CliError(str(e)) from None
         return 0
@@ -683,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("No GPU: using the quick shapes (the default set is GPU-sized); --shape overrides.")
     try:
         tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick,
-                     headline=args.headline)
+                     headline=args.headline, shape_order=args.shape_order)
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
     tasks = select(tasks, args.only, args.skip)
@@ -698,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in na_lines(na, table_width()):
             console.print(line, style="dim", markup=False, highlight=False)
     if args.shape:
+        for line in shape_notes(families, args.shape, args.shape_order):
+            console.print(line, markup=False, highlight=False)
         check_fits(tasks)
     if any(registry.REGISTRY[t.family].variants[t.variant].backend == "cuda" for t in tasks):
         from harness.cuda import nvcc_path
@@ -802,6 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     if not on_gpu:
         console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
+    if byo_variants:
+        console.print(COURSE_CONVENTIONS, markup=False, highlight=False)
     if args.format != "table":
         emit(records, args.format)
     failed = failure_summary(records, missing)

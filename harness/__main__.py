@@ -96,7 +96,8 @@ def _plan(args: argparse.Namespace):
         if bad:
             raise CliError(f"unknown variant(s) {bad}; {args.kernel} has: {', '.join(sorted(known))}")
     try:
-        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick)
+        tasks = plan(families, variants=variants, dtypes=dtypes, shapes=args.shape, quick=args.quick,
+                     shape_order=getattr(args, "shape_order", None))
     except registry.RegistryError as e:
         raise CliError(str(e)) from None
     if not tasks:
@@ -329,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--dtype", help="comma-separated dtypes")
     c.add_argument("--variants", help="comma-separated variant names")
     c.add_argument("--shape", action="append", help="shape, e.g. 7x33 or M=7,N=33 (repeatable)")
+    c.add_argument("--shape-order", metavar="NAME", help="positional --shape in another order the family names, "
+                                                         "e.g. 'course' (sgemm MxKxN, conv1d BxLxDxK)")
     c.add_argument("--quick", action="store_true", help="the families' small shapes (default on the CPU)")
     c.add_argument("--default-shapes", action="store_true", help="the default (GPU) shape set even on the CPU")
     c.add_argument("--seeds", help="comma-separated seeds to replay (default: 3 drawn fresh per run, printed)")

@@ -323,6 +323,14 @@ class ByoSource(CudaSource):
 
     shim: str = ""  # the call statement inside wb_byo_launch
     numbers: dict[int, tuple[str, ...]] = field(default_factory=dict)  # kernel number -> kernels its arm launches
+    # how the shim calls the file, for the X-ray's launch geometry (launch_plan): the launcher or kernel, its
+    # parameters as (name, role), the family's convention and the default launch's block (kernel mode)
+    callee_func: Any = field(default=None, repr=False, compare=False)
+    params: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
+    conv: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    mode: str = "launcher"
+    callee: str = ""
+    block: tuple[int, int] = (DEFAULT_BLOCK, 1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -431,6 +439,38 @@ extern "C" int {SYMBOL}(long long wb_num, void* const* wb_p, const long long* wb
             d["specialisations"] = {k: dict(v.__dict__) for k, v in hits.items()}
         return d
 
+    def launch_plan(self, number: int, shape) -> list[Any]:
+        """The kernels kernel ``number`` launches at ``shape``, each with the grid, block and dynamic shared memory
+        read from its ``<<<>>>`` (harness.launches; kernel mode: the harness's own default launch)."""
+        from harness import launches
+
+        if self.mode == "kernel":
+            grid, blk = geometry(self.conv, shape, self.block)
+            return [launches.Launch(base=self.callee.split("<", 1)[0].strip(),
+                                    kernel=normalize_kernel_name(self.callee),
+                                    text=f"{self.callee}<<<grid, {blk[0]}x{blk[1]}>>> (the harness's launch)",
+                                    block=blk, grid=grid, dyn_smem=0)]
+        path = Path(self.path)
+        files = [path, *_local_headers(path)]
+        texts = [strip_comments(f.read_text(errors="replace")) for f in files]
+        macros: dict = {}
+        for t in texts:
+            macros.update(launches.macros_of(t))
+        env: dict[str, Any] = {}
+        for t in texts:  # namespace-scope constants (constexpr int TILE = 32;), function bodies left out
+            for stmt in launches.statements(_namespace_scope(t)):
+                launches._declare(stmt, env, macros)
+        roles = self.conv.get("roles", {})
+        for name, role in self.params:
+            kind, key, _ = roles[role]
+            if kind == "dim":
+                env[name] = int(shape[key])
+            elif kind == "num":
+                env[name] = int(number)
+        fn = self.callee_func
+        funcs = {f.name: f for t in texts for f in functions(t)}
+        return launches.read_launches(fn.body if fn is not None else "", env, funcs, macros)
+
     def explain(self, err: str, kernel: str) -> str:
         """nvcc's error, with the function it is in and which kernel numbers need it; for a kernel that does not
         need it, that it is blocked (one library holds every kernel) rather than broken."""
@@ -447,6 +487,15 @@ extern "C" int {SYMBOL}(long long wb_num, void* const* wb_p, const long long* wb
             return (f"blocked: {self.name} does not compile, the error is in {where}{tag}, not in this kernel; the "
                     f"launcher holds every kernel, so none can be built until it compiles: {first}\n{log}")
         return f"{first} [in {where}{tag}]\n{log}"
+
+
+def _namespace_scope(text: str) -> str:
+    """``text`` with every function body blanked (lines kept): what is declared at namespace scope."""
+    lines = text.split("\n")
+    for f in functions(text):
+        for i in range(f.start_line, min(f.end_line, len(lines))):  # the header line itself stays
+            lines[i] = ""
+    return "\n".join(lines)
 
 
 def _file_functions(path: Path) -> list[Func]:
@@ -595,7 +644,9 @@ def bind_cuda(spec: Spec) -> Binding:
     libs = ("cublas",) if re.search(r"#\s*include\s*[<\"]cublas", text) else ()
     if re.search(r"#\s*include\s*[<\"]cuda\.h[>\"]", text) or re.search(r"\bcu[A-Z]\w+\s*\(", strip_comments(text)):
         libs += ("cuda",)  # driver-API calls (cuTensorMapEncodeTiled...)
-    src = ByoSource(path, defines={"main": "__wb_student_main"}, libs=libs, shim=call)
+    src = ByoSource(path, defines={"main": "__wb_student_main"}, libs=libs, shim=call, callee_func=fn,
+                    params=list(zip(names, bound)), conv=conv, mode=mode, callee=callee,
+                    block=parse_block(spec.block))
     from harness.cuda import target_archs
 
     src.archs = (target_archs()[-1],)  # one build: the GPU's arch, or the newest default without a GPU
@@ -752,6 +803,9 @@ def triton_variant(spec: Spec, conv: dict):
 
 
 # ----------------------------------------------------------------------------------------------- registration
+SPECS: dict[tuple[str, str], Spec] = {}  # (family, variant) -> the file it came from (the X-ray names and keys it)
+
+
 def register(spec: Spec) -> list[str]:
     """Add the file's variants to its family (replacing earlier ones of the same name); returns their names."""
     from harness.registry import get_problem
@@ -765,6 +819,7 @@ def register(spec: Spec) -> list[str]:
         problem.variants.pop(vname, None)
         problem.add_variant(vname, "triton", fn, style=style, supports=conv.get("supports"),
                             description=f"your Triton {Path(spec.path).name}:{fname} ({style} style)")
+        SPECS[(spec.family, vname)] = spec
         return [vname]
     b = bind_cuda(spec)
     block = parse_block(spec.block)
@@ -773,6 +828,7 @@ def register(spec: Spec) -> list[str]:
         desc = b.description + (f", kernel #{number} ({', '.join(labels)})" if number >= 0 else "")
         problem.add_variant(vname, "cuda", cuda_variant_fn(b, conv, number, block), source=b.source, kernel=labels,
                             ladder=number if number >= 0 else None, supports=conv.get("supports"), description=desc)
+        SPECS[(spec.family, vname)] = spec
         names.append(vname)
     return names
 
@@ -805,16 +861,32 @@ def _from_env() -> None:
         register(Spec(**d))
 
 
-def describe(family: str) -> str:
-    """The family's calling convention for your own files, as --list prints it."""
+def reload_from_env() -> None:
+    """Bind WB_BYO's files again, re-importing Triton files (a long-lived X-ray worker: the student may have edited
+    them since the last request)."""
+    import sys
+
+    for name in [n for n in sys.modules if n.startswith("wb_byo_")]:
+        sys.modules.pop(name, None)
+    _from_env()
+
+
+def describe(family: str, width: int = 80) -> str:
+    """The family's calling convention for your own files, as --list prints it (wrapped to ``width``)."""
+    import textwrap
+
     try:
         conv = convention(family)
     except (ByoError, ModuleNotFoundError):
         return ""
     roles = ", ".join(f"{r}={kind}" + (f" ({'/'.join(al[:3])})" if al else "") for r, (kind, _, al)
                       in conv["roles"].items())
-    return (f"  {conv['summary']}\n  CUDA:   {conv['cuda']}\n  Triton: {conv['triton']}\n"
-            f"  parameters matched by name: {roles}")
+    out = []
+    for head, text in (("", conv["summary"]), ("CUDA:   ", conv["cuda"]), ("Triton: ", conv["triton"]),
+                       ("parameters matched by name: ", roles)):
+        out += textwrap.wrap(head + text, width=width, initial_indent="  ", subsequent_indent="      ",
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
 
 
 _from_env()  # a spawned worker: WB_FAMILIES=harness.byo imports this after the families are registered
@@ -852,19 +924,3 @@ def cli_variants(args, families: list[str]) -> list[str] | None:
     from harness.registry import REGISTRY
 
     return names + [n for n, v in REGISTRY[families[0]].variants.items() if v.baseline]
-
-
-def list_text(which: str) -> str:
-    from harness.registry import REGISTRY, all_problems, resolve_group
-
-    all_problems()
-    fams = list(REGISTRY) if which == "all" else resolve_group(which)
-    out = []
-    for f in fams:
-        p = REGISTRY[f]
-        out.append(f"{f}: {p.description}\n  shape {'x'.join(p.dims)}, dtypes {', '.join(p.dtypes)}; quick "
-                   f"{'; '.join(s.key() for s in p.quick[:4])}\n  variants: {', '.join(p.variants)}")
-        d = describe(f)
-        if d:
-            out.append(d)
-    return "\n".join(out)

@@ -25,6 +25,9 @@ folder and renamed into place, under a per-configuration file lock, so parallel 
 compile the same thing twice. Keys and indexes name files relative to the repository or the CUDA toolkit
 (``$REPO/cuda_src/x.cu``, ``$CUDA/include/cuda_runtime.h``; absolute only outside both), so a cache built here by
 ``make gpu-prep`` hits in a copy of the tree at another path (the GPU machine's) whose files have the same bytes.
+``CudaSource.dependencies()`` returns the files a source's builds read (the X-ray's cache is keyed on them). A file
+that links cuBLAS takes it from the toolkit, else from an nvidia-cublas wheel in site-packages (``cublas_location``);
+with neither, the compile error names the package to install.
 """
 
 from __future__ import annotations
@@ -132,6 +135,86 @@ def arch_flags(arch: str) -> list[str]:
     num = arch[3:]
     # sm_90a must be spelled with -gencode: the -arch shorthand also runs a plain sm_90 pass that rejects wgmma.
     return [f"-gencode=arch=compute_{num},code={arch}"]
+
+
+# ----------------------------------------------------------------------------------------------- cuBLAS (issue 30)
+# A course's cuda_error.cuh includes <cublas_v2.h> and its files link -lcublas. A CUDA toolkit without cuBLAS (a
+# compiler-only install like this repository's CI: nvcc 13 with no cublas_v2.h) takes it from the nvidia-cublas
+# wheel instead: nvidia/cu13/{include,lib} (CUDA 13, `pip install nvidia-cublas`) or nvidia/cublas/{include,lib}
+# (CUDA 12, `nvidia-cublas-cu12`, which torch's CUDA 12 wheels already depend on). The wheel ships only the
+# versioned libcublas.so.N, so it is linked by file name with an rpath to its folder.
+CUBLAS_WHEELS = {"13": ("nvidia/cu13", "nvidia-cublas"), "12": ("nvidia/cublas", "nvidia-cublas-cu12")}
+
+
+def _site_dirs() -> list[Path]:
+    import site
+    import sys
+
+    dirs = [Path(p) for p in sys.path if p and p.endswith("-packages")]
+    try:
+        dirs += [Path(p) for p in site.getsitepackages()]
+    except AttributeError:  # virtualenv's old site module
+        pass
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+@functools.lru_cache(None)
+def cublas_location() -> tuple[str, Path | None, Path | None]:
+    """Where cuBLAS comes from for this nvcc: see find_cublas."""
+    return find_cublas(cuda_root(), _site_dirs(), (nvcc_version() or "").split(".")[0])
+
+
+def find_cublas(toolkit: Path | None, sites: list[Path], major: str) -> tuple[str, Path | None, Path | None]:
+    """("toolkit", None, None) when the toolkit's own include/ has cublas_v2.h; ("wheel", include dir,
+    libcublas.so.N) from an nvidia-cublas wheel in ``sites`` (the one matching nvcc's ``major`` version first);
+    ("missing", None, None) otherwise."""
+    if toolkit is not None and (toolkit / "include" / "cublas_v2.h").is_file():
+        return "toolkit", None, None
+    order = [major] + [m for m in CUBLAS_WHEELS if m != major]
+    for m in order:
+        sub, _ = CUBLAS_WHEELS.get(m, (None, None))
+        for d in sites if sub else []:
+            inc, lib = d / sub / "include", d / sub / "lib"
+            libs = sorted(lib.glob("libcublas.so*")) if lib.is_dir() else []
+            if (inc / "cublas_v2.h").is_file() and libs:
+                return "wheel", inc, libs[0]
+    return "missing", None, None
+
+
+def cublas_hint() -> str:
+    """What to install when no cuBLAS is found (the package matching this nvcc)."""
+    major = (nvcc_version() or "13").split(".")[0]
+    pkg = CUBLAS_WHEELS.get(major, CUBLAS_WHEELS["13"])[1]
+    where = cuda_root()
+    return (f"cuBLAS not found: the CUDA toolkit{f' at {where}' if where else ''} (nvcc {nvcc_version() or '?'}) has "
+            f"no cublas_v2.h and no {pkg} wheel is in this Python's site-packages; install it with "
+            f"`python -m pip install {pkg}` (~450 MB; `make` does this in .venv where nvcc is found) or the "
+            f"toolkit's cuBLAS")
+
+
+def cublas_needed() -> str:
+    """The wheel to install for course files that include <cublas_v2.h>: "" when nvcc is absent (nothing compiles
+    here) or cuBLAS is already found. ``make`` installs it (--no-deps: its nvrtc dependency is not needed to link)."""
+    if nvcc_path() is None or cublas_location()[0] != "missing":
+        return ""
+    return CUBLAS_WHEELS.get((nvcc_version() or "13").split(".")[0], CUBLAS_WHEELS["13"])[1]
+
+
+def cublas_compile_flags() -> list[str]:
+    kind, inc, _ = cublas_location()
+    return [f"-I{inc}"] if kind == "wheel" else []
+
+
+def cublas_link_flags() -> list[str]:
+    kind, _, lib = cublas_location()
+    if kind == "wheel" and lib is not None:
+        return [f"-L{lib.parent}", f"-l:{lib.name}", "-Xlinker", f"-rpath={lib.parent}"]
+    return ["-lcublas"]
+
+
+def _cublas_missing(log: str) -> bool:
+    return bool(re.search(r'cublas(_v2|_api|Lt)?\.h: No such file|cannot open source file "cublas|'
+                          r"cannot find -l:?(lib)?cublas", log))
 
 
 # ----------------------------------------------------------------------------------------------- resource report
@@ -362,6 +445,7 @@ class CudaSource:
         self._builds: dict[str, Build] = {}
         self._modules: dict[str, Any] = {}
         self._libs: dict[str, ctypes.CDLL] = {}
+        self._deps: dict[tuple[str, str], dict[str, list]] = {}  # (arch, kind) -> the files that build read
 
     @property
     def name(self) -> str:
@@ -374,17 +458,28 @@ class CudaSource:
         """Everything but the files' contents: which index to look in. Paths in it are _portable (the include
         dirs stay in the key: the same files found through other dirs would be another compile)."""
         cmd = _portable_args(self._cmd(arch)[1:])  # flags, defines, include dirs; nvcc's path: its version
+        # where cuBLAS is linked from (toolkit or wheel) is part of a host build; other builds keep their keys
+        links = _portable_args(self._link_flags()) if kind == "so" and "cublas" in self.libs else []
         h = hashlib.sha256(json.dumps([kind, arch, _portable(self.path), cmd, sorted(self.instantiate),
-                                       list(self.libs), nvcc_version()], default=str).encode())
+                                       list(self.libs), nvcc_version(), *([links] if links else [])],
+                                      default=str).encode())
         return h.hexdigest()[:24]
 
-    def _lookup(self, index: Path, artefact: str) -> Path | None:
+    def _lookup(self, index: Path, artefact: str) -> tuple[Path, dict[str, list]] | None:
         for e in _read_index(index):
             cdir = cache_dir() / str(e.get("dir", ""))
             files = e.get("files") or {}
             if files and (cdir / artefact).exists() and all(_unchanged(f, sig) for f, sig in files.items()):
-                return cdir
+                return cdir, files
         return None
+
+    def dependencies(self) -> dict[str, list]:
+        """Every file the builds of this source so far read ({_portable name: [size, mtime_ns, sha256]}, nvcc's own
+        dependency list): what anything derived from the builds (the X-ray) is keyed on."""
+        out: dict[str, list] = {}
+        for files in self._deps.values():
+            out.update(files)
+        return out
 
     def _cmd(self, arch: str) -> list[str]:
         nv = nvcc_path()
@@ -393,8 +488,13 @@ class CudaSource:
         if not Path(self.path).exists():
             raise CompileError(f"{self.path}: no such .cu file")
         d = [f"-D{k}={v}" for k, v in self.defines.items()]
-        return [nv, *arch_flags(arch), *self.flags, *d, f"-I{CUDA_SRC}", f"-I{Path(self.path).parent}",
+        cublas = cublas_compile_flags() if "cublas" in self.libs else []
+        return [nv, *arch_flags(arch), *self.flags, *d, f"-I{CUDA_SRC}", f"-I{Path(self.path).parent}", *cublas,
                 "-diag-suppress=177"]
+
+    def _link_flags(self) -> list[str]:
+        """-l flags of a host-mode build; cuBLAS from the toolkit or an nvidia-cublas wheel (cublas_location)."""
+        return [f for lib in self.libs for f in (cublas_link_flags() if lib == "cublas" else [f"-l{lib}"])]
 
     def _unit(self, tmp: Path) -> Path:
         """Generated unit: include the file, take each requested specialisation's address (forces instantiation)."""
@@ -414,17 +514,16 @@ class CudaSource:
         stem = f"{Path(self.path).stem}-{arch}-{kind}-{self._config_key(arch, kind)}"
         index = cache_dir() / f"{stem}.deps.json"
         hit = self._lookup(index, name)
-        if hit is not None:
-            return hit / name, hit / "ptxas.log"
-        with FileLock(str(cache_dir() / f"{stem}.lock")):
-            hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
-            if hit is not None:
-                return hit / name, hit / "ptxas.log"
-            return self._compile_locked(arch, kind, name, stem, index)
+        if hit is None:
+            with FileLock(str(cache_dir() / f"{stem}.lock")):
+                hit = self._lookup(index, name)  # another worker built it while this one waited for the lock
+                if hit is None:
+                    return self._compile_locked(arch, kind, name, stem, index)
+        self._deps[(arch, kind)] = hit[1]
+        return hit[0] / name, hit[0] / "ptxas.log"
 
     def _compile_locked(self, arch: str, kind: str, name: str, stem: str, index: Path) -> tuple[Path, Path]:
-        libs = [f"-l{lib}" for lib in self.libs]
-        extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *libs]
+        extra = ["-cubin"] if kind == "cubin" else ["-shared", "-Xcompiler", "-fPIC", *self._link_flags()]
         started = time.time_ns()
         with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".build-") as td:
             tdp = Path(td)
@@ -435,12 +534,15 @@ class CudaSource:
             res = subprocess.run(cmd, capture_output=True, text=True)
             log = res.stdout + res.stderr
             if res.returncode != 0:
+                if _cublas_missing(log):  # say what to install, not only nvcc's "No such file"
+                    raise CompileError(f"{self.name}: {cublas_hint()} ({first_error(log)})\n{log}")
                 raise CompileError(f"{first_error(log)}\n{log}")
             (tdp / "ptxas.log").write_text(log)
             deps = [p for p in parse_depfile(depf.read_text(), Path.cwd()) if tdp.resolve() not in p.parents]
             if Path(self.path).resolve() not in deps:
                 deps.insert(0, Path(self.path).resolve())
             files = {_portable(p): _signature(p) for p in deps}
+            self._deps[(arch, kind)] = files
             h = hashlib.sha256(stem.encode())
             for f in sorted(files):
                 h.update(f"{f}\0{files[f][2]}\0".encode())

@@ -86,13 +86,16 @@ KNOWN_GPUS: dict[str, dict[str, Any]] = {
                                "fp16": 989.4, "fp8": 1978.9, "int8": 1978.9}},
     # H100 PCIe: 2.0 TB/s spec / (2 x 5120 / 8) = 1562.5 MHz (derived)
     "H100 PCIe": {"arch": "sm_90", "sm_count": 114, "max_sm_clock_mhz": 1755, "max_mem_clock_mhz": 1562.5,
-                  "mem_bus_width_bits": 5120, "match": r"H100.*PCIe",
+                  "mem_bus_width_bits": 5120, "match": r"H100.*PCIe", "mem_clock_source": "derived",
+                  "mem_clock_note": "derived from the 2.0 TB/s datasheet figure, not read from a board",
                   "datasheet": {"mem": 2.0e12, "fp64": 51, "fp32": 51, "tf32": 378, "bf16": 756, "fp16": 756,
                                 "fp8": 1513, "int8": 1513}},
     # H200 SXM: 4.8 TB/s spec / (2 x 6144 / 8) = 3125 MHz (derived; the lent board reports 3201 MHz -> 4.917 TB/s
     # in NVML, 2.4% above the datasheet); compute rates are the H100 SXM's (same GH100 die and clocks).
     "H200": {"arch": "sm_90", "sm_count": 132, "max_sm_clock_mhz": 1980, "max_mem_clock_mhz": 3125,
-             "mem_bus_width_bits": 6144, "match": r"H200(?!.*NVL)",
+             "mem_bus_width_bits": 6144, "match": r"H200(?!.*NVL)", "mem_clock_source": "derived",
+             "mem_clock_note": "derived from the 4.8 TB/s datasheet figure; NVML reads 3201 MHz on the lent H200 "
+                               "board: 3201 MHz x 2 x 6144 bit / 8 = 4.92 TB/s",
              "datasheet": {"mem": 4.8e12, "fp64": 67, "fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4,
                            "fp8": 1978.9, "int8": 1978.9}},
     "A100 SXM 80GB": {"arch": "sm_80", "sm_count": 108, "max_sm_clock_mhz": 1410, "max_mem_clock_mhz": 1593,

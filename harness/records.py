@@ -181,7 +181,7 @@ def flat(r: dict[str, Any]) -> dict[str, Any]:
         "flags": _flags_text(r.get("flags")),
         "unchecked_outputs": _flags_text(r.get("unchecked_outputs")),
         "tolerance": _tolerance_text(r.get("tolerance")),
-        "xray_regs": x.get("regs"), "xray_spill_bytes": x.get("spill_bytes"), "xray_smem_bytes": x.get("smem_bytes"),
+        "xray_regs": _regs_of(r), "xray_spill_bytes": _spill_of(r), "xray_smem_bytes": x.get("smem_bytes"),
         "xray_occupancy": x.get("occupancy"), "xray_tc_ops": x.get("tensor_core_ops"),
         "xray_widest_load_bits": x.get("widest_load_bits"), "xray_dot_precision": x.get("dot_precision"),
         "floor_ms": x.get("floor_ms"), "measured_over_floor": measured_over_floor(r),
@@ -197,7 +197,7 @@ FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x
 FLAG_LEGEND = {"L": "launch-bound (median < 5x an empty launch: measures the launch, not the kernel)",
                "U": "unstable (samples drifted or clocks varied)",
                "S": "suspect (above its roof, work hidden, or its worker tampered with: no speed-up)",
-               "x": "X-ray lint (python -m harness inspect)",
+               "x": "X-ray lint",
                "P": "partial outputs: checked on what it returns only (an attention baseline without the LSE)"}
 
 
@@ -271,15 +271,36 @@ def flag_letters(r: dict[str, Any]) -> str:
     return "".join(dict.fromkeys(FLAG_LETTERS.get(str(f), str(f)[:1].upper()) for f in flags))
 
 
+def _kernel_reports(res: Any) -> list[dict[str, Any]]:
+    """The per-kernel ptxas reports in a record's ``resources``: one kernel's dict, {kernel: report} of a launcher,
+    or a course launcher's {"kernels": {...}} (harness.byo)."""
+    if not isinstance(res, dict):
+        return []
+    if isinstance(res.get("specialisations"), dict):  # several instantiations of one template: each counts
+        return _kernel_reports(res["specialisations"])
+    if "registers" in res:
+        return [res]
+    return [k for v in res.values() if isinstance(v, dict) for k in _kernel_reports(v)]
+
+
+def _spill_of(r: dict[str, Any]) -> Any:
+    """Spilled bytes (stores + loads): the X-ray's, else the ptxas report in ``resources`` (a record whose X-ray is
+    missing still shows the spills its build reported, exactly as it shows the registers)."""
+    x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+    if x.get("spill_bytes") is not None:
+        return x["spill_bytes"]
+    ks = _kernel_reports(r.get("resources"))
+    if not ks:
+        return None
+    return sum(int(k.get("spill_store_bytes") or 0) + int(k.get("spill_load_bytes") or 0) for k in ks)
+
+
 def _regs_of(r: dict[str, Any]) -> Any:
     x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
     if x.get("regs") is not None:
         return x["regs"]
-    res = r.get("resources")
-    if isinstance(res, dict):
-        regs = [k.get("registers") for k in res.values() if isinstance(k, dict) and k.get("registers") is not None]
-        return max(regs) if regs else res.get("registers")
-    return None
+    regs = [k["registers"] for k in _kernel_reports(r.get("resources")) if k.get("registers") is not None]
+    return max(regs) if regs else None
 
 
 _RECORDED = object()
@@ -305,7 +326,7 @@ def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) ->
     else:
         perf = fmt.plain(r["tflops"] * 1e12) if isinstance(r.get("tflops"), (int, float)) else "-"
     occ = x.get("occupancy")
-    spill = x.get("spill_bytes")
+    spill = _spill_of(r)
     return {
         "variant": str(r.get("variant")), "backend": str(r.get("backend") or "-"), "shape": str(r.get("shape")),
         "dtype": str(r.get("dtype_label") or r.get("dtype")),
@@ -430,12 +451,37 @@ def render_table(records: list[dict[str, Any]], width: int = 80, columns: list[s
     return out, dropped
 
 
-def table_legend(records: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
-    """One line per flag letter that appears ("flags: L launch-bound (...)"); none when no record has a flag."""
+def inspect_command(records: Iterable[dict[str, Any]]) -> str:
+    """The command that shows the X-ray lints of these records: the one their X-ray names (a course file's
+    ``inspect --cu FILE``), else ``python -m harness inspect --kernel FAMILY``."""
+    cmds = []
+    for r in records:
+        x = r.get("xray") if isinstance(r.get("xray"), dict) else {}
+        if not x.get("lints"):
+            continue
+        cmd = x.get("inspect") or f"python -m harness inspect --kernel {r.get('family')}"
+        if cmd not in cmds:
+            cmds.append(cmd)
+    return "; ".join(cmds[:2]) + (" …" if len(cmds) > 2 else "") if cmds else "python -m harness inspect"
+
+
+def table_legend(records: list[dict[str, Any]], columns: list[str] | None = None,
+                 width: int | None = None) -> list[str]:
+    """One entry per flag letter that appears ("flags: L launch-bound (...)"), word-wrapped to ``width``; none when
+    no record has a flag. The x entry names the command that shows the lints."""
+    import textwrap
+
     if "flags" not in (columns or DEFAULT_COLUMNS):
         return []
     seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
-    return [f"flags: {c} {FLAG_LEGEND.get(c, c)}" for c in seen]
+    out = []
+    for c in seen:
+        text = f"flags: {c} {FLAG_LEGEND.get(c, c)}"
+        if c == "x":
+            text += f": {inspect_command(records)}"
+        out += (textwrap.wrap(text, width=width, subsequent_indent="         ", break_long_words=False,
+                              break_on_hyphens=False) if width else [text])
+    return out
 
 
 def table_row(r: dict[str, Any], columns: list[str] | None = None) -> list[str]:

@@ -214,6 +214,9 @@ class Problem:
     spot_dim: str | None = None
     spot: Callable[[dict, dict, Shape, torch.Tensor], tuple[dict, dict, Shape]] | None = None
     variants: dict[str, Variant] = field(default_factory=dict)
+    # other positional orders a shape may be given in, by name (``--shape-order course``): the course's SGEMM takes
+    # (M, K, N) where this family's documented order is M x N x K. A record always names its dims ("M=..,N=..").
+    orders: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- variants
     def add_variant(self, name: str, backend: str, fn: Callable[..., Any], dtypes=None, **kw: Any) -> Variant:
@@ -309,9 +312,21 @@ class Problem:
             s[o] = kw.get(o, default)
         return s
 
-    def parse_shape(self, text: str) -> Shape:
-        """'4096x1024', '4096x1024,causal=1' or 'M=4096,N=1024' -> Shape (errors list the expected form)."""
-        form = "x".join(self.dims) + "".join(f",{o}={_fmt(v)}" for o, v in self.options.items())
+    def order(self, name: str | None = None) -> tuple[str, ...]:
+        """The positional order ``name`` ("default" or None: ``dims``; else one of ``orders``)."""
+        if name in (None, "", "default"):
+            return self.dims
+        if name not in self.orders:
+            have = ", ".join(["default", *self.orders])
+            raise RegistryError(f"{self.name}: no shape order {name!r}; its orders: {have}")
+        return self.orders[name]
+
+    def parse_shape(self, text: str, order: str | None = None) -> Shape:
+        """'4096x1024', '4096x1024,causal=1' or 'M=4096,N=1024' -> Shape (errors list the expected form).
+        Positional numbers follow ``dims``, or the named alternative ``order`` (``orders``); named dims never
+        depend on it."""
+        dims = self.order(order)
+        form = "x".join(dims) + "".join(f",{o}={_fmt(v)}" for o, v in self.options.items())
         text = text.strip()
         if not text:
             raise RegistryError(f"{self.name}: empty shape; expected {form}")
@@ -319,9 +334,9 @@ class Problem:
         parts = [p for p in text.split(",") if p]
         if "=" not in parts[0]:
             nums = re.split(r"[x×*]", parts.pop(0))
-            if len(nums) != len(self.dims):
+            if len(nums) != len(dims):
                 raise RegistryError(f"{self.name}: shape {text!r} has {len(nums)} dims; expected {form}")
-            for d, n in zip(self.dims, nums):
+            for d, n in zip(dims, nums):
                 kw[d] = self._value(n, 0, text, form)
         for p in parts:
             if "=" not in p:

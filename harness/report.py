@@ -9,7 +9,11 @@ one sentence of napkin math), **one roofline**, the environment, then per family
 and the timed rows of its largest shapes; rows that were only compiled, skipped or not applicable are summarised in
 one line each. Every row of every family is in tables.md, so report.md stays under ~200 lines for ``--kernel all``.
 Placement is re-derived from each record's raw fields with the profile given here (``roofline.model.annotate``),
-never read from a stored ``record["roofline"]``; without a profile it reads "n/a". Numbers go through
+never read from a stored ``record["roofline"]``; without a profile it reads "n/a". Each record is held to the roof of
+its compute type: a record written before its variant declared one (``torch_fp32_tf32`` at commit a0d712c says
+fp32) takes the registry's declaration (``declared_compute``), and says so. The "best variant" is always one of the
+workbench's own kernels (Triton, CUDA, yours), read against a library reference: the library variant of the same
+compute type when the run has one (``torch_fp32_tf32`` for a TF32 kernel), else the family baseline. Numbers go through
 ``harness.fmt``, the one formatter of tables, report and figures. Plain GFM, no HTML.
 """
 
@@ -97,9 +101,46 @@ def environment(records: list[dict[str, Any]], profile: Any = None) -> list[tupl
     return rows
 
 
+def declared_compute(r: dict[str, Any]) -> dict[str, Any]:
+    """The record with the compute dtype its variant declares in the registry when the record itself names only its
+    storage dtype (older records: the declaration came later); the change is noted in ``compute_dtype_from``."""
+    try:
+        from harness.registry import REGISTRY, all_problems
+
+        all_problems()
+        v = REGISTRY[str(r.get("family"))].variants.get(str(r.get("variant")))
+    except Exception:  # noqa: BLE001  (a family or variant this checkout no longer has: keep the record as it is)
+        return r
+    cd = getattr(v, "compute_dtype", None)
+    if cd and r.get("compute_dtype") in (None, r.get("dtype")) and cd != r.get("compute_dtype"):
+        return {**r, "compute_dtype": cd,
+                "compute_dtype_from": f"registry: {r.get('variant')} declares compute_dtype={cd!r} (the record "
+                                      f"says {r.get('compute_dtype')!r})"}
+    return r
+
+
+def is_library(r: dict[str, Any]) -> bool:
+    """A library variant (torch/cuBLAS/cuDNN/SDPA/FAISS): never reported as the best kernel, only as a reference."""
+    return bool(r.get("baseline")) or str(r.get("backend")) == "torch"
+
+
+def library_reference(best: dict[str, Any], timed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What ``best`` is read against: the timed library record of the same compute type (a TF32 kernel against
+    cuBLAS TF32), else the family baseline, else any timed library record."""
+    from roofline.model import record_compute_dtype
+
+    libs = [r for r in timed if is_library(r) and r is not best]
+    same = [r for r in libs if record_compute_dtype(r) == record_compute_dtype(best)]
+    base = [r for r in libs if r.get("baseline")]
+    pool = [r for r in base if r in same] or same or base or libs
+    return min(pool, key=lambda r: float(r["median_ms"])) if pool else None
+
+
 def _best(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fastest timed record of the workbench's own variants; a library one only when nothing else was timed."""
     ok = [r for r in recs if r.get("status") == "ok" and r.get("median_ms")]
-    return min(ok, key=lambda r: r["median_ms"]) if ok else None
+    own = [r for r in ok if not is_library(r)]
+    return min(own or ok, key=lambda r: r["median_ms"]) if ok else None
 
 
 def _roof_fields(r: dict[str, Any], profile: Any) -> dict[str, Any]:
@@ -113,6 +154,19 @@ def _roof_fields(r: dict[str, Any], profile: Any) -> dict[str, Any]:
         return annotate(r, _profile_obj(profile)) or {}
     except Exception:
         return {}
+
+
+def _placed(r: dict[str, Any], profile: Any) -> dict[str, Any]:
+    """The record with its placement re-derived; a ``suspect`` flag whose only reasons were the run's own roofline
+    placement ("above the roofline: ...") is re-derived with it, one with any other reason (work outside the timed
+    stream, ...) stays."""
+    roof = _roof_fields(r, profile)
+    out = {**r, "roofline": roof}
+    reasons = [str(x) for x in (r.get("suspect_reasons") or [])]
+    if r.get("suspect") and roof and reasons and all(x.startswith("above the roofline") for x in reasons):
+        out["suspect"] = bool(roof.get("suspect"))
+        out["suspect_reasons"] = [roof["suspect_reason"]] if roof.get("suspect") else []
+    return out
 
 
 def napkin_rows(recs: list[dict[str, Any]], profile: Any = None) -> list[list[str]]:
@@ -134,7 +188,7 @@ def napkin_rows(recs: list[dict[str, Any]], profile: Any = None) -> list[list[st
         if best is None:
             achieved, pct, who = NA, NA, "none timed"
         else:
-            who = f"{best['variant']} ({best.get('timing') or '?'})"
+            who = f"{best['variant']} ({best.get('timing') or '?'})" + (" (library)" if is_library(best) else "")
             if best.get("suspect") or roof.get("suspect"):
                 who += " (suspect)"
             if mem_bound:
@@ -239,19 +293,23 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
         return None
     shape, dt, rs = g
     timed = [r for r in rs if _timed(r)]
-    base = next((r for r in timed if r.get("baseline")), None)
     # a variant that declared a coarser precision ("fp32 (tf32)") is its own row, never the family's fp32 result
-    cands = [r for r in timed if not r.get("baseline") and (r.get("dtype_label") or dt) == dt]
+    cands = [r for r in timed if not is_library(r) and (r.get("dtype_label") or dt) == dt]
     trusted = [r for r in cands if not (r.get("suspect") or (r.get("roofline") or {}).get("suspect"))]
     cands = trusted or cands  # a point above its roof is a question, not the headline
-    best = min(cands, key=lambda r: float(r["median_ms"])) if cands else base
+    best = min(cands, key=lambda r: float(r["median_ms"])) if cands else None
+    base = library_reference(best, timed) if best is not None else None
+    if best is None:  # only library records timed here: the summary names the library, as the library
+        best = base = next((r for r in timed if r.get("baseline")), None) or (
+            min(timed, key=lambda r: float(r["median_ms"])) if timed else None)
     vs = NA
     if best is not None and base is not None and best is not base:
         if best.get("timing") == "cpu" and speedup_shown({**best, "speedup_vs_baseline": 1.0}) is None:
             vs = "not compared (CPU: interpreter vs ATen)"
-        else:  # the paired estimate with its interval, as in the tables
+        else:  # the paired estimate with its interval, as in the tables (against the record's own baseline)
             q = speedup_shown(best)
-            vs = f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])} (paired)" if q else NA
+            vs = (f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])} vs {best.get('baseline_name')} (paired)" if q
+                  else "n/a (no paired rounds)")
     elif best is base and base is not None:
         vs = "(the library itself)"
     roof = _roof_of(best, profile)
@@ -337,10 +395,10 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
     """Write ``outdir/report.md`` (+ ``tables.md`` and ``figures/``) and return the report's path."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    records = [r for r in records if isinstance(r, dict) and r.get("family")]
+    records = [declared_compute(r) for r in records if isinstance(r, dict) and r.get("family")]
     prof = _profile_obj(profile)
-    placed = [{**r, "roofline": _roof_fields(r, prof)} for r in records]  # the tables' %roof from this profile
-    pngs, fig_note = _figures(records, prof, outdir / "figures") if figures else ([], None)
+    placed = [_placed(r, prof) for r in records]  # the tables' %roof (and roof suspicion) from this profile
+    pngs, fig_note = _figures(placed, prof, outdir / "figures") if figures else ([], None)
     by_name = {p.stem: p for p in pngs}
 
     def img(stem: str, alt: str) -> str:
@@ -365,9 +423,10 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
         md.append(f"> {fig_note}\n\n")
     fams = _family_order(records)
     summ = {f: family_summary([r for r in placed if r.get("family") == f], prof) for f in fams}
-    md.append("## Summary\n\nPer family, at its largest timed shape: the fastest variant against the library (ratio "
-              "of medians, baseline time / variant time, with a 95% interval), its % of the roofline, and the timing "
-              "flags over all of the family's records.\n\n")
+    md.append("## Summary\n\nPer family, at its largest timed shape: the fastest of the workbench's own variants "
+              "against its library reference (ratio of medians, library time / variant time, with a 95% interval; "
+              "the library variant of the same compute type where the run has one, else the baseline), its % of "
+              "the roofline of its compute type, and the timing flags over all of the family's records.\n\n")
     rows = []
     for f in fams:
         s_ = summ[f]
@@ -379,6 +438,11 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
                      f"{fmt.ms(b.get('median_ms'))}, {_throughput(b)}", s_["vs"], s_["pct"], s_["notes"] or "-"])
     md.append(_md_table(["family", "shape · dtype", "best variant", "time, throughput", "vs library [95%]",
                          "% roof", "flags"], rows) + "\n")
+    redeclared = sorted({str(r["variant"]) + " → " + str(r["compute_dtype"]) for r in records
+                         if r.get("compute_dtype_from")})
+    if redeclared:
+        md.append(f"Compute types from the registry (these records predate their variant's declaration): "
+                  f"{', '.join(redeclared)}.\n\n")
     for f in fams:
         if summ[f] is not None:
             md.append(f"- **{f}**: {summ[f]['sentence']}\n")

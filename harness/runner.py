@@ -1385,9 +1385,11 @@ def execute(tasks: Iterable[Task], opts: RunOptions, on_record: Callable[[dict[s
 
 # --------------------------------------------------------------------------------------------- planning
 def plan(families: Iterable[str], *, variants: list[str] | None = None, dtypes: list[str] | None = None,
-         shapes: list[str] | None = None, quick: bool = False, headline: bool = False) -> list[Task]:
+         shapes: list[str] | None = None, quick: bool = False, headline: bool = False,
+         shape_order: str | None = None) -> list[Task]:
     """Tasks in order: shape, then dtype, then variant (a baseline runs next to its variants). ``headline`` takes
-    each family's benchmark-target shapes with their own dtypes (Problem.headline)."""
+    each family's benchmark-target shapes with their own dtypes (Problem.headline). ``shape_order`` names the
+    positional order of ``shapes`` (Problem.orders, e.g. "course"); tasks always carry named shapes."""
     tasks: list[Task] = []
     families = list(families)
     for fam in families:
@@ -1405,7 +1407,8 @@ def plan(families: Iterable[str], *, variants: list[str] | None = None, dtypes: 
         if headline and not shapes:
             pairs = [(s, d) for s, ds in p.headline for d in ds if not dtypes or d in dtypes]
         else:
-            fam_shapes = [p.parse_shape(s) for s in shapes] if shapes else (p.quick if quick else p.shapes)
+            fam_shapes = ([p.parse_shape(s, shape_order) for s in shapes] if shapes
+                          else (p.quick if quick else p.shapes))
             pairs = [(s, d) for s in fam_shapes for d in fam_dtypes]
         for s, d in pairs:
             for n in names:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = 6  # bump when the worker's output changes: old cache entries are then ignored
+SCHEMA = 7  # bump when the worker's output changes: old cache entries are then ignored
 
 # ------------------------------------------------------------------------------------------------ arch limits
 # Per-SM limits of the CUDA occupancy calculator (CUDA C Programming Guide, "Compute capabilities" table).
@@ -292,13 +292,15 @@ class _Captured(Exception):
 
 
 class _FakeLaunch:
-    """Stands in for a compiled Triton kernel: records the grid when JITFunction.run 'launches' it."""
+    """Stands in for a compiled Triton kernel: every time JITFunction.run 'launches' it, a launch with its grid is
+    recorded. Triton keeps it in its kernel cache, so a second shape with the same specialisation (a cache hit, no
+    compile) is recorded too."""
 
-    def __init__(self, rec: dict[str, Any]):
-        self._rec = rec
+    def __init__(self, rec: dict[str, Any], env: _Env):
+        self._rec, self._env = rec, env
 
     def run(self, *args, **kwargs):
-        self._rec["grid"] = [int(a) for a in args[:3]]
+        self._env.launches.append({**self._rec, "grid": [int(a) for a in args[:3]]})
 
     def __getattr__(self, name):  # launch_metadata, _init_handles, function, ... across Triton versions
         return lambda *a, **k: None
@@ -374,8 +376,7 @@ class _Env:
         def record(src, target=None, options=None, **kw):
             rec = {"kind": "triton", "src": src, "options": dict(options or {}),
                    "name": getattr(getattr(src, "fn", None), "__name__", "kernel"), "grid": None}
-            env.launches.append(rec)
-            return _FakeLaunch(rec)
+            return _FakeLaunch(rec, env)
 
         triton.compiler.compile = record
         orig_prune = autotuner.Autotuner.prune_configs
@@ -466,18 +467,57 @@ def _compile_triton(env: _Env, rec: dict[str, Any], arch: str) -> dict[str, Any]
     if cubin.exists() and meta_f.exists():
         out = json.loads(meta_f.read_text())
     else:
-        k = env.real_compile(src, target=env.GPUTarget("cuda", capability(arch), 32), options=opts)
+        k, log = _compile_with_ptxas_log(env, src, opts, arch)
         md = k.metadata
         get = (lambda n: getattr(md, n, None)) if not isinstance(md, dict) else md.get
         out = {"symbol": get("name"), "shared": int(get("shared") or 0), "num_warps": int(get("num_warps") or 4),
                "num_stages": get("num_stages"), "num_ctas": get("num_ctas") or 1,
                "dots": dot_precisions(k.asm.get("ttir", "")),
-               "constexprs": {str(n): repr(v) for n, v in _constexpr_names(src).items()}}
+               "constexprs": {str(n): repr(v) for n, v in _constexpr_names(src).items()},
+               "ptxas": _triton_ptxas(log)}
         meta_f.write_text(json.dumps(out))
         cubin.write_bytes(k.asm["cubin"])
     out["cubin"] = str(cubin)
     _COMPILED[key] = out
     return out
+
+
+def _compile_with_ptxas_log(env: _Env, src, opts: dict[str, Any], arch: str):
+    """Triton's compile for ``arch`` with ptxas' -v report kept: Triton runs ptxas -v and prints its log when
+    dump_ptxas_log is set; always_compile makes sure ptxas runs (Triton's own cache would skip it; this module's
+    cache is in front of this call)."""
+    import contextlib
+    import io
+
+    try:
+        from triton import knobs
+
+        saved = {(ns, n): getattr(ns, n) for ns, n in ((knobs.nvidia, "dump_ptxas_log"),
+                                                       (knobs.compilation, "always_compile"))}
+    except (ImportError, AttributeError):  # an older Triton: no spill report
+        knobs, saved = None, {}
+    buf = io.StringIO()
+    try:
+        for ns, n in saved:
+            setattr(ns, n, True)
+        with contextlib.redirect_stdout(buf):
+            k = env.real_compile(src, target=env.GPUTarget("cuda", capability(arch), 32), options=opts)
+    finally:
+        for (ns, n), v in saved.items():
+            setattr(ns, n, v)
+    return k, buf.getvalue()
+
+
+def _triton_ptxas(log: str) -> dict[str, int] | None:
+    """Registers, stack and spill bytes of the one kernel in Triton's ptxas log (None when there is no log)."""
+    from harness.cuda import parse_ptxas
+
+    found = parse_ptxas(log)
+    if not found:
+        return None
+    r = next(iter(found.values()))
+    return {"registers": r.registers, "stack_bytes": r.stack_bytes, "spill_store_bytes": r.spill_store_bytes,
+            "spill_load_bytes": r.spill_load_bytes, "shared_bytes": r.shared_bytes}
 
 
 def _constexpr_names(src) -> dict[str, Any]:
@@ -500,7 +540,8 @@ def _constexpr_names(src) -> dict[str, Any]:
 def _kernel_facts(env: _Env, launch: dict[str, Any], arch: str) -> dict[str, Any]:
     if launch["kind"] == "triton":
         t = _compile_triton(env, launch, arch)
-        facts = analyze_kernel(t["cubin"], t["symbol"], arch, 32 * t["num_warps"], t["shared"])
+        facts = analyze_kernel(t["cubin"], t["symbol"], arch, 32 * t["num_warps"], t["shared"],
+                               resources=t.get("ptxas"))
         facts.update(name=launch["name"], backend="triton", grid=launch.get("grid"), num_warps=t["num_warps"],
                      num_stages=t["num_stages"], dots=t["dots"], config=t["constexprs"])
         return facts
@@ -562,21 +603,30 @@ def _worker_job(env: _Env, job: dict[str, Any]) -> dict[str, Any]:
     if v.backend == "cuda" and v.source is not None and v.source.archs and arch not in v.source.archs:
         return {**out, "status": "unavailable", "reason": f"{v.source.name} is built for {', '.join(v.source.archs)} "
                                                           f"only, not {arch}"}
+    spec = _byo_spec(job["family"], job["variant"])
+    out["inspect"] = _inspect_cmd(job["family"], job["variant"], spec)
     env.launches = []
     host_mode = False
-    try:
-        ins = _meta_inputs(problem, shape, dtype)
-        import torch
-
-        outs = problem.make_outputs(shape, dtype, torch.device("meta")) if v.style == "out" else None
-        v.fn(ins, outs, shape)
-    except _Captured:
-        host_mode = True
-    except Exception as e:
-        if not env.launches:
-            return {**out, "status": "unavailable",
-                    "reason": f"launcher did not run on meta tensors: {type(e).__name__}: {str(e)[:200]}"}
+    plan = getattr(v.source, "launch_plan", None) if v.backend == "cuda" else None
     kernels, errors, seen = [], [], set()
+    if plan is not None:  # a course file's own launcher: its launches read from the source at this shape
+        try:
+            kernels += _byo_facts(v, shape, arch, errors)
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+    else:
+        try:
+            ins = _meta_inputs(problem, shape, dtype)
+            import torch
+
+            outs = problem.make_outputs(shape, dtype, torch.device("meta")) if v.style == "out" else None
+            v.fn(ins, outs, shape)
+        except _Captured:
+            host_mode = True
+        except Exception as e:
+            if not env.launches:
+                return {**out, "status": "unavailable",
+                        "reason": f"launcher did not run on meta tensors: {type(e).__name__}: {str(e)[:200]}"}
     for launch in env.launches:
         ident = (launch["kind"], launch["name"], id(launch.get("src")), launch.get("threads"), launch.get("dyn_smem"))
         if launch["kind"] == "cuda":
@@ -588,14 +638,97 @@ def _worker_job(env: _Env, job: dict[str, Any]) -> dict[str, Any]:
             kernels.append(_kernel_facts(env, launch, arch))
         except Exception as e:
             errors.append(f"{launch['name']}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
-    if host_mode or (not env.launches and v.backend == "cuda" and v.kernel):
+    if plan is None and (host_mode or (not env.launches and v.backend == "cuda" and v.kernel)):
         try:
             kernels += _host_mode_facts(v, dtype, arch)
         except Exception as e:
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
     if not kernels:
         return {**out, "status": "unavailable", "reason": "; ".join(errors) or "no kernel launched"}
-    return {**out, "status": "ok", "kernels": kernels, "errors": errors}
+    return {**out, "status": "ok", "kernels": kernels, "errors": errors, "deps": _job_deps(v, env.launches, spec)}
+
+
+def _byo_spec(family: str, variant: str):
+    """The harness.byo Spec a course file's variant came from (None for the repository's own variants)."""
+    mod = sys.modules.get("harness.byo")
+    return getattr(mod, "SPECS", {}).get((family, variant)) if mod is not None else None
+
+
+def _inspect_cmd(family: str, variant: str, spec) -> str:
+    """The command that shows this X-ray (the tables' x flag names it)."""
+    import shlex
+
+    if spec is None:
+        return f"python -m harness inspect --kernel {family} --variants {variant}"
+    extra = "".join(f" --{k} {shlex.quote(str(val))}" for k, val in
+                    (("entry", spec.entry), ("block", spec.block), ("numbers", spec.numbers)) if val)
+    opt = "--cu" if spec.kind == "cu" else "--triton"
+    return f"python -m harness inspect --kernel {family} {opt} {shlex.quote(spec.path)}{extra}"
+
+
+def _byo_facts(v, shape, arch: str, errors: list[str]) -> list[dict[str, Any]]:
+    """A course file's kernels at ``shape``: the ones its launcher's code launches for this kernel number (switch
+    arms on the number and on the shape's dims resolved), each specialisation's ptxas report from the file's own
+    build, and occupancy at the block size and dynamic shared memory read from its ``<<<>>>`` (harness.launches)."""
+    src = v.source
+    build = src.compile(arch)  # the shared library and its ptxas report, cached on every file the build read
+    plan = src.launch_plan(v.ladder if v.ladder is not None else -1, shape)
+    if not plan:
+        raise ValueError(f"{src.name}: no <<<...>>> launch found in {src.callee or 'the launcher'}'s code for "
+                         f"this kernel number")
+    out, seen = [], set()
+    for la in plan:
+        key = la.kernel if la.kernel in build.resources else None
+        if key is None:
+            cands = [k for k in build.resources if k.split("<", 1)[0] == la.base]
+            if len(cands) != 1:
+                errors.append(f"{la.text}: specialisation {la.kernel} not in the build"
+                              + (f" (it has {', '.join(cands)})" if cands else "")
+                              + (f"; {'; '.join(la.unknown)}" if la.unknown else ""))
+                continue
+            key = cands[0]
+        ident = (key, la.threads, la.dyn_smem)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        facts = analyze_kernel(build.cubin, build.mangled[key], arch, la.threads, la.dyn_smem,
+                               resources=build.resources[key].__dict__)
+        facts.update(name=key, backend="cuda", grid=list(la.grid) if la.grid else None, dots=[], launch=la.text,
+                     geometry="launch read from the source at this shape" + (
+                         f"; not known: {'; '.join(la.unknown)}" if la.unknown else ""))
+        out.append(facts)
+    return out
+
+
+def _job_deps(v, launches: list[dict[str, Any]], spec) -> dict[str, list]:
+    """Every file this X-ray read, with its signature (harness.cuda's dependency sets: nvcc's list for each build,
+    the Python files of the Triton kernels and of a course file): a cached X-ray is used only while all are
+    unchanged."""
+    from harness.cuda import _portable, _signature
+
+    srcs = [v.source] if v.backend == "cuda" and hasattr(v.source, "dependencies") else []
+    srcs += [la["kernel"].src for la in launches if la["kind"] == "cuda"]
+    deps: dict[str, list] = {}
+    for s_ in srcs:
+        deps.update(s_.dependencies())
+        for sub in s_.__dict__.get("_subsets", {}).values():
+            deps.update(sub.dependencies())
+    files = set()
+    for la in launches:
+        code = getattr(getattr(getattr(la.get("src"), "fn", None), "fn", None), "__code__", None)
+        if code is not None:
+            files.add(code.co_filename)
+    if spec is not None and spec.kind == "triton":
+        folder = Path(spec.path).parent
+        files.add(spec.path)
+        files |= {m.__file__ for m in list(sys.modules.values())
+                  if getattr(m, "__file__", None) and Path(m.__file__).parent == folder}
+    for f in files:
+        try:
+            deps[_portable(f)] = _signature(Path(f))
+        except OSError:
+            pass
+    return deps
 
 
 def worker_main() -> None:
@@ -617,6 +750,10 @@ def worker_main() -> None:
         if not line.strip():
             continue
         req = json.loads(line)
+        if os.environ.get("WB_BYO"):  # a course file may have been edited since the last request: bind it again
+            from harness import byo
+
+            byo.reload_from_env()
         results = []
         for job in req["jobs"]:
             try:
@@ -664,14 +801,50 @@ def _content_hash_for(extra_families: str) -> str:
 
 
 def _job_key(job: dict[str, Any]) -> str:
-    j = json.dumps([job["family"], job["variant"], job.get("dtype"), job.get("shape"), job["arch"], _content_hash()])
+    """Which cached X-rays can answer a job: its fields, the repository's sources and tools, and for a course file
+    the spec it was bound with. The entries under the key are then checked file by file (_lookup_result)."""
+    mod = sys.modules.get("harness.byo")
+    spec = getattr(mod, "SPECS", {}).get((job["family"], job["variant"])) if mod is not None else None
+    j = json.dumps([job["family"], job["variant"], job.get("dtype"), job.get("shape"), job["arch"], _content_hash(),
+                    None if spec is None else [spec.path, spec.kind, spec.entry, spec.block, spec.numbers]])
     return hashlib.sha256(j.encode()).hexdigest()[:24]
+
+
+def _lookup_result(key: str) -> dict[str, Any] | None:
+    """A cached X-ray whose every file is unchanged (harness.cuda's ccache-style dependency check: size and mtime,
+    else the content hash), newest first."""
+    from harness.cuda import _read_index, _unchanged
+
+    for e in _read_index(_cache_root() / "results" / f"{key}.json"):
+        files, res = e.get("files"), e.get("result")
+        if isinstance(files, dict) and isinstance(res, dict) and all(_unchanged(f, sig) for f, sig in files.items()):
+            return res
+    return None
+
+
+def _store_result(key: str, res: dict[str, Any]) -> None:
+    """Keep an X-ray with the files it read (the 4 latest dependency sets per key). Failures are never kept: a
+    compile error, a launcher that did not run or a worker that died is tried again next time."""
+    from filelock import FileLock
+
+    from harness.cuda import _read_index, _write_atomic
+
+    if res.get("status") != "ok":
+        return
+    root = _cache_root() / "results"
+    root.mkdir(exist_ok=True)
+    idx = root / f"{key}.json"
+    files = res.get("deps") or {}
+    with FileLock(str(root / f"{key}.lock")):
+        entries = [e for e in _read_index(idx) if e.get("files") != files]
+        _write_atomic(idx, json.dumps([{"files": files, "result": res}, *entries][:4]).encode())
 
 
 class _Worker:
     """A long-lived worker subprocess (imports torch/triton/families once, ~3-5 s)."""
 
     def __init__(self) -> None:
+        self.sig = _worker_signature()
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         log = open(_cache_root() / "worker.log", "a")
@@ -706,8 +879,16 @@ class _Worker:
 _WORKERS: list[_Worker] = []
 
 
+def _worker_signature() -> tuple:
+    """What a worker loads at start: a worker started with other families or course files is replaced."""
+    return tuple(os.environ.get(k, "") for k in ("WB_FAMILIES", "WB_BYO", "WB_CACHE"))
+
+
 def _workers(n: int) -> list[_Worker]:
-    _WORKERS[:] = [w for w in _WORKERS if w.proc.poll() is None]
+    sig = _worker_signature()
+    for w in [w for w in _WORKERS if w.sig != sig]:
+        w.close()
+    _WORKERS[:] = [w for w in _WORKERS if w.proc.poll() is None and w.sig == sig]
     while len(_WORKERS) < n:
         _WORKERS.append(_Worker())
     return _WORKERS[:n]
@@ -732,24 +913,26 @@ def default_arch() -> str:
 
 def raw_xrays(jobs: list[dict[str, Any]], arch: str | None = None, workers: int | None = None,
               timeout: float = 1800.0) -> list[dict[str, Any]]:
-    """Worker facts for each job {family, variant, dtype?, shape?}: disk cache first, the misses in worker(s)."""
+    """Worker facts for each job {family, variant, dtype?, shape?}: the disk cache first (an entry counts only while
+    every file it read is unchanged), the misses in worker(s)."""
     arch = arch or default_arch()
     if base_arch(arch) not in ARCH_LIMITS:
         raise ValueError(f"unknown arch {arch}; choose from {', '.join(ARCHS)}")
     jobs = [{**j, "arch": j.get("arch") or arch} for j in jobs]
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     miss = []
-    root = _cache_root() / "results"
-    root.mkdir(exist_ok=True)
+    reg = sys.modules.get("harness.registry")
     for i, j in enumerate(jobs):
-        f = root / f"{_job_key(j)}.json"
-        if f.exists():
-            try:
-                out[i] = json.loads(f.read_text())
-                continue
-            except ValueError:
-                pass
-        miss.append(i)
+        fam = getattr(reg, "REGISTRY", {}).get(j["family"]) if reg is not None else None
+        v = fam.variants.get(j["variant"]) if fam is not None else None
+        if v is not None and v.backend not in ("triton", "cuda"):  # known here: no worker needed to say so
+            out[i] = {"family": j["family"], "variant": j["variant"], "arch": j["arch"], "schema": SCHEMA,
+                      "backend": v.backend, "status": "unavailable",
+                      "reason": "library baseline: no kernel source here to inspect"}
+            continue
+        out[i] = _lookup_result(_job_key(j))
+        if out[i] is None:
+            miss.append(i)
     if miss:
         n = max(1, min(workers or min(2, os.cpu_count() or 1), len(miss)))
         # families first grouped: one worker per half keeps each worker's compile caches warm for its families
@@ -771,10 +954,8 @@ def raw_xrays(jobs: list[dict[str, Any]], arch: str | None = None, workers: int 
         for t in threads:
             t.join()
         for i in miss:
-            r = results[i]
-            out[i] = r
-            if "worker died" not in str(r.get("reason", "")):
-                (root / f"{_job_key(jobs[i])}.json").write_text(json.dumps(r))
+            out[i] = results[i]
+            _store_result(_job_key(jobs[i]), results[i])
     return [r for r in out if r is not None]
 
 
@@ -839,7 +1020,7 @@ def lints(rec: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
                        f"(LDG {_widths(mix['ldg']) or 'none'}; LDGSTS {_widths(mix['ldgsts']) or 'none'})")
         spill = k.get("spill_bytes")
         if mix["ldl"] or mix["stl"] or spill or k.get("local_bytes") or k.get("stack_bytes"):
-            said = "spill report n/a (Triton)" if spill is None else f"{spill} B spilled (ptxas)"
+            said = "no ptxas spill report" if spill is None else f"{spill} B spilled (ptxas)"
             out.append(f"{name}: local memory: {said}, stack {k.get('stack_bytes', 0)} B, "
                        f"LDL×{mix['ldl']} STL×{mix['stl']} in SASS")
         occ = k["occupancy"]
@@ -885,24 +1066,20 @@ def xray(family: str, variants: list[str] | None = None, dtype: str | None = Non
     return [finish(r, prof) for r in raw_xrays(jobs, arch, workers=workers)]
 
 
-_BLOCKS: dict[tuple, dict[str, Any] | None] = {}
-
-
 def xray_block(family: str, variant: str, dtype: str, shape: Any, arch: str | None = None,
                profile: str | None = None) -> dict[str, Any] | None:
     """Compact X-ray of one record for ``records.jsonl``; None for library baselines, when no compiler is usable or
-    ``WB_XRAY=0``. Memoised per process and cached on disk; misses go to one long-lived worker.
+    ``WB_XRAY=0``. Cached on disk with the files it read (a hit costs a few stat calls); misses go to one long-lived
+    worker; failures are never cached.
 
-    Keys: arch, kernels, regs (max over the record's kernels), spill_bytes (sum; None for Triton), stack_bytes,
+    Keys: arch, kernels, regs (max over the record's kernels), spill_bytes (sum, ptxas' stores + loads; None where a
+    kernel has no ptxas report), stack_bytes,
     smem_bytes (max static + dynamic per block), occupancy (min, 0..1), occupancy_limiter, tensor_core_ops (sum),
     wgmma_ops, widest_load_bits (max LDG/LDGSTS width), tma (UTMALDG seen), dot_precision, floor_ms, bound,
-    floor_profile, lints (list of one-line strings)."""
+    floor_profile, lints (list of one-line strings), inspect (the command that shows the full X-ray)."""
     if os.environ.get("WB_XRAY", "1") == "0":
         return None
     shape_s = shape.key() if hasattr(shape, "key") else str(shape)
-    key = (family, variant, dtype, shape_s, arch, profile)
-    if key in _BLOCKS:
-        return _BLOCKS[key]
     block = None
     try:
         from harness.registry import REGISTRY
@@ -913,7 +1090,6 @@ def xray_block(family: str, variant: str, dtype: str, shape: Any, arch: str | No
             block = compact(finish(rec, load_profile(profile)))
     except Exception:
         block = None
-    _BLOCKS[key] = block
     return block
 
 
@@ -940,7 +1116,7 @@ def compact(rec: dict[str, Any]) -> dict[str, Any] | None:
         "tma": any(k["mix"]["utmaldg"] for k in ks),
         "dot_precision": ",".join(precs) or None,
         "floor_ms": fl.get("floor_ms"), "bound": fl.get("bound"), "floor_profile": fl.get("profile"),
-        "lints": rec.get("lints", []),
+        "lints": rec.get("lints", []), "inspect": rec.get("inspect"),
     }
 
 
@@ -987,16 +1163,39 @@ def render(recs: list[dict[str, Any]], con) -> None:
         if r.get("status") != "ok" and r.get("backend") in ("triton", "cuda"):
             con.print(f"[dim]{r['variant']}: not inspected: {r.get('reason')}[/]")
     for r in ok:
+        for k in r["kernels"]:
+            if k.get("launch"):  # a course file's launch, read from its source at this shape
+                grid = "x".join(map(str, k["grid"])) if k.get("grid") else "?"
+                from rich.markup import escape
+
+                con.print(f"[dim]{escape(r['variant'])}: {escape(k['launch'])} = grid {grid}, block "
+                          f"{k['threads'] or '?'}, "
+                          f"{k['dynamic_smem'] if k['dynamic_smem'] is not None else '?'} B dynamic smem"
+                          + (f" ({k['geometry'].split('; ', 1)[1]})" if "; " in (k.get("geometry") or "") else "")
+                          + "[/]", markup=True, highlight=False)
         fl = r.get("floor") or {}
         if fl.get("floor_ms") is not None:
-            con.print(f"[bold]{r['variant']}[/] {r['dtype']} {r['shape']}: needs ≥ {_fmt_ms(fl['floor_ms'])} on "
-                      f"{fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB at "
-                      f"{(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} GFLOP at "
-                      f"{(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} {fl['compute_roof_kind']})")
+            con.print(f"[bold]{r['variant']}[/] {r['dtype']} {r['shape']}: {floor_label(fl)} "
+                      f"on {fl['profile']} ({fl['bound']}-bound: {r['bytes'] / 1e6:.3g} MB "
+                      f"at {(fl['mem_roof'] or 0) / 1e12:.2f} TB/s {fl['mem_roof_kind']}, {r['flops'] / 1e9:.3g} "
+                      f"GFLOP at {(fl['compute_roof'] or 0) / 1e12:.0f} TF/s {fl['compute_dtype']} "
+                      f"{fl['compute_roof_kind']})")
         for line in r.get("lints", []):
             con.print(f"  [yellow]lint[/] {r['variant']}: {line}")
         for line in r.get("errors", []):
             con.print(f"  [red]error[/] {r['variant']}: {line}")
+
+
+def floor_label(fl: dict[str, Any]) -> str:
+    """The floor, said as what it is: a lower bound only when the roof that binds is a datasheet/NVML one. A
+    *measured* roof is what the best library GEMM or a device copy reached (a kernel can beat it), so the time at it
+    is a reference, not a bound (int8's library roof is set aside below 50% of the datasheet: its floor is a bound)."""
+    kind = fl.get("compute_roof_kind") if fl.get("bound") == "compute" else fl.get("mem_roof_kind")
+    t = _fmt_ms(fl["floor_ms"])
+    if kind == "measured":
+        what = "library GEMM" if fl.get("bound") == "compute" else "copy"
+        return f"{t} at the measured {what} roof (a reference, not a lower bound)"
+    return f"≥ {t} (a lower bound: {kind} roof)"
 
 
 def _fmt_ms(ms: float) -> str:
@@ -1006,35 +1205,82 @@ def _fmt_ms(ms: float) -> str:
 def add_parser(sub) -> None:
     """Register ``inspect`` on ``python -m harness``'s subparsers."""
     c = sub.add_parser("inspect", help="kernel X-ray without a GPU: registers, occupancy, SASS mix, floor, lints")
-    c.add_argument("--kernel", default="all", help="family or 'all' (default all)")
+    c.add_argument("--kernel", default="all", help="family or 'all' (default all; with --cu/--triton: the family "
+                                                   "the file binds to)")
     c.add_argument("--variants", help="comma-separated variant names")
     c.add_argument("--arch", help=f"target ({', '.join(ARCHS)}); default the GPU's, else WB_ARCHS, else sm_90a")
     c.add_argument("--dtype", help="dtype (default: the headline dtype the variant supports)")
     c.add_argument("--shape", help="shape (default: the family's headline shape, else the first that fits)")
+    c.add_argument("--shape-order", metavar="NAME", help="positional --shape in another order, e.g. 'course'")
     c.add_argument("--profile", help="device profile for the floor: h100 (measured, default), h200, or a path")
     c.add_argument("--json", action="store_true", help="machine-readable")
+    g = c.add_argument_group("your own file (course-project mode, as bench/run.py takes it)")
+    g.add_argument("--cu", action="append", metavar="FILE", help="a .cu/.cuh: every kernel number of its launcher")
+    g.add_argument("--triton", action="append", metavar="FILE", help="a Python file with a Triton launcher")
+    g.add_argument("--entry", metavar="NAME", help="the launcher or __global__ kernel to call")
+    g.add_argument("--block", metavar="N|XxY", help="threads per block of a bare kernel's default launch")
+    g.add_argument("--numbers", metavar="LIST", help="kernel numbers of a numbered launcher, e.g. 1-5")
     c.set_defaults(func=cmd_inspect)
+
+
+def _own_files(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """--cu/--triton: (family, the file's variant names), registered here and exported to the X-ray worker. The
+    family is --kernel, else the one family whose calling convention the file binds to."""
+    from harness import byo
+    from harness.__main__ import CliError
+    from harness.registry import REGISTRY, all_problems
+
+    all_problems()
+    if args.kernel != "all":
+        fams = [args.kernel]
+    else:
+        fams = []
+        for f in REGISTRY:
+            try:
+                byo.convention(f)  # a family that takes your own files
+                for s_ in byo.from_args(f, args.cu, args.triton, args.entry, args.block, args.numbers):
+                    byo.bind_cuda(s_) if s_.kind == "cu" else byo.bind_triton(s_)
+                fams.append(f)
+            except (byo.ByoError, ModuleNotFoundError):
+                continue
+        if len(fams) != 1:
+            raise CliError("name the family with --kernel: the file binds to "
+                           + (", ".join(fams) if fams else "no family's calling convention (python bench/run.py "
+                              "--list shows them)"))
+    try:
+        specs = byo.from_args(fams[0], args.cu, args.triton, args.entry, args.block, args.numbers)
+        return fams[0], byo.register_all(specs)
+    except byo.ByoError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from harness.__main__ import CliError, _console, _split, resolve_families
     from harness.registry import DTYPES, REGISTRY
 
-    fams = resolve_families(args.kernel)
+    own = None
+    if args.cu or args.triton:
+        fam, own = _own_files(args)
+        fams = [fam]
+    else:
+        if args.entry or args.block or args.numbers:
+            raise CliError("--entry, --block and --numbers go with --cu/--triton FILE")
+        fams = resolve_families(args.kernel)
     if args.arch and base_arch(args.arch) not in ARCH_LIMITS:
         raise CliError(f"--arch takes one of {', '.join(ARCHS)}, got {args.arch!r}")
     if args.dtype and args.dtype not in DTYPES:
         raise CliError(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
-    variants = _split(args.variants) or None
+    variants = _split(args.variants) or own
     if variants:
         known = {n for f in fams for n in REGISTRY[f].variants}
         bad = [v for v in variants if v not in known]
         if bad:
             raise CliError(f"unknown variant(s) {bad}; {args.kernel} has: {', '.join(sorted(known))}")
+    shapes: dict[str, str | None] = {f: None for f in fams}
     if args.shape:
         for f in fams:
             try:
-                REGISTRY[f].parse_shape(args.shape)
+                shapes[f] = REGISTRY[f].parse_shape(args.shape, args.shape_order).key()
             except ValueError as e:
                 raise CliError(str(e)) from None
     try:
@@ -1044,7 +1290,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     t0 = time.time()
     recs = []
     for f in fams:
-        recs += xray(f, variants, args.dtype, args.shape, args.arch, args.profile)
+        recs += xray(f, variants, args.dtype, shapes[f], args.arch, args.profile)
     if args.json:
         print(json.dumps(recs, indent=1, default=str))
         return 0
@@ -1054,6 +1300,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if part:
             con.rule(f"[bold]{f}")
             render(part, con)
+        if own is None and not any(v.backend in ("triton", "cuda") for v in REGISTRY[f].variants.values()):
+            con.print(f"[dim]{f} has no kernels of its own (only its library baseline): X-ray yours with "
+                      f"python -m harness inspect --kernel {f} --cu FILE (or --triton FILE)[/]")
     n_ok = sum(r.get("status") == "ok" for r in recs)
     con.print(f"{n_ok} of {len(recs)} variants X-rayed in {time.time() - t0:.1f} s "
               f"({sum(len(r.get('lints', [])) for r in recs)} lint(s))")

@@ -318,6 +318,8 @@ def group_queries(x: torch.Tensor, y: torch.Tensor, block_q: int, pivots: int = 
     xf = x.float()
     if Q <= block_q:
         return None, xf.mean(0, keepdim=True).contiguous()
+    if x.is_meta or y.is_meta:  # the X-ray (shapes, no data): the grouping reads values, the launches do not
+        return torch.arange(Q, device=x.device), xf.new_empty((-(-Q // block_q), D))
     P = min(pivots, y.shape[0])
     piv = y[torch.linspace(0, y.shape[0] - 1, P, device=y.device).long()].float().to(x.device)
     c0 = piv.mean(0)
@@ -513,6 +515,8 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
         Q, D, K, KC, x.stride(0), yr.stride(0), U_PROD[prec], U_CENTER[x.dtype], (D + 4) * 2.0 ** -23,
         mu_stride, block_q, CENTER=True, **rc,
     )
+    if ok.is_meta:  # the X-ray: which queries stage 3 re-searches is data; stages 1 and 2 are the launches
+        return final["dist"], final["idx"]
     # stage 3: queries the certificate cannot vouch for (margin too thin for the expansion's error bound)
     bad = (ok == 0).nonzero()[:, 0]
     if stats is not None:  # certified[q] in the caller's query order; centre_of[q] = row of centres

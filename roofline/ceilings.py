@@ -8,8 +8,10 @@ Memory roof (theoretical), from NVML (max memory clock x 2 x bus width / 8; the 
     peak B/s = max mem clock (MHz) x 1e6 x 2 x bus width (bits) / 8
 
 H100 SXM 2619 MHz x 5120 bit -> 3.352 TB/s; A100 40GB 1215 MHz x 5120 bit -> 1.555 TB/s; H200 4.8 TB/s spec /
-(2 x 6144 / 8 bytes) -> 3125 MHz. Some H200 boards report 3201 MHz in NVML (4.917 TB/s, 2.4% above the datasheet):
-whatever NVML says is what the "nvml" roof uses, and the "measured" roof (device-to-device copy) is preferred.
+(2 x 6144 / 8 bytes) -> 3125 MHz, a clock *derived* from the datasheet: the datasheet profile (``known_profile``)
+labels that roof "derived", not "nvml". The lent H200 board reports 3201 MHz in NVML (4.917 TB/s, 2.4% above the
+datasheet): on a board, whatever NVML says is what the "nvml" roof uses, and the "measured" roof (device-to-device
+copy) is preferred.
 
 Compute roof (theoretical) = SMs x clock x FLOP/clk/SM (dense, FMA = 2 FLOP), per-SM rates in ``FLOP_PER_CLK_SM``.
 Which clock: NVIDIA's datasheets use two. SIMT and FP64 figures on H100 SXM use the 1980 MHz max boost (66.9 TF fp32
@@ -165,8 +167,8 @@ class Profile:
         meas, nvml, ds = self.mem.get("measured"), self.mem.get("nvml"), self.mem.get("datasheet")
         if meas and not (nvml and meas < POOR_LIBRARY_FRAC * nvml):
             return float(meas), "measured"
-        if nvml:
-            return float(nvml), "nvml"
+        if nvml:  # "derived" where the clock came from the datasheet bandwidth, not from NVML (known_profile)
+            return float(nvml), str(self.device.get("mem_clock_source") or "nvml")
         if ds:
             return float(ds), "datasheet"
         return None, "none"
@@ -231,8 +233,12 @@ def theoretical_profile(device: dict[str, Any]) -> Profile:
     how: dict[str, str] = {}
     clk, width = dev.get("max_mem_clock_mhz"), dev.get("mem_bus_width_bits")
     nvml_bw = nvml_peak_bandwidth(clk, width) if clk and width else None
+    # a board's profile reads the clock from NVML; a datasheet profile (known_profile) may only have one derived
+    # from the published bandwidth: its roof is then labelled "derived", never "nvml"
     how["mem.nvml"] = (
-        f"max mem clock {clk} MHz x 1e6 x 2 x {width} bit / 8" if nvml_bw else "NVML memory clock/bus width unknown"
+        f"max mem clock {clk} MHz x 1e6 x 2 x {width} bit / 8" + (f" (the clock: {dev['mem_clock_note']})"
+                                                                  if dev.get("mem_clock_note") else "")
+        if nvml_bw else "NVML memory clock/bus width unknown"
     )
     if sheet:
         how["datasheet"] = f"published datasheet numbers of the {known} (harness.device.KNOWN_GPUS)"

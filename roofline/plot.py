@@ -7,9 +7,13 @@ and PDF. Two widths: "column" (3.5 in, a paper column) and "full" (7.2 in). Numb
 formatter the tables and the report use.
 
 Conventions: one colour per family (never red: red marks a suspect point), one marker per backend (triton o, cuda s,
-torch/library ^); a hollow marker is launch-bound, a black + is an unstable timing, a red ring is suspect (above its
-roof). Dashed roofs are theoretical (datasheet FLOP/clk/SM x clock, NVML bandwidth), solid roofs measured (library
-matmul, D2D copy); each roof is labelled with its value and unit, each ridge point with FLOP/B.
+torch/library ^), filled; a hollow marker is launch-bound (the legend shows backends filled and "hollow:
+launch-bound" hollow, so no two entries look alike), a black + is an unstable timing, a red ring is suspect (above its
+roof). A throughput line joins only the points of one sweep (every other dimension fixed, or equal to the x
+dimension as in an M = N = K cube); any other shape is a point of its own. Dashed roofs are theoretical (datasheet
+FLOP/clk/SM x clock, NVML bandwidth), solid roofs measured (library matmul, D2D copy); each roof is labelled with its
+value and unit, each ridge point with FLOP/B. The roofline labels the best of the workbench's own variants per family
+and backend; the library's best is labelled too, as "(library)": the reference, never "the best".
 """
 
 from __future__ import annotations
@@ -208,7 +212,7 @@ def _slug(text: str) -> str:
 def _legend_handles(records, colors, fs) -> list[Line2D]:
     hs = [Line2D([], [], ls="", marker="o", color=colors[f], ms=fs * 0.7, label=f) for f in colors]
     for b in sorted({str(r.get("backend", "?")) for r in records}, key=lambda b: (b not in MARKERS, b)):
-        hs.append(Line2D([], [], ls="", marker=_marker(b), mfc="none", mec="0.2", ms=fs * 0.7,
+        hs.append(Line2D([], [], ls="", marker=_marker(b), mfc="0.45", mec="0.45", ms=fs * 0.7,
                          label=BACKEND_LABEL.get(b, b)))
     return hs
 
@@ -236,6 +240,10 @@ def _draw_point(ax, x: float, y: float, r: dict[str, Any], color, size: float) -
     if "suspect" in flags:
         ax.scatter([x], [y], marker="o", s=size * 2.6, facecolors="none", edgecolors=SUSPECT_COLOR, linewidths=0.8,
                    zorder=4)
+
+
+def _is_library(r: dict[str, Any]) -> bool:
+    return str(r.get("backend")) == "torch" or bool(r.get("baseline"))
 
 
 def best_per_family_backend(pts: list[tuple[float, float, dict[str, Any]]]) -> list[tuple[float, float, dict]]:
@@ -346,7 +354,8 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     ax.set_title(_wrap(title or f"Roofline, {name}", fig, fs * 1.05), fontsize=fs * 1.05)
     if profile is not None:
         mem = _memory_name(profile)
-        for kind, bw in (("copy", meas), ("NVML", nvml)):
+        nvml_kind = "NVML" if profile.mem_roof()[1] in ("nvml", "measured") else profile.mem_roof()[1]
+        for kind, bw in (("copy", meas), (nvml_kind, nvml)):
             if not bw:
                 continue
             xm = xlo * (1.6 if kind == "copy" else 1.3)
@@ -355,7 +364,7 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
             p1 = ax.transData.transform((xm * 10, y0 * 10))
             ang = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
             text = f"{mem} {kind} {fmt.si(bw, 'B/s')}"
-            upper = kind == "NVML" or not nvml or bw >= (nvml or 0)
+            upper = kind != "copy" or not nvml or bw >= (nvml or 0)
             fixed.append(ax.text(xm, y0 * (1.35 if upper else 0.72), text, rotation=ang, rotation_mode="anchor",
                                  fontsize=fs * 0.66, color="0.2" if kind == "copy" else "0.4",
                                  va="bottom" if upper else "top"))
@@ -392,6 +401,8 @@ def roofline_figure(records: list[dict[str, Any]], profile: Profile | None, widt
     labels = []
     for x, y, r in best_per_family_backend(pts):
         text = str(r.get("variant", "?")) + (f" {r.get('dtype')}" if multi_dt and r.get("dtype") else "")
+        if _is_library(r):  # the library is the reference the kernels' labels are read against, never "the best"
+            text += " (library)"
         labels.append((x, y, text, colors[str(r.get("family", "?"))]))
     info["labels"], info["skipped"] = _place_labels(fig, ax, labels, fs, placed)
     info["legend"] = [t.get_text() for t in leg.get_texts()]
@@ -455,10 +466,6 @@ def _y_of(r: dict[str, Any], unit: str, ms: float | None = None) -> float | None
     return float(r["tflops"]) if r.get("tflops") is not None else None
 
 
-def _is_baseline(r: dict[str, Any]) -> bool:
-    return bool(r.get("baseline")) or (r.get("baseline_name") is not None and r.get("variant") == r["baseline_name"])
-
-
 def _dims(r: dict[str, Any]) -> dict[str, Any]:
     from harness.records import shape_dims
 
@@ -519,6 +526,33 @@ def x_dimension(records: list[dict[str, Any]], want: str | None = None) -> tuple
     return x, along, split
 
 
+def sweep_cases(records: list[dict[str, Any]], xdim: str, others: list[str]) -> dict[int, tuple]:
+    """id(record) -> its series case: records that share a case form one sweep of ``xdim`` (a line). First the
+    sweeps with every other dimension fixed (N at M=4096), then, among the records left, the ones whose other
+    dimensions equal x (an M = N = K cube); each record left after that has a case of its own (a point): unrelated
+    quick shapes are never joined into a zig-zag."""
+    out: dict[int, tuple] = {}
+    fixed: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        d = _dims(r)
+        fixed[tuple((k, d.get(k)) for k in others)].append(r)
+    left = []
+    for case, rs in fixed.items():
+        if len({repr(_dims(r).get(xdim)) for r in rs}) > 1:
+            out.update({id(r): case for r in rs})
+        else:
+            left += rs
+    equal: dict[tuple, list] = defaultdict(list)
+    for r in left:
+        d = _dims(r)
+        equal[tuple((k, "=" if d.get(k) == d.get(xdim) else d.get(k)) for k in others)].append(r)
+    for case, rs in equal.items():
+        joined = len({repr(_dims(r).get(xdim)) for r in rs}) > 1
+        for r in rs:
+            out[id(r)] = case if joined else (*case, ("#", id(r)))
+    return out
+
+
 def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profile | None = None,
                       unit: str | None = None, width: str = "full", x: str | None = None,
                       variants: list[str] | None = None) -> tuple[Figure, dict[str, Any]]:
@@ -550,9 +584,10 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
         info["x"][dt] = xdim
         series: dict[tuple, list] = defaultdict(list)
         cats = sorted({tuple((k, _dims(r).get(k)) for k in split) for r in sub}, key=repr) if xdim is None else []
+        cases = sweep_cases(sub, xdim, [*along, *split]) if xdim is not None else {}
         for r in sub:
             d = _dims(r)
-            case = tuple((k, d.get(k)) for k in split)
+            case = tuple((k, d.get(k)) for k in split) if xdim is None else cases[id(r)]
             xv = d.get(xdim) if xdim is not None else cats.index(case) + 1
             y = _y_of(r, unit)
             if not _is_num(xv) or not y:
@@ -562,15 +597,22 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
             series[(str(r.get("variant")), str(r.get("backend")), case, _is_baseline(r))].append(
                 (float(xv), y * scale, (ylo or y) * scale, (yhi or y) * scale, _flags(r)))
         styles = ["-", "--", ":", "-."]
-        cases = sorted({k[2] for k in series}, key=repr)
-        for (v, b, case, base), pts in sorted(series.items(), key=lambda kv: (not kv[0][3], kv[0][0], repr(kv[0][2]))):
+        line_cases = sorted({k[2] for k, p in series.items() if len(p) > 1}, key=repr)
+        labelled: set[str] = set()
+        for (v, b, case, base), pts in sorted(series.items(), key=lambda kv: (not kv[0][3], -len(kv[1]), kv[0][0],
+                                                                              repr(kv[0][2]))):
             pts.sort()
             xs_, ys_ = [p[0] for p in pts], [p[1] for p in pts]
             err = [[max(p[1] - p[2], 0) for p in pts], [max(p[3] - p[1], 0) for p in pts]]
-            label = v + (" (baseline)" if base else "") + ("" if not case else " " + ",".join(f"{k}={val}"
-                                                                                         for k, val in case))
+            named = [(k, val) for k, val in case if (k in split or xdim is None) and k != "#"]
+            label = v + (" (baseline)" if base else "") + ("" if not named else " " + ",".join(f"{k}={val}"
+                                                                                          for k, val in named))
             color = "black" if base else vcolor.get(v)
-            ls = "--" if base else styles[cases.index(case) % len(styles)]
+            joined = len(pts) > 1
+            ls = ("--" if base else styles[line_cases.index(case) % len(styles)]) if joined else "none"
+            if not joined:  # a lone point: the variant's colour and marker say whose; its case is on the x axis
+                label = "_nolegend_" if v in labelled else v + (" (baseline)" if base else "")
+            labelled.add(v)
             if xdim is None:  # categories: markers only, a small offset per variant, never a line across cases
                 off = (sorted(names + ["~base"]).index(v if not base else "~base") - len(names) / 2) * 0.03
                 xs_, ls = [x_ * (1 + off) for x_ in xs_], "none"
@@ -583,7 +625,10 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
                 if "suspect" in p[4]:
                     ax.scatter([xp], [p[1]], marker="o", s=(fs * 1.4) ** 2, facecolors="none",
                                edgecolors=SUSPECT_COLOR, linewidths=0.7, zorder=4)
-            info["series"].append(label)
+            if label != "_nolegend_":
+                info["series"].append(label)
+            if joined and xdim is not None:
+                info.setdefault("lines", []).append((label, [p[0] for p in pts]))
             if v not in info["labels"]:
                 info["labels"].append(v)
         ax.set_yscale("log")
@@ -598,20 +643,22 @@ def throughput_figure(records: list[dict[str, Any]], family: str, profile: Profi
             ax.set_xticklabels([",".join(f"{k}={v}" for k, v in c) or one for c in cats], fontsize=fs * 0.85)
             ax.set_xlim(0.5, len(cats) + 0.5)
         _log_axis(ax.yaxis)
-        if profile is not None:
-            if unit == "GB/s":
-                roof, src = profile.mem_roof()
-            else:
-                cd = model.record_compute_dtype(sub[0]) if sub else dt
-                roof, src = profile.compute_roof(cd)
-            if roof:
+        if profile is not None:  # one roof per compute type in the panel (an fp32 panel holds tf32 variants too)
+            cds = sorted({model.record_compute_dtype(r) for r in sub} or {dt})
+            roofs = [(profile.mem_roof(), "") ] if unit == "GB/s" else \
+                [(profile.compute_roof(cd), f"{cd}, " if len(cds) > 1 else "") for cd in cds]
+            for (roof, src), what in roofs:
+                if not roof:
+                    continue
                 ax.axhline(roof, color="0.4", lw=0.7, ls=":")
-                ax.annotate(f"roof {fmt.si(roof, base_unit)} ({src})", (0.01, roof), xycoords=("axes fraction", "data"),
-                            xytext=(0, 2), textcoords="offset points", fontsize=fs * 0.7, va="bottom", color="0.3")
+                ax.annotate(f"roof {fmt.si(roof, base_unit)} ({what}{src})", (0.01, roof),
+                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                            fontsize=fs * 0.7, va="bottom", color="0.3")
         xl = xdim or "case (no size varies)"
         if along:
             same = all(_dims(r).get(a) == _dims(r).get(xdim) for r in sub for a in along)
-            xl += f" (= {' = '.join(along)})" if same else f" ({', '.join(along)} vary with it)"
+            xl += (f" (= {' = '.join(along)})" if same else
+                   f" (lines: {', '.join(along)} = {xdim} or fixed; other shapes are points)")
         ax.set_xlabel(xl, fontsize=fs)
         ax.set_ylabel(base_unit, fontsize=fs)
         ax.set_title(dt, fontsize=fs)

@@ -241,6 +241,7 @@ def test_cli_one_command_with_worker_processes(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     env.pop(byo.ENV, None)
+    env.pop("COLUMNS", None)  # piped: everything printed fits 80 columns (issue 30)
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--kernel", "saxpy", "--cu", str(SAXPY),
                           "--triton", str(COURSE / "vector_addition" / "saxpy_triton.py"), "--shape", "1000",
                           "--check-only", "--no-figures", "--out", str(out)], env=env, capture_output=True, text=True,
@@ -251,6 +252,10 @@ def test_cli_one_command_with_worker_processes(tmp_path):
     assert recs["saxpy.cu"]["status"] == _expect_run() and recs["saxpy.cu"]["resources"]["saxpy"]["registers"] > 0
     assert recs["saxpy_triton.py:saxpy"]["status"] == "ok" and recs["torch_saxpy"]["status"] == "ok"
     assert _hashes() == files
+    wide = [ln for ln in res.stdout.splitlines() if len(ln) > 80 and " " in ln.strip()]  # (a lone long path may not)
+    assert not wide, wide
+    text = " ".join(res.stdout.split())
+    assert "Conventions:" in text and "library time / your time" in text and "1 GB = 10^9 B" in text
 
 
 def test_list_gives_each_familys_calling_convention(capsys):
@@ -259,6 +264,7 @@ def test_list_gives_each_familys_calling_convention(capsys):
     spec.loader.exec_module(run)
     assert run.main(["--list", "all"]) == 0
     text = capsys.readouterr().out
+    text = " ".join(text.split())  # lines wrap at 80 columns
     for line in ("launch_kernel(long kernel_num, int M, int K, int N", "__global__ void saxpy(size_t n, float a",
                  "uint L, uint D, uint K)", "def conv1d(u, filter, bias, out)"):
         assert line in text

@@ -80,6 +80,7 @@ PROBLEM = register(Problem(
         Shape(B=3, D=5, L=33, K=1),
     ],
     throughput_unit="GB/s",
+    orders={"course": ("B", "L", "D", "K")},  # the course's launcher: launch_kernel(u, filter, bias, out, B, L, D, K)
     tol_model=lambda dtype, s: (dtype, s["K"] + 1, 1.0),  # K taps plus the bias per output
     description="depthwise conv1d, 'same' zero padding: out[b,d,l] = bias[d] + sum_k filter[d,k]·u[b,d,l+k-K//2]",
 ))

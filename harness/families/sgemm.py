@@ -85,6 +85,7 @@ PROBLEM = register(Problem(
         Shape(M=31, N=64, K=96),
     ],
     inout=("C",),
+    orders={"course": ("M", "K", "N")},  # the course's driver: ./sgemm KERNEL_NUM M K N
     # K products plus the β·C term per element; α·acc, β·C and the add are three more fp32 roundings
     tol_model=lambda dtype, s: (dtype, s["K"] + 1, 3.0),
     description="C = alpha·A@B + beta·C, row-major fp32, C in-out; fp32 CUDA-core roof (TF32 off)",
