@@ -12,8 +12,9 @@ Placement is re-derived from each record's raw fields with the profile given her
 never read from a stored ``record["roofline"]``; without a profile it reads "n/a". Each record is held to the roof of
 its compute type: a record written before its variant declared one (``torch_fp32_tf32`` at commit a0d712c says
 fp32) takes the registry's declaration (``declared_compute``), and says so. The "best variant" is always one of the
-workbench's own kernels (Triton, CUDA, yours), read against a library reference: the library variant of the same
-compute type when the run has one (``torch_fp32_tf32`` for a TF32 kernel), else the family baseline. Numbers go through
+workbench's own kernels (Triton, CUDA, yours) of the dtype's own precision (a TF32 variant is its own row, "fp32
+(tf32)": ``precision_label``), read against the library as its paired speed-up (median of per-round ratios against
+the family baseline, with its bootstrap interval: the one ×lib of tables, CSV and report). Numbers go through
 ``harness.fmt``, the one formatter of tables, report and figures. Plain GFM, no HTML.
 """
 
@@ -117,6 +118,24 @@ def declared_compute(r: dict[str, Any]) -> dict[str, Any]:
                 "compute_dtype_from": f"registry: {r.get('variant')} declares compute_dtype={cd!r} (the record "
                                       f"says {r.get('compute_dtype')!r})"}
     return r
+
+
+def precision_label(r: dict[str, Any]) -> str:
+    """The record's row label: its ``dtype_label`` ("fp32 (tf32)" for a variant that declared a coarser compute
+    precision), or, for older records, the same derived from the registry's declaration."""
+    if r.get("dtype_label"):
+        return str(r["dtype_label"])
+    dt = str(r.get("dtype"))
+    try:
+        from harness.registry import REGISTRY, UNIT_ROUNDOFF, all_problems
+
+        all_problems()
+        cd = getattr(REGISTRY[str(r.get("family"))].variants.get(str(r.get("variant"))), "compute_dtype", None)
+    except Exception:  # noqa: BLE001  (a family or variant this checkout no longer has)
+        return dt
+    if cd in UNIT_ROUNDOFF and dt in UNIT_ROUNDOFF and UNIT_ROUNDOFF[cd] > UNIT_ROUNDOFF[dt]:
+        return f"{dt} ({cd})"
+    return dt
 
 
 def is_library(r: dict[str, Any]) -> bool:
@@ -294,7 +313,7 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
     shape, dt, rs = g
     timed = [r for r in rs if _timed(r)]
     # a variant that declared a coarser precision ("fp32 (tf32)") is its own row, never the family's fp32 result
-    cands = [r for r in timed if not is_library(r) and (r.get("dtype_label") or dt) == dt]
+    cands = [r for r in timed if not is_library(r) and precision_label(r) == dt]
     trusted = [r for r in cands if not (r.get("suspect") or (r.get("roofline") or {}).get("suspect"))]
     cands = trusted or cands  # a point above its roof is a question, not the headline
     best = min(cands, key=lambda r: float(r["median_ms"])) if cands else None
@@ -424,9 +443,10 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
     fams = _family_order(records)
     summ = {f: family_summary([r for r in placed if r.get("family") == f], prof) for f in fams}
     md.append("## Summary\n\nPer family, at its largest timed shape: the fastest of the workbench's own variants "
-              "against its library reference (ratio of medians, library time / variant time, with a 95% interval; "
-              "the library variant of the same compute type where the run has one, else the baseline), its % of "
-              "the roofline of its compute type, and the timing flags over all of the family's records.\n\n")
+              "at the dtype's own precision (a variant that declared a coarser one, \"fp32 (tf32)\", is its own row "
+              "in tables.md) against the library baseline as its paired speed-up (the median of per-round ratios, "
+              "each round timing both back to back, with its 95% bootstrap interval), its % of the roofline of its "
+              "compute type, and the timing flags over all of the family's records.\n\n")
     rows = []
     for f in fams:
         s_ = summ[f]
