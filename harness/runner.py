@@ -260,8 +260,6 @@ class VariantSide:
         self.outs: dict[str, torch.Tensor] = {}
         self._noop_ret: dict[str, torch.Tensor] = {}
         self._be: tm.Backend | None = None
-        self._threads = tm.cpu_threads(None) if self.dev.type == "cpu" else contextlib.nullcontext()
-        self._threads.__enter__()  # torch's intra-op threads pinned for this worker's life (one task)
 
     # --------------------------------------------------------------------------------------------- prelim
     def prelim(self) -> dict[str, Any]:
@@ -529,6 +527,8 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
         try:
             if op == "begin":
                 side = VariantSide(Task(**msg["task"]), RunOptions(**msg["opts"]))
+                if side.dev.type == "cpu":  # torch's intra-op threads pinned for this worker's life (one task)
+                    torch.set_num_threads(tm.default_cpu_threads())
                 reply: Any = {"ok": True}
             elif op == "attach":
                 if msg.get("tensor") is not None:  # the GPU arena: a CUDA tensor shared by IPC
@@ -853,8 +853,9 @@ def _timed_failure(side: Any, arena: Arena, problem: Problem, v: Variant, shape:
 JUDGE_GAP_FRAC = 0.10  # the judge's clock may see 10% more per call than the worker's own clock reports ...
 JUDGE_GAP_ABS_MS = 0.02  # ... or 20 µs ...
 JUDGE_GAP_OVERHEAD = 2.0  # ... or twice the protocol's median overhead, whichever is largest
-# A sample is never below (1 - FLOOR_SLACK) x (bracket - high empty-call overhead): the slack absorbs the judge's own
-# wake-up after a long call (~0.1 ms here after a 4 ms call, which a 15-call calibration of empty calls misses)
+# A sample is never below the judge's floor (``_floor``), which gives up 5% and one empty call's overhead so that an
+# honest call's own, more precise clock wins (the judge's wake-up after a 4 ms call took ~0.1 ms more than after an
+# empty one here)
 FLOOR_SLACK = 0.05
 # Work moved from call to call (every third call doing three calls' work) keeps the total the judge's clock sees but
 # lowers the median: the 10%-trimmed mean of the judge's floors may be at most TRIMMED_MEAN_MAX x the median sample.
@@ -928,7 +929,7 @@ def _time_record(problem: Problem, v: Variant, shape: Shape, dtype: str, opts: R
     def one(s: Any, ar: Arena, cal: dict[str, Any], inputs: dict[str, Any], spin: float,
             mine: bool) -> tuple[float, dict[str, Any]]:
         bracket, cpu, val = s.run_call(ar, inputs, timed=True, spin_ms=spin)
-        floor = _floor(on_gpu, s.isolated, bracket, cpu, cal, spin, val["ms"])
+        floor = _floor(on_gpu, s.isolated, bracket, cpu, cal, spin)
         if mine:
             floors.append(floor)
             own.append(val["ms"])
@@ -1050,19 +1051,20 @@ def _time_record(problem: Problem, v: Variant, shape: Shape, dtype: str, opts: R
     return res
 
 
-def _floor(on_gpu: bool, isolated: bool, bracket: float, cpu: float | None, cal: dict[str, Any], spin: float,
-           own: float) -> float:
+def _floor(on_gpu: bool, isolated: bool, bracket: float, cpu: float | None, cal: dict[str, Any],
+           spin: float) -> float:
     """What the judge itself can prove a call took, independently of the worker's clock.
 
     On the CPU: the kernel's CPU account of the worker's threads (busiest thread, or all over the cores), less the
     high end of an empty call's: immune to the judge's own scheduling delays on a busy machine; it cannot see
-    sleeping, which is no work. On a GPU (the host waits for the device in the bracket): the bracket less the high
-    end of an empty call's and the spin, less 5%. In-process (no isolation): no independent figure."""
-    if not isolated:
-        return own
-    if not on_gpu and cpu is not None and cal.get("cpu_hi_ms") is not None:
-        return max(0.0, cpu - cal["cpu_hi_ms"])
-    return (1 - FLOOR_SLACK) * (bracket - cal["hi_ms"] - max(0.0, spin - cal["spin_ms"]))
+    sleeping, which is no work. On a GPU (the host waits for the device in the bracket), or in-process (no
+    isolation: the same process' clock around the call, which still sees side-stream work the worker's device-wide
+    synchronise waits for): the bracket less the high end of an empty call's and the spin. Either way one more
+    empty call's worth and 5% are given up, so that an honest call's own clock (more precise) wins: a real call's
+    harness work exceeds the empty call's by a few µs."""
+    if isolated and not on_gpu and cpu is not None and cal.get("cpu_hi_ms") is not None:
+        return max(0.0, (1 - FLOOR_SLACK) * (cpu - cal["cpu_hi_ms"] - cal["cpu_med_ms"]))
+    return max(0.0, (1 - FLOOR_SLACK) * (bracket - cal["hi_ms"] - cal["med_ms"] - max(0.0, spin - cal["spin_ms"])))
 
 
 @dataclass
