@@ -375,7 +375,9 @@ class WorkerProcess:
 
 # ------------------------------------------------------------------------------------------------ the zygote
 def _env_key() -> tuple:
-    return (tuple(sorted(os.environ.items())), tuple(sys.path))
+    """What a zygote's imports depend on: the environment (less pytest's per-test bookkeeping) and sys.path."""
+    env = sorted((k, v) for k, v in os.environ.items() if not k.startswith("PYTEST_"))
+    return (tuple(env), tuple(sys.path))
 
 
 class Zygote:
