@@ -1283,10 +1283,9 @@ class _Workers:
 
     def fresh(self, task: Task, deadline: float) -> RemoteSide:
         try:
-            if self.zygote is None:
-                self.zygote = sandbox.Zygote.get()
+            self.zygote = sandbox.Zygote.get()  # the same one, unless the environment changed or it died
             w, how = self.zygote.spawn()
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, EOFError) as e:  # a zygote a variant killed is restarted next time
             self.zygote = None
             raise RuntimeError(f"worker process failed to start ({e})") from None
         while time.monotonic() < deadline:
