@@ -521,6 +521,10 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception as e:  # noqa: BLE001 - unpickling failed: the GPU arena's CUDA IPC handle, say
+            conn.send({"error": f"worker could not receive a request: {type(e).__name__}: {e}",
+                       "traceback": traceback.format_exc(limit=6)})
+            continue
         if msg is None:
             return
         op = msg["op"]
