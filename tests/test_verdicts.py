@@ -1,10 +1,12 @@
-"""Verdicts that cannot be fooled (issue 15): every attack in tests/cheats.py is rejected by an isolated run, and
-the honest variants next to them pass. Plus the tolerance model: a lower precision than declared fails, honest
-results pass.
+"""Verdicts that cannot be fooled (issues 15 and 29): every attack in tests/cheats.py ends incorrect, or suspect
+with no speed-up, in an isolated run, and the honest variants next to them pass -- the same honest variant timed
+right after each tamperer gets the time it gets alone. Plus the tolerance model (a lower precision than declared
+fails, honest results pass, conditioning and one-element outputs), precision labels, the paired ×lib and the long
+quick reductions.
 
-The isolated run is ``harness.runner.execute`` with ``isolate=True``: variants run in a spawned worker, the judge
-(inputs, float64 reference, comparison) in this process. One worker start costs seconds, so all attacks share one
-task list (the checker-patching variant forces one extra worker start).
+The isolated run is ``harness.runner.execute`` with ``isolate=True``: each task in a fresh confined worker forked
+from a zygote, the judge (inputs, float64 reference, comparison, sampling, clock) in this process. All attacks share
+one task list: one zygote start (~1 s), then ~0.1-0.3 s per task.
 """
 
 from __future__ import annotations
