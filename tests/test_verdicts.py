@@ -253,17 +253,19 @@ def test_sabotaging_the_baseline_changes_nothing(records):
 
 def test_an_honest_variant_after_each_tamperer_gets_its_own_time(run):
     """slow_honest alone (first and last in the run) and right after each tamperer: within ±10% of the range of the
-    two alone runs. A leaked timer patch (10x), a sabotaged torch op (+4 ms) or a crash would be far outside it."""
+    two alone runs. A leaked timer patch (10x), a sabotaged torch op (+4 ms) or a crash would be far outside it. The
+    statistic is each record's p10: a busy machine only adds delay to a 4 ms sleep (its median moved 14% between
+    records at load 35 on these 2 cores), while every leak above moves the whole distribution."""
     recs = run[0]
     honest = [(i, r) for i, r in enumerate(recs) if r["variant"] == "slow_honest"]
-    alone = [honest[0][1]["median_ms"], honest[-1][1]["median_ms"]]
+    alone = [honest[0][1]["p10_ms"], honest[-1][1]["p10_ms"]]
     lo, hi = 0.9 * min(alone), 1.1 * max(alone)
     assert max(alone) / min(alone) < 1.1, alone  # the machine was steady enough for the comparison to mean something
     after = {recs[i - 1]["variant"]: r for i, r in honest[1:-1]}
     assert set(after) == set(TAMPERERS)
     for name, r in after.items():
         assert r["status"] == "ok" and not r["suspect"], (name, r["status"], r.get("suspect_reasons"), r["message"])
-        assert lo <= r["median_ms"] <= hi, (name, r["median_ms"], alone)
+        assert lo <= r["p10_ms"] <= hi, (name, r["p10_ms"], alone)
 
 
 def test_a_coarser_declared_precision_is_refused(records):
