@@ -410,8 +410,8 @@ def headline_rank(task: Any) -> tuple:
 
 
 FP64_FLOPS = 4e13  # the judge's float64 reference on an H100/H200 (DGEMM ~50-60 TF; topk and copies on top)
-# a fresh confined worker per record (and one for its paired baseline): fork from the zygote, CUDA context, cuBLAS
-# handle, Triton kernels from the disk cache. An estimate (not measured on a GPU yet): ~0.5-1.5 s each
+# a fresh confined worker per record (the paired baseline's is shared by a shape and dtype): fork from the zygote,
+# CUDA context, cuBLAS handle, Triton kernels from the disk cache. An estimate (not measured on a GPU yet)
 WORKER_START_S = 1.0
 
 
@@ -431,7 +431,7 @@ def reference_s(task: Any, kind: str, opts: dict) -> float:
     flops = float(p.flops(s))
     sp = spot_plan(p, s, ro, dev=torch.device("cuda"))  # the GPU's fp64 estimate, whatever plans it
     per = flops * sp["rows"] / sp["of"] if sp else flops
-    return n * per / FP64_FLOPS + WORKER_START_S * (2 if kind == "timed" and opts.get("ab_rounds", 30) else 1)
+    return n * per / FP64_FLOPS + WORKER_START_S
 
 
 def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None = None,

@@ -542,7 +542,7 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
                     mm = mmap.mmap(afd, msg["size"])
                     os.close(afd)
                     base = torch.frombuffer(mm, dtype=torch.uint8)
-                keep.append(base)
+                keep[:] = [base]  # the previous task's arena (a reused worker) is let go
                 reply = {"ok": True, "value": side.attach(msg["layout"], base, msg.get("timed", True))}
             elif op == "call":
                 if clean is None and not msg.get("noop"):  # the state before the first variant call
@@ -891,7 +891,8 @@ def _calibrate(side: Any, arena: Arena, inputs: dict[str, Any]) -> dict[str, Any
 
 
 class _BaseSide:
-    """The paired baseline: its own fresh worker (never ran the variant's code), arena and calibration."""
+    """The paired baseline: its own worker (never ran the variant's code: ``_Workers.baseline``), arena and
+    calibration."""
 
     def __init__(self, side: Any, problem: Problem, base: Variant, shape: Shape, dtype: str,
                  first: dict[str, Any], dev: torch.device):
@@ -906,7 +907,7 @@ class _BaseSide:
 
     def close(self) -> None:
         self.arena.close()
-        self.side.close()
+        self.side.release()
 
 
 def _time_record(problem: Problem, v: Variant, shape: Shape, dtype: str, opts: RunOptions, side: Any,
@@ -1151,6 +1152,9 @@ class LocalSide:
     def close(self) -> None:
         pass
 
+    def release(self) -> None:
+        pass
+
 
 class RemoteSide:
     """The variant side in a fresh, confined worker (``harness.sandbox``). Between calls the worker is stopped; a
@@ -1159,11 +1163,18 @@ class RemoteSide:
 
     isolated = True
 
-    def __init__(self, worker: sandbox.WorkerProcess, task: Task, opts: RunOptions, deadline: float):
-        self.worker, self.deadline, self.task = worker, deadline, task
+    def __init__(self, worker: sandbox.WorkerProcess, task: Task, opts: RunOptions, deadline: float,
+                 isolation: dict[str, Any] | None = None):
+        self.worker, self.opts, self.isolation = worker, opts, isolation or {}
         self._raw = None
         self._ncpu = worker.ncpu()
-        wopts = {k: getattr(opts, k) for k in ("flush_l2", "graph", "gpm", "timing", "time_on_cpu")}
+        self.keep = False  # the pool keeps this worker for another task (release() does not kill it)
+        self.begin(task, deadline)
+
+    def begin(self, task: Task, deadline: float) -> None:
+        """A task for this worker: a fresh one, or one that has run no variant code yet (``calls == 0``)."""
+        self.deadline, self.task, self.calls = deadline, task, 0
+        wopts = {k: getattr(self.opts, k) for k in ("flush_l2", "graph", "gpm", "timing", "time_on_cpu")}
         self._request({"op": "begin", "task": asdict(task), "opts": {**wopts, "seeds": ()}})
 
     def _wait(self) -> Any:
@@ -1225,6 +1236,7 @@ class RemoteSide:
         """(bracket ms, CPU ms, the reply). The CPU figure is the kernel's account of the worker's threads over the
         bracket, as a lower bound on the wall time they needed: max(the busiest thread, all of them / cores)."""
         w = self.worker
+        self.calls += 1
         if not w.stop(self.deadline):
             raise VariantFailed("runtime_error", w.exit_text(), recycle=True)
         scalars = arena.load(inputs)  # the worker cannot run while its inputs are written
@@ -1252,7 +1264,14 @@ class RemoteSide:
     def close(self) -> None:
         if self._raw is not None:
             self._raw.close()
+            self._raw = None
         self.worker.kill()
+
+    def release(self) -> None:
+        """The end of a task: killed, unless the pool keeps it (a paired baseline's worker, which only ever runs the
+        baseline's code, serves the baseline of every record of one shape and dtype)."""
+        if not self.keep:
+            self.close()
 
 
 def check_once(problem: Problem, v: Variant, dtype: str, shape: Shape, seed: int,
@@ -1279,11 +1298,61 @@ def run_task(task: Task, opts: RunOptions) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- execution
 class _Workers:
-    """Fresh confined workers from the zygote; each serves one task (the paired baseline gets its own)."""
+    """Confined workers from the zygote. A variant's worker serves one task; one that ran no variant code (its
+    record ended at prelim: skipped, compiled) serves the next task too. A baseline's worker serves the paired
+    baseline of consecutive records of the same (family, baseline, dtype, shape): it never runs a variant's code."""
 
     def __init__(self, opts: RunOptions):
         self.opts = opts
         self.zygote: sandbox.Zygote | None = None
+        self.idle: RemoteSide | None = None
+        self.base: tuple[tuple, RemoteSide] | None = None
+
+    def task(self, task: Task, deadline: float) -> RemoteSide:
+        if self.idle is not None:
+            s, self.idle = self.idle, None
+            if s.worker.alive():
+                try:
+                    s.begin(task, deadline)
+                    return s
+                except VariantFailed:
+                    pass
+            s.close()
+        return self.fresh(task, deadline)
+
+    def park(self, side: RemoteSide) -> bool:
+        """Keep a worker that ran no variant code for the next task."""
+        if side.calls or not side.worker.alive():
+            return False
+        if self.idle is not None:
+            self.idle.close()
+        self.idle = side
+        return True
+
+    def baseline(self, task: Task, deadline: float) -> RemoteSide:
+        key = task.key
+        if self.base is not None:
+            k, s = self.base
+            if k == key and s.worker.alive():
+                s.deadline = deadline
+                return s
+            s.close()
+            self.base = None
+        s = self.fresh(task, deadline)
+        s.keep = True
+        self.base = (key, s)
+        return s
+
+    def drop_baseline(self) -> None:
+        if self.base is not None:
+            self.base[1].close()
+            self.base = None
+
+    def close(self) -> None:
+        if self.idle is not None:
+            self.idle.close()
+            self.idle = None
+        self.drop_baseline()
 
     def fresh(self, task: Task, deadline: float) -> RemoteSide:
         try:
@@ -1298,9 +1367,8 @@ class _Workers:
                     hello = w.conn.recv()
                 except (EOFError, OSError):
                     break
-                self.last_isolation = {**hello["isolation"], "confined": hello["confined"], "start": how,
-                                       **self.zygote.judge_info}
-                return RemoteSide(w, task, self.opts, deadline)
+                iso = {**hello["isolation"], "confined": hello["confined"], "start": how, **self.zygote.judge_info}
+                return RemoteSide(w, task, self.opts, deadline, iso)
             if not w.alive():
                 break
         w.kill()
@@ -1343,49 +1411,50 @@ def execute(tasks: Iterable[Task], opts: RunOptions, on_record: Callable[[dict[s
             on_record(rec)
         return
     pool = _Workers(opts)
-    for t in tasks:
-        if on_start:
-            on_start(t)
-        deadline = time.monotonic() + opts.timeout_s
-        sides: list[RemoteSide] = []
+    try:
+        for t in tasks:
+            if on_start:
+                on_start(t)
+            on_record(_isolated_record(t, opts, pool))
+    finally:
+        pool.close()
 
-        def fresh(task: Task) -> RemoteSide:
-            s = pool.fresh(task, deadline)
-            sides.append(s)
-            return s
 
-        try:
-            side = fresh(t)
-        except RuntimeError as e:
-            on_record(failed_record(t, "runtime_error", f"harness: {e}"))
-            continue
-        isolation = dict(pool.last_isolation)
-        tampered: list[str] = []
-        try:
-            rec = judge_task(t, opts, side, base_side=fresh)
-            if not rec.get("_recycle_worker"):
-                tampered = side.end()
-        except VariantFailed as e:  # the worker died or hung outside a variant call
-            rec = failed_record(t, e.status, e.message)
-        except Exception as e:  # noqa: BLE001 - a harness or problem bug: still a record
-            rec = failed_record(t, "runtime_error", f"harness: {type(e).__name__}: {e}")
-            rec["traceback"] = traceback.format_exc(limit=8)
-        finally:
-            for s in sides:
-                s.close()
-        rec.pop("_recycle_worker", None)
-        rec["isolation"] = isolation
-        if rec.get("status") == "timeout":
-            rec["message"] = f"no result within {opts.timeout_s:g} s (hang?); worker killed"
-        if tampered:
-            rec["suspect"] = True
-            rec.setdefault("flags", []).append("suspect")
-            rec.setdefault("suspect_reasons", []).append(
-                "the variant replaced harness/torch functions or hooks in its worker (" + ", ".join(tampered[:5])
-                + "): no speed-up")
-            if rec.get("speedup_vs_baseline") is not None:
-                rec.update(speedup_vs_baseline=None, speedup_ci95=None, speedup_text="suspect: not compared")
-        on_record(rec)
+def _isolated_record(t: Task, opts: RunOptions, pool: _Workers) -> dict[str, Any]:
+    deadline = time.monotonic() + opts.timeout_s
+    try:
+        side = pool.task(t, deadline)
+    except RuntimeError as e:
+        return failed_record(t, "runtime_error", f"harness: {e}")
+    tampered: list[str] = []
+    parked = False
+    try:
+        rec = judge_task(t, opts, side, base_side=lambda bt: pool.baseline(bt, deadline))
+        if not rec.get("_recycle_worker"):
+            tampered = side.end()
+            parked = not tampered and pool.park(side)
+    except VariantFailed as e:  # the worker died or hung outside a variant call
+        rec = failed_record(t, e.status, e.message)
+    except Exception as e:  # noqa: BLE001 - a harness or problem bug: still a record
+        rec = failed_record(t, "runtime_error", f"harness: {type(e).__name__}: {e}")
+        rec["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        if not parked:
+            side.close()
+    if rec.pop("_recycle_worker", False) or rec.get("status") in ("runtime_error", "timeout"):
+        pool.drop_baseline()  # it may be the worker that died or hung
+    rec["isolation"] = dict(side.isolation)
+    if rec.get("status") == "timeout":
+        rec["message"] = f"no result within {opts.timeout_s:g} s (hang?); worker killed"
+    if tampered:
+        rec["suspect"] = True
+        rec.setdefault("flags", []).append("suspect")
+        rec.setdefault("suspect_reasons", []).append(
+            "the variant replaced harness/torch functions or hooks in its worker (" + ", ".join(tampered[:5])
+            + "): no speed-up")
+        if rec.get("speedup_vs_baseline") is not None:
+            rec.update(speedup_vs_baseline=None, speedup_ci95=None, speedup_text="suspect: not compared")
+    return rec
 
 
 # --------------------------------------------------------------------------------------------- planning
