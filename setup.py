@@ -8,6 +8,8 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["harness", "harness.*", "kernels", "kernels.*", "roofline", "roofline.*"]),
+    # the CUDA interpreter compiles user code against these at run time
+    package_data={"harness.interp": ["include/*.h", "runtime/*.cpp", "README.md"]},
     install_requires=[
         "torch>=2.4",  # install the CPU build first on machines without a GPU: pip install torch==2.13.0
         "triton>=3.2",

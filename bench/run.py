@@ -6,9 +6,10 @@
     python bench/run.py --kernel softmax --shape 4096x8192 --dtype bf16 --variants triton_fused,torch_softmax
 
 On a machine without a GPU it does what is meaningful there: Triton variants run under TRITON_INTERPRET=1 and are
-checked, torch baselines run on the CPU, .cu variants are compiled (status ``compiled``, with their ptxas report),
-and the timings are labelled CPU timings. The exit status is 1 when any selected variant did not end ok, compiled
-or skipped (records are still written; one line on stderr says what failed), 2 for bad input.
+checked, torch baselines run on the CPU, .cu variants run on the CPU under the CUDA interpreter (harness.interp:
+checked with memcheck, racecheck and synccheck, never timed; ``--no-interpret`` only compiles them, status
+``compiled``), and the timings are labelled CPU timings. The exit status is 1 when any selected variant did not end
+ok, compiled or skipped (records are still written; one line on stderr says what failed), 2 for bad input.
 
 An output folder that already holds something is never overwritten: ``--resume DIR`` continues it (with the options
 and seeds in its manifest.json; other options are refused), ``--force`` moves it aside to ``DIR.old-<time>``.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 # option and argument errors answer without the ~1.5 s torch import.
 from rich.console import Console  # noqa: E402
 
+from harness.cli import CliError, annotate, get_device_info, resolve_families, split  # noqa: E402
 from harness.records import (  # noqa: E402
     MANIFEST,
     OutputDirError,
@@ -58,10 +60,6 @@ def _torch():
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     return torch
-
-
-class CliError(Exception):
-    """A one-line, user-facing error: printed without a traceback, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,6 +102,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--graph", action="store_true",
                     help="also time 20 calls captured in one CUDA graph (per-call time in each record's `graph`): "
                          "for launch-bound, µs-scale kernels (GPU)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--interpret", dest="interpret", action="store_const", const=True,
+                      help="run CUDA variants on the CPU interpreter (memcheck, racecheck, synccheck; not timed); = "
+                           "WB_CUDA_INTERPRET=1. The default on a machine without a GPU (hide one with "
+                           "CUDA_VISIBLE_DEVICES=)")
+    mode.add_argument("--no-interpret", dest="interpret", action="store_const", const=False,
+                      help="never interpret CUDA variants: without a GPU they are compiled only (status compiled); "
+                           "= WB_CUDA_INTERPRET=0")
     ap.add_argument("--no-isolate", action="store_true", help="run in this process (debugging; a crash ends the run)")
     ap.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     ap.add_argument("--no-cpu-timing", action="store_true", help="on the CPU, check only")
@@ -138,15 +144,6 @@ def _column_names() -> list[str]:
     from harness.records import COLUMNS
 
     return list(COLUMNS)
-
-
-def resolve_families(kernel: str) -> list[str]:
-    from harness import registry
-
-    try:
-        return registry.resolve_group(kernel)
-    except registry.RegistryError as e:
-        raise CliError(str(e)) from None
 
 
 # torch's spellings (and a few common ones) of the registry's dtype names
@@ -310,28 +307,16 @@ def shape_notes(families: list[str], shapes: list[str], order: str | None) -> li
 
 
 def device_line(info: dict) -> str:
+    from harness import interp
+
+    cuda = ("run on the CPU by the CUDA interpreter (memcheck, racecheck, synccheck; not timed)" if interp.enabled()
+            else "are compiled only (--no-interpret)")
     if not _torch().cuda.is_available():
-        return ("No GPU here: Triton variants run under TRITON_INTERPRET=1, torch baselines on the CPU, .cu variants "
-                "are compiled only. Timings are CPU timings, not GPU figures.")
+        return (f"No GPU here: timings are CPU timings, not GPU figures; Triton variants run under TRITON_INTERPRET=1, "
+                f"torch baselines on the CPU, .cu variants {cuda}.")
     return (f"GPU: {info.get('name')} · {info.get('sm_count')} SMs · L2 {info.get('l2_bytes', 0) / 2**20:.0f} MiB · "
             f"SM clock {info.get('cur_sm_clock_mhz')}/{info.get('max_sm_clock_mhz')} MHz · "
             f"driver {info.get('driver')}")
-
-
-def get_device_info() -> dict:
-    torch = _torch()
-    try:
-        from harness.device import device_info
-
-        return device_info()
-    except Exception as e:  # roofline/NVML layer missing or broken: say so, keep running
-        info = {"available": False, "note": f"device info unavailable ({type(e).__name__}: {e})"}
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info.update(name=p.name, sm_count=p.multi_processor_count)
-        else:
-            info["name"] = "cpu"
-        return info
 
 
 def cpu_model() -> str:
@@ -404,20 +389,6 @@ def fill_xray(records: list[dict], profile: str | None, arch: str | None = None)
         console.print(f"X-ray: {got} of {len(want)} kernel records ({time.time() - t0:.0f} s, cached; "
                       "--no-xray or WB_XRAY=0 skips)")
     return todo
-
-
-def annotate(rec: dict, profile) -> None:
-    if profile is None or rec.get("status") != "ok":
-        return
-    try:
-        from roofline.model import annotate as roof
-
-        rec["roofline"] = roof(rec, profile)
-        if rec["roofline"].get("suspect"):
-            rec["suspect"] = True
-            rec.setdefault("suspect_reasons", []).append(rec["roofline"].get("suspect_reason") or "above roofline")
-    except Exception as e:
-        rec["roofline"] = {"note": f"{type(e).__name__}: {e}"}
 
 
 def table_width() -> int:
@@ -532,8 +503,9 @@ def check_fits(tasks: list) -> None:
 
 
 def prebuild_cuda(tasks: list) -> None:
-    """nvcc every .cu the run needs, in parallel, before the workers start (they then load cached cubins)."""
-    from harness import registry
+    """nvcc every .cu the run needs, in parallel, before the workers start (they then load cached cubins); in
+    interpret mode, the CPU interpreter's g++ builds too."""
+    from harness import interp, registry
     from harness.cuda import prebuild
 
     sources = []
@@ -541,12 +513,16 @@ def prebuild_cuda(tasks: list) -> None:
         v = registry.REGISTRY[t.family].variants[t.variant]
         if v.backend == "cuda" and v.source is not None and hasattr(v.source, "compile"):
             sources.append(v.source)
-    if sources:
+    if not sources:
+        return
+    if interp.enabled() and not _torch().cuda.is_available():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as ex:  # nvcc (the ptxas report) and g++ (the interpreter) side by side
+            for f in [ex.submit(prebuild, sources), ex.submit(interp.prebuild, sources)]:
+                f.result()
+    else:
         prebuild(sources)
-
-
-def split(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def run_sanitize(families: list[str], variants: list[str] | None, args: argparse.Namespace) -> int:
@@ -605,6 +581,7 @@ def manifest_options(args: argparse.Namespace, families: list[str], max_time: fl
             "check_only": bool(args.check_only), "strict": bool(args.strict), "max_time": max_time,
             "ab_rounds": args.ab_rounds, "gpm": bool(args.gpm), "no_cpu_timing": bool(args.no_cpu_timing),
             **({"graph": True} if args.graph else {}),  # absent when off: older manifests still match
+            **({"interpret": args.interpret} if args.interpret is not None else {}),
             # your own file (harness.byo): which file and launch make the variants; absent options stay out, so a
             # manifest written before they existed still matches
             **{k: getattr(args, k) for k in ("cu", "triton", "entry", "block", "numbers")
@@ -690,7 +667,13 @@ def main(argv: list[str] | None = None) -> int:
         raise CliError(f"--columns: {e}") from None
     if args.no_xray:
         os.environ["WB_XRAY"] = "0"
+    if args.interpret is not None:  # before any worker starts: they inherit it
+        os.environ["WB_CUDA_INTERPRET"] = "1" if args.interpret else "0"
     torch = _torch()
+    if args.interpret and torch.cuda.is_available():
+        raise CliError("--interpret runs CUDA variants on the CPU, and this run would use the GPU for everything "
+                       "else: hide the GPU (CUDA_VISIBLE_DEVICES= python bench/run.py ...) or use --sanitize "
+                       "(compute-sanitizer on the GPU)")
     from harness import provenance, registry
     from harness.runner import RunOptions, Task, isolate_default, plan
 
@@ -704,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(str(e)) from None
         return 0
     families = resolve_families(args.kernel)
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")
@@ -746,9 +729,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print(line, markup=False, highlight=False)
         check_fits(tasks)
     if any(registry.REGISTRY[t.family].variants[t.variant].backend == "cuda" for t in tasks):
+        from harness import interp
         from harness.cuda import nvcc_path
 
-        if nvcc_path() is None:
+        if nvcc_path() is None and interp.enabled():
+            console.print("note: nvcc not found: CUDA variants run on the CPU interpreter without a ptxas report")
+        elif nvcc_path() is None:
             console.print("note: nvcc not found (install the CUDA toolkit or put nvcc on PATH): CUDA variants will "
                           "report compile_error")
 
@@ -847,7 +833,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = {s: sum(r["status"] == s for r in records) for s in sorted({str(r["status"]) for r in records})}
     console.print(f"results: {outdir}  ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     if not on_gpu:
-        console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures.")
+        console.print("Note: no GPU — these are CPU/interpreter timings, not GPU figures"
+                      + ("; CUDA variants were checked by the CPU interpreter, not timed." if any(
+                          r.get("interpreted") for r in records) else "."))
     if byo_variants:
         console.print(COURSE_CONVENTIONS, markup=False, highlight=False)
     if args.format != "table":

@@ -16,6 +16,8 @@
 // memory-bound, so the only number that matters is GB/s while reading the cache once.
 #include "common.cuh"
 
+#include <type_traits>
+
 #define ATTN_LN2 0.6931471805599453f
 #define ATTN_NO_LIMIT 0x7fffffff
 
@@ -544,8 +546,16 @@ __global__ void __launch_bounds__(D)
 // Layouts: q/k/v are 3-D tensor maps {D, N, B*H(kv)} (D innermost), boxes {64, rows, 1}: rows past N of a head are
 // zero-filled instead of being read from the next head. A [rows][64] box has 128-B rows; D = 128 is two boxes.
 // Masking: keys >= Nkv (zero-filled, but their score 0 is not -inf) and causal keys j > i + Nkv - Nq get -inf; only
-// tiles that cross Nkv or the consumer's first-row diagonal pay for it. A CTA whose rows see no key loads nothing and
+// tiles that cross Nkv or the consumer's first-row diagonal pay for it, in a separate compiled copy of the tile body
+// (FA3's split): the unmasked copy has no per-element predicates. A CTA whose rows see no key loads nothing and
 // writes O = 0, LSE = -inf. Causal CTAs stop at the tile holding their last row's last visible key.
+// Hot-loop model (harness/hotloop.py; sm_90a, D = 128, 8 consumer warps/SM, per 128-key tile): one loop with the
+// masks built on every tile and exp2f(s * scale - m) was 1437 instr/iter/warp, issue 2874 vs tensor 2048 cycles,
+// ALU pipe 3164 (791 ALU instructions at 16 lanes/clk per sub-partition): ALU-bound. Split loops + p = ex2.approx.ftz
+// (fma(s, scale, -m scale)): unmasked 595 instr, issue 1190 (non-tensor 1158 = 0.57 x tensor), MUFU 1056 vs tensor
+// 2048: tensor-bound; masked tiles 791 instr. Still exposed: wgmma.wait_group 0 after each GEMM leaves 874 issue
+// cycles per tile outside any MMA, 2922 cycles if both consumers run in step (what FA3's ping-pong and the overlap
+// of softmax(t) with Q K^T(t + 1) hide). GPU: pending.
 // ATTN_V3_CONSTS_BEGIN
 namespace attn90 {
 constexpr int BM = 64, CONSUMERS = 2, ROWS = BM * CONSUMERS, BN = 128, THREADS = 128 * (1 + CONSUMERS);
@@ -715,7 +725,13 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
     if (n_tiles > 0) mbar_wait(&qbar, 0);
 
-    for (int t = 0; t < n_tiles; ++t) {
+    // One k tile: S = Q K^T, online softmax, O += P V. MASK is a compile-time split (FA3's): only the tiles that cross
+    // Nkv or this warpgroup's causal diagonal build the per-element predicates (~500 ALU instructions per tile per
+    // warp); the others run without them. Scores stay raw (unscaled): the row max is taken on raw scores (scale > 0
+    // keeps the order) and p = 2^(s * scale_log2 - m * scale_log2) is one FFMA + one MUFU.EX2 (ftz) per element,
+    // where exp2f(s * scale - m) cost an FMUL, an FADD and exp2f's denormal fix-up (FSETP + 2 FMUL) around the MUFU.
+    auto tile = [&](const int t, auto mask) {
+      constexpr bool MASK = decltype(mask)::value;
       const int s = t % STAGES, ph = (t / STAGES) & 1, n0 = t * BN;
       const unsigned char* sk = ring + (2 * s) * KV_BYTES;
       const unsigned char* sv = sk + KV_BYTES;
@@ -731,18 +747,16 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
       wgmma_commit();
       wgmma_wait0();
 
-      // log2 domain; mask only tiles that cross Nkv or the causal diagonal of this warpgroup's first row
-      const bool need_mask = (n0 + BN > Nkv) || (causal && n0 + BN - 1 > qc0 + diag);
+      if constexpr (MASK) {  // keys past Nkv (zero-filled by TMA: score 0, not -inf) and causal keys past the diagonal
 #pragma unroll
-      for (int i = 0; i < BN / 8; ++i)
+        for (int i = 0; i < BN / 8; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = n0 + i * 8 + (lane % 4) * 2 + (e & 1), row = row_g + (e >> 1) * 8;
-          float x = sc[4 * i + e] * scale_log2;
-          if (need_mask && (col >= Nkv || (causal && col > row + diag))) x = -INFINITY;
-          sc[4 * i + e] = x;
-        }
-      // online softmax; a row lives in the 4 lanes of a quad
+          for (int e = 0; e < 4; ++e) {
+            const int col = n0 + i * 8 + (lane % 4) * 2 + (e & 1), row = row_g + (e >> 1) * 8;
+            if (col >= Nkv || (causal && col > row + diag)) sc[4 * i + e] = -INFINITY;
+          }
+      }
+      // online softmax on raw scores; a row lives in the 4 lanes of a quad
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         float mx = -INFINITY;
@@ -751,14 +765,15 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mn = fmaxf(m_run[hr], mx);
-        const float base = (mn == -INFINITY) ? 0.f : mn;  // a row with only -inf so far: exp2(-inf - 0) = 0
-        const float alpha = exp2f(m_run[hr] - base);
+        // a row with only -inf so far: base 0, every p = 2^-inf = 0
+        const float nbase = (mn == -INFINITY) ? 0.f : -mn * scale_log2;
+        const float alpha = ex2_approx_ftz(fmaf(m_run[hr], scale_log2, nbase));
         m_run[hr] = mn;
         float sum = 0.f;
 #pragma unroll
         for (int i = 0; i < BN / 8; ++i) {
-          sc[4 * i + 2 * hr] = exp2f(sc[4 * i + 2 * hr] - base);
-          sc[4 * i + 2 * hr + 1] = exp2f(sc[4 * i + 2 * hr + 1] - base);
+          sc[4 * i + 2 * hr] = ex2_approx_ftz(fmaf(sc[4 * i + 2 * hr], scale_log2, nbase));
+          sc[4 * i + 2 * hr + 1] = ex2_approx_ftz(fmaf(sc[4 * i + 2 * hr + 1], scale_log2, nbase));
           sum += sc[4 * i + 2 * hr] + sc[4 * i + 2 * hr + 1];
         }
         l_run[hr] = l_run[hr] * alpha + sum;  // per-lane partial: one quad sum at the end
@@ -785,7 +800,12 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
       wgmma_commit();
       wgmma_wait0();
       if (lane == 0) mbar_arrive(&empty[s]);  // this warp's reads of K and V in slot s are complete
-    }
+    };
+    // tiles [0, n_full) need no mask: all their keys are < Nkv and, causal, <= this warpgroup's first row + diag
+    const int n_full = max(0, min(min(n_tiles, Nkv / BN), causal ? (qc0 + diag + 1 >= 0 ? (qc0 + diag + 1) / BN : 0)
+                                                                  : n_tiles));
+    for (int t = 0; t < n_full; ++t) tile(t, std::false_type{});
+    for (int t = n_full; t < n_tiles; ++t) tile(t, std::true_type{});
 
     // epilogue: normalise; rows past Nq are not stored; a row that saw no key gets O = 0, LSE = -inf
     using T2 = typename Pair16<T>::type;
@@ -805,7 +825,8 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
           v2.y = from_float<T>(acc[4 * i + 2 * hr + 1] * inv);
           *reinterpret_cast<T2*>(orow + i * 8 + (lane % 4) * 2) = v2;
         }
-        if (lane % 4 == 0) lse[(size_t)bh * Nq + row] = L > 0.f ? (m_run[hr] + log2f(L)) * ATTN_LN2 : -INFINITY;
+        if (lane % 4 == 0)
+          lse[(size_t)bh * Nq + row] = L > 0.f ? (m_run[hr] * scale_log2 + log2f(L)) * ATTN_LN2 : -INFINITY;
       }
     }
   }

@@ -71,3 +71,12 @@ __device__ __forceinline__ float block_reduce_max(float v) {
 template <typename T> struct Vec16 { static constexpr int N = 16 / sizeof(T); };
 __device__ __forceinline__ int4 load16(const void* p) { return *reinterpret_cast<const int4*>(p); }
 __device__ __forceinline__ void store16(void* p, int4 v) { *reinterpret_cast<int4*>(p) = v; }
+
+// ---- 2^x in one MUFU.EX2: PTX ex2.approx.ftz.f32 (an approximation of 2^x to a few ulp; .ftz flushes subnormal
+// inputs and results to sign-preserving zero; 2^-inf = +0). exp2f() wraps the same MUFU in a denormal fix-up (an
+// FSETP and two FMULs); a softmax whose p < 2^-126 rounds to 0 in fp16/bf16 anyway does not need it.
+__device__ __forceinline__ float ex2_approx_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}

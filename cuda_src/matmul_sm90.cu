@@ -257,6 +257,7 @@ __host__ __device__ __forceinline__ void ws_tile_coords(int t, int tiles_m, int 
 }
 // WS_TILE_ORDER_END
 
+using hopper::fence_operands;
 using hopper::mbar_arrive;
 using hopper::setmaxnreg_dec;
 using hopper::setmaxnreg_inc;
@@ -450,18 +451,26 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) hgemm_v10_wgmma_ws(const _
 // =====================================================================================================================
 // v11 — FP8 e4m3 wgmma (QGMMA), warp-specialised and persistent like v10 (GPU-unverified). C = (A·a_scale) @
 // (B·b_scale) in bf16, per-tensor scales read on the device (no host sync). fp8 wgmma reads both operands K-major
-// from shared memory (no imm-trans for 8-bit types), so the kernel takes Bt = B^T [N, K] (K contiguous); the matmul
-// family hands out a row-major B [K, N], and the Python launcher makes the K-major copy inside the timed call: K·N
-// bytes read + written, 2 x 64 MB at 8192^3 ~ 45 us at ~3 TB/s against a ~0.7 ms GEMM (~6%) — the same copy
-// torch._scaled_mm's caller pays (cuBLASLt fp8 wants B column-major). Accumulation: Hopper's fp8 tensor-core
+// from shared memory (no imm-trans for 8-bit types), so the kernel takes Bt = B^T [N, K] (K contiguous): the weight
+// layout the matmul family pre-arranges outside the timed call (input b_t; as Machete pre-shuffles its weights and
+// cuBLASLt's fp8 GEMM wants B column-major, which torch_scaled_mm gets from the same b_t). For a caller holding a
+// row-major B the copy costs K·N bytes read + written, 2 x 64 MB at 8192^3 ~ 45 us at ~3 TB/s against a ~0.7 ms GEMM
+// (~6%): cuda_v11_fp8_wgmma_relayout times it with the call, so its record minus this one is the layout's cost.
+// Accumulation: Hopper's fp8 tensor-core
 // accumulator keeps ~14 significant bits (DeepSeek-V3 §3.3.2: up to ~2% relative error at K = 4096), so every
 // BK = 128 slice (4 x k32) goes into a fresh accumulator (scale-d = 0 on its first wgmma) that is then added to
 // the fp32 total with FADDs — what torch._scaled_mm does with use_fast_accum=False. Napkin (as v10, at fp8's 8192
 // FLOP/clk/SM: >= 64 FLOP per shared byte needed): per slice 32 KB in by TMA + 8 x (2 + 4) KB out to the m64n128k32
 // wgmmas = 80 KB for 4.2 MFLOP = 52 FLOP/B, a shared-memory cap at ~80% of the fp8 peak (128x256 would reach 64
 // FLOP/B but needs 2 x 128 accumulator registers per thread with the promotion: over the 232 budget).
-// The FADD promotion (64 per thread per slice) and the wait_group 0 it needs cost another few %; the other
-// consumer's wgmmas overlap it. Expectation: ~0.9-1.2 PF/s at 8192^3 (torch._scaled_mm: ~1.2-1.4 PF/s).
+// The FADD promotion (64 per thread per slice) needs the slice's wgmmas complete: two slices are issued back to back
+// into two partial buffers, wait_group 1 retires the first (its FADDs and slot release run while the second slice is
+// on the tensor cores), wait_group 0 the second. Hot-loop model (harness/hotloop.py, sm_90a, 8 consumer warps/SM):
+// with wait_group 0 after every slice, 153 instr per slice, tensor 512 cycles, 118 instructions per warp after the
+// wait (236 issue cycles): 748 cycles per slice if the consumers run in step (1.46 x tensor); now 296 instr per 2
+// slices, tensor 1024, 112 exposed (224 cycles): 1248 per 2 slices (1.22 x). (ptxas serialises every wgmma when a
+// partial is read after a wait_group 1 whose group an earlier loop iteration issued: hence the pairwise structure.)
+// Expectation: ~0.9-1.2 PF/s at 8192^3 (torch._scaled_mm: ~1.2-1.4 PF/s). GPU: pending.
 // Launch: grid min(#tiles, #SMs), block 384, dynamic shared v11::SMEM_BYTES.
 // tmA: A as {K, M}, box {128, 128}; tmB: Bt as {K, N}, box {128, 128}; 128-B swizzle, OOB zero-fill.
 __global__ void __launch_bounds__(sm90ws::THREADS, 1) qgemm_v11_fp8_wgmma_ws(const __grid_constant__ CUtensorMap tmA,
@@ -517,14 +526,20 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) qgemm_v11_fp8_wgmma_ws(con
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
       int pm, pn;
       ws_tile_coords(t, tiles_m, tiles_n, pm, pn);
-      float acc[64], part[64];
+      // Two slices in flight: both are issued into their own partial buffers, then wait_group 1 retires the first
+      // (its 64 FADDs into acc and its slot release overlap the second slice on the tensor cores) and wait_group 0
+      // the second. ptxas serialises every wgmma when a partial is read after a wait_group 1 whose group was issued
+      // in an earlier loop iteration, so both partials are retired in the iteration that issued them.
+      // acc + 2 partials = 192 of the consumers' 232 registers.
+      float acc[64], pa[64], pb[64];
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc[i] = 0.f;
-      for (int kt = 0; kt < KT; ++kt, ++it) {
+      auto issue = [&](float (&part)[64]) {  // slice `it` into part; returns its ring slot
         const int s = it % STAGES;
         sm90::mbar_wait(&full[s], (it / STAGES) & 1);
         const unsigned char* a = ring + s * STAGE_BYTES + c * 64 * 128;  // +64 rows x 128 B
         const unsigned char* b = ring + s * STAGE_BYTES + A_BYTES;
+        fence_operands(part);  // its FADDs of the previous slice stay before these wgmmas
         sm90::wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 32; ++kk) {  // k32 step: +32 B along both operands' 128-B swizzled rows
@@ -533,10 +548,27 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) qgemm_v11_fp8_wgmma_ws(con
           wgmma_m64n128k32_e4m3(part, da, db, kk != 0);
         }
         sm90::wgmma_commit();
-        wgmma_wait<0>();  // `part` is read right below
-        if (lane == 0) mbar_arrive(&empty[s]);
+        ++it;
+        return s;
+      };
+      auto retire = [&](float (&part)[64], const int s) {  // after the wait that completed part's group
+        fence_operands(part);  // read after the wait, never hoisted above it
 #pragma unroll
         for (int i = 0; i < 64; ++i) acc[i] += part[i];
+        if (lane == 0) mbar_arrive(&empty[s]);
+      };
+      int kt = 0;
+      for (; kt + 2 <= KT; kt += 2) {
+        const int s0 = issue(pa), s1 = issue(pb);
+        wgmma_wait<1>();  // slice kt done, kt + 1 may still run
+        retire(pa, s0);
+        wgmma_wait<0>();
+        retire(pb, s1);
+      }
+      if (kt < KT) {  // odd KT: the last slice alone
+        const int s0 = issue(pa);
+        wgmma_wait<0>();
+        retire(pa, s0);
       }
 
       const int row0 = pm * BM + c * 64 + warp * 16 + lane / 4;

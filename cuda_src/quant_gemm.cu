@@ -207,10 +207,10 @@ __global__ void __launch_bounds__(256) qgemm_v3_w8a8_dp4a(const int8_t* __restri
 //     the magic and the zero point off exactly (integers <= 1039 are exact in both). fp16 reads the high nibble
 //     in place (1024 + 16 q, scaled by 1/16 in the same hfma2); bf16 has only 7 mantissa bits, so it shifts
 //     by 4 first (Marlin's recipe);
-//   * the integer-valued (q - z) are dotted with x in fp16/bf16 hfma2 over 8 k (partials stay small: 8*15*|x|),
-//     then each partial is widened to fp32 and scaled (FFMA): the group scale is one FFMA per 8 k per column,
-//     not a multiply per weight. Cost per 8 weights (fp16): 4 lop3 + 1 shift + 4 zero-sub + 4 hfma2 + ~1 for
-//     the fp32 flush, x and the load ~= 1.9 instr/weight at M = 1;
+//   * the integer-valued (q - z) (exact in fp16/bf16) are widened to fp32 and accumulated with x by fmaf over a 64-k
+//     task (v4: fp32 for outlier activations and the tolerance model, see its header), then scaled once per task
+//     (FFMA): the group scale is not a multiply per weight. Cost per 8 weights: 4 lop3 + 1-3 shifts + 4 zero-sub +
+//     8 widen + 8 FFMA ~= 3.1 (fp16) / 3.4 (bf16) instr/weight at M = 1 (the hfma2 dot of the first version: 1.9);
 //   * int8 -> fp32 exactly: prmt puts the byte (xor 0x80) under the exponent of 2^23 (0x4B000000), one FADD
 //     removes 2^23 + 128, one FFMA accumulates: ~3.3 instr/weight, within the budget of a 1-byte weight;
 //   * split-K over CTAs: a "task" is KP packed rows (64 k) of 16 columns; a CTA is 8 column-threads x 16
@@ -355,9 +355,15 @@ __device__ __forceinline__ void qg_finish(float (&acc)[MT][16], float (*red)[MT]
 
 // ------------------------------------------------------------------------------------------------------------------
 // qgemm_v4_w4a16_gemv: the decode W4A16 kernel designed from the byte count above (vs v2: bit-trick dequant instead
-// of two I2F + FMA per weight, fp16/bf16 hfma2 dot with the group scale once per 8 k instead of fp32 FMAs, 8 loads
-// in flight instead of 1-2, split-K over CTAs with a one-launch ticket reduction instead of one CTA per 64 columns
-// walking all of K). Expected: from v2's 20% of copy bandwidth to >= 70% at M = 1 (>= 3x cuBLAS bf16).
+// of two I2F + FMA per weight, the group scale once per 64-k task instead of per weight, 8 loads in flight instead of
+// 1-2, split-K over CTAs with a one-launch ticket reduction instead of one CTA per 64 columns walking all of K).
+// Numerics: (q - z) is exact in fp16/bf16 (|q - z| <= 15); it is widened to fp32 with x and accumulated with fmaf
+// over the task: one fp32 rounding per product. (The first version dotted 8 k in fp16/bf16 hfma2 chains: 8 roundings
+// at 8 bits in bf16, beyond the family's tolerance model, and fp16 partials of 8 x 15 x |x| overflow for LLM outlier
+// channels of |x| > ~550; tests/test_quant_gemm.py::test_v4_outlier_block_stays_finite keeps that design as a
+// known-wrong emulation.) Cost, hot-loop model (sm_90a, M = 1, 16 warps/SM): bf16 321 -> 599 instr per 8-k batch,
+// issue 2396 cycles vs DRAM 2630 (weights) / 3287 (all requested bytes) -- still under the memory time, by 10-27%;
+// fp16 462 instr, issue 1848. Expected: from v2's 20% of copy bandwidth to >= 70% at M = 1 (>= 3x cuBLAS bf16).
 // Requires N % 16 == 0 (16-byte aligned loads), group % 64 == 0 (a 64-k task lies in one group), M <= MT per
 // row block (grid.z = ceil(M / MT), each row block re-reads the weights, from L2 when small).
 // Grid (ceil(N/128), SPLIT, ceil(M/MT)), block 128. ws fp32 [SPLIT, M, N] (unused when SPLIT == 1); tickets
@@ -413,6 +419,11 @@ __global__ void __launch_bounds__(128) qgemm_v4_w4a16_gemv(const T* __restrict__
           }
       }
       const uint8_t* wp = packed + (long long)p0 * N + n0;
+      float part[MT][16];  // this task's 64 k of (q - z) . x per column, fp32
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < 16; ++j) part[i][j] = 0.f;
       int4 nxt[R];
 #pragma unroll
       for (int r = 0; r < R; ++r) nxt[r] = load16(wp + (long long)r * N);
@@ -425,47 +436,38 @@ __global__ void __launch_bounds__(128) qgemm_v4_w4a16_gemv(const T* __restrict__
 #pragma unroll
           for (int r = 0; r < R; ++r) nxt[r] = load16(wp + (long long)(rb + R + r) * N);
         }
-        T2 part[MT][4][2];  // [row][word][cols (c, c+2) | (c+1, c+3)]: 8 k of (q - z) . x
-#pragma unroll
-        for (int i = 0; i < MT; ++i)
-#pragma unroll
-          for (int w = 0; w < 4; ++w) part[i][w][0] = part[i][w][1] = X::zero2();
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const int p = p0 + rb + r;
-          T2 x0[MT], x1[MT];
+          float xa[MT], xb[MT];  // x[k = 2p], x[2p + 1] of each row, exact in fp32
 #pragma unroll
           for (int i = 0; i < MT; ++i) {
             T2 xp = X::zero2();
             if (m0 + i < M) xp = *reinterpret_cast<const T2*>(x + (long long)(m0 + i) * K + 2 * p);
-            x0[i] = X::lows(xp);
-            x1[i] = X::highs(xp);
+            const float2 xf = X::widen(xp);
+            xa[i] = xf.x;
+            xb[i] = xf.y;
           }
           const unsigned* wv = reinterpret_cast<const unsigned*>(&cur[r]);
 #pragma unroll
           for (int w = 0; w < 4; ++w) {
             T2 q[4];
-            qg_dequant_word<T>(wv[w], zlo[w], zhi[w], q);
+            qg_dequant_word<T>(wv[w], zlo[w], zhi[w], q);  // q - z: small integers, exact in fp16 and bf16
+            const float2 f0 = X::widen(q[0]), f1 = X::widen(q[1]), f2 = X::widen(q[2]), f3 = X::widen(q[3]);
 #pragma unroll
-            for (int i = 0; i < MT; ++i) {
-              part[i][w][0] = __hfma2(q[0], x0[i], part[i][w][0]);
-              part[i][w][0] = __hfma2(q[1], x1[i], part[i][w][0]);
-              part[i][w][1] = __hfma2(q[2], x0[i], part[i][w][1]);
-              part[i][w][1] = __hfma2(q[3], x1[i], part[i][w][1]);
+            for (int i = 0; i < MT; ++i) {  // one fp32 rounding per product-add (fmaf), k in order
+              part[i][4 * w + 0] = fmaf(f1.x, xb[i], fmaf(f0.x, xa[i], part[i][4 * w + 0]));
+              part[i][4 * w + 2] = fmaf(f1.y, xb[i], fmaf(f0.y, xa[i], part[i][4 * w + 2]));
+              part[i][4 * w + 1] = fmaf(f3.x, xb[i], fmaf(f2.x, xa[i], part[i][4 * w + 1]));
+              part[i][4 * w + 3] = fmaf(f3.y, xb[i], fmaf(f2.y, xa[i], part[i][4 * w + 3]));
             }
           }
         }
-#pragma unroll
-        for (int i = 0; i < MT; ++i)
-#pragma unroll
-          for (int w = 0; w < 4; ++w) {
-            const float2 a = X::widen(part[i][w][0]), b = X::widen(part[i][w][1]);
-            acc[i][4 * w + 0] = fmaf(s[4 * w + 0], a.x, acc[i][4 * w + 0]);
-            acc[i][4 * w + 2] = fmaf(s[4 * w + 2], a.y, acc[i][4 * w + 2]);
-            acc[i][4 * w + 1] = fmaf(s[4 * w + 1], b.x, acc[i][4 * w + 1]);
-            acc[i][4 * w + 3] = fmaf(s[4 * w + 3], b.y, acc[i][4 * w + 3]);
-          }
       }
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < 16; ++j) acc[i][j] = fmaf(s[j], part[i][j], acc[i][j]);  // the group scale, once per task
     }
   }
   qg_finish<T, MT>(acc, red, nullptr, ws, tickets, y, M, N);
@@ -566,6 +568,11 @@ __global__ void __launch_bounds__(128) qgemm_v5_w8a16_gemv(const T* __restrict__
 //   * U = 2 k16 steps per batch, the next batch's 4 LDG.128 issued before the current batch's HMMAs;
 //   * split-K over CTAs when the (N / 512) x (M / 16 MT) tiles are fewer than 2 waves on the SMs: fp32 partials
 //     [SPLIT, M, N] (L2-resident at decode sizes) and v4's one-launch ticket reduction in fixed split order.
+//   * epilogue: a lane's D fragment holds 16 consecutive columns of a row, so fp32 partials and outputs go out as
+//     16-byte stores (X-ray at MT = 1: 24 STG.128 where the first version had 65 STG.32 + 64 STG.16: at M = 16 its
+//     4-byte partials and 2-byte outputs cost ~70 MB of 32-byte sectors against a 30 MB weight stream).
+// Hot loop (model, sm_90a, M = 16, 12 warps/SM): 726 instr per 2 k16 steps, issue 2178 vs tensor 384, ALU 2400,
+// DRAM share 2073 cycles: ALU-bound (the per-warp dequant), as the v7 header says.
 // Expected (GPU-unverified): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
 // Requires N % 16 == 0, group % 16 == 0. Grid (ceil(N / (128 WARPS)), SPLIT, ceil(M / (16 MT))), block 32 WARPS;
 // ws / tickets as v4 (tickets: one per (blockIdx.x, blockIdx.z)).
@@ -698,44 +705,65 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
   }
 
   // D fragment: acc[i][j][e] is row m0 + 16 i + g (+8 for e >= 2), logical column 2c + (e & 1) of tile j, i.e.
-  // output column wn0 + 16 (2c + (e & 1)) + j.
+  // output column wn0 + 16 (2c + (e & 1)) + j: for one (i, e) a lane holds the 16 consecutive columns j = 0..15 of
+  // one row, so every partial goes out as 4 x 16-byte fp32 stores (STG.E.128), is read back the same way, and the
+  // output as 2 x 16-byte stores of 8 packed values (was 64 + 64 scalar 4-byte stores per lane and tile row at
+  // MT = 1: 32 B sectors a quarter used for the 2-byte outputs).
   const int split = gridDim.y, sidx = blockIdx.y;
   if (split > 1) {
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1));
+        if (row < M && col < N) {  // N % 16 == 0: all 16 columns in range or none
+          float4* p = reinterpret_cast<float4*>(ws + ((long long)sidx * M + row) * N + col);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
-          if (row < M && col < N) __stcg(ws + ((long long)sidx * M + row) * N + col, acc[i][j][e]);
+          for (int q = 0; q < 4; ++q)
+            __stcg(p + q, make_float4(acc[i][4 * q][e], acc[i][4 * q + 1][e], acc[i][4 * q + 2][e], acc[i][4 * q + 3][e]));
         }
+      }
     if (!qg_last_ticket(tickets, split)) return;
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1));
+        float4 v[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
-          float v = 0.f;
-          if (row < M && col < N) {
+        for (int q = 0; q < 4; ++q) v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (row < M && col < N) {
+          const float4* p = reinterpret_cast<const float4*>(ws + (long long)row * N + col);
 #pragma unroll 1
-            for (int t = 0; t < split; ++t) v += __ldcg(ws + ((long long)t * M + row) * N + col);  // fixed order
+          for (int t = 0; t < split; ++t) {  // fixed order
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const float4 a = __ldcg(p + (long long)t * M * N / 4 + q);
+              v[q].x += a.x; v[q].y += a.y; v[q].z += a.z; v[q].w += a.w;
+            }
           }
-          acc[i][j][e] = v;
         }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          acc[i][4 * q][e] = v[q].x; acc[i][4 * q + 1][e] = v[q].y;
+          acc[i][4 * q + 2][e] = v[q].z; acc[i][4 * q + 3][e] = v[q].w;
+        }
+      }
     if (threadIdx.x == 0) *qg_ticket(tickets) = 0u;  // re-armed for the next launch
   }
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int e = 0; e < 4; ++e) {
+      const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1));
+      if (row < M && col < N) {
+        T2 o[8];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = m0 + 16 * i + g + 8 * (e >> 1), col = wn0 + 16 * (2 * c + (e & 1)) + j;
-        if (row < M && col < N) y[(long long)row * N + col] = from_float<T>(acc[i][j][e]);
+        for (int q = 0; q < 8; ++q) o[q] = X::pair(acc[i][2 * q][e], acc[i][2 * q + 1][e]);
+        store16(y + (long long)row * N + col, *reinterpret_cast<const int4*>(o));
+        store16(y + (long long)row * N + col + 8, *reinterpret_cast<const int4*>(o + 4));
       }
+    }
 }
 
 // ==================================================================================================================
@@ -776,9 +804,16 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 //     hsub2 {MAGIC + z} (exact) then hmul2 {s, s}, one rounding of each dequantised weight to the activation dtype
 //     (the family's tolerance model, as v6). {MAGIC + z} is prmt(zero word) | MAGIC (z <= 15 fits the mantissa),
 //     {s, s} a prmt of the scale word: re-read from smem once per group slot per k tile (3 LDS + 12 ops per lane);
-//   * split-K over CTAs (in k tiles) only when the output tiles are fewer than the SMs (decode M): fp32 partials
+//   * split-K over CTAs (in k tiles) when the output tiles are fewer than the SMs (decode M): fp32 partials
 //     [SPLIT, M, N] and v4/v6's one-launch ticket reduction in fixed split order. Grid (ceil(M / BM), SPLIT,
 //     ceil(N / BN)): the M blocks of one N tile are adjacent in launch order, so W is re-read from L2, not DRAM.
+//     At compute-bound M the launcher splits only where the grid model says it pays (v7_grid_cost in
+//     harness/families/quant_gemm.py): the hot loop is issue-bound (model at M = 256: 503 instr per 64-k tile per
+//     warp, issue 2012 vs tensor 1024 cycles at 16 warps/SM), so time follows the busiest scheduler's warp-work.
+//     M = 256, 4096 x 14336: 224 CTAs on 264 slots is "under one wave", but the 92 SMs holding 2 CTAs have 4 warps
+//     per scheduler either way; split 2 / 3 keep that and add 29 / 44 MB of partials, split 4 gets to 3.5 warps
+//     per scheduler for 117 MB of partial traffic, a 7-warp CTA leaves 14 warps (4 on the busiest scheduler): no
+//     grid change pays there, so none is made.
 // What it should change (vs v6): dequantised weights reused MT x from shared memory: one prmt/lop3/hsub2/hmul2 per
 // B register per CTA feeds MT HMMAs (MT = 4 at M = 256: 2.1 ALU ops per HMMA instead of v6's ~4.3 with 2 m16 tiles
 // per warp and the 128-column dequant repeated by every warp row), and W streams through a 4-stage cp.async ring

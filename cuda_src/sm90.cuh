@@ -57,6 +57,13 @@ __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.s
 template <int N> __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// Pin a register array at this point of the instruction stream (CUTLASS's warpgroup_fence_operand): an empty asm that
+// reads and writes every element, so the compiler cannot move other uses of a wgmma accumulator across a wgmma
+// wait (ptxas then serialises every wgmma: "non wgmma instructions reading accumulator registers ...").
+template <int N> __device__ __forceinline__ void fence_operands(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
 template <int R> __device__ __forceinline__ void setmaxnreg_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
 }

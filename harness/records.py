@@ -35,8 +35,8 @@ FIELDS = [  # column order of the CSV; the JSON carries everything. The shape's 
     # "shape" as columns of their own (``csv_fields``); the 95% interval is two numeric columns.
     "family", "variant", "backend", "baseline", "dtype", "dtype_label", "shape", "status", "rel_err", "median_ms",
     "p10_ms", "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
-    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "baseline_median_ms", "timing", "suspect", "flags",
-    "unchecked_outputs", "tolerance",
+    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "baseline_median_ms", "timing", "interpreted",
+    "suspect", "flags", "unchecked_outputs", "tolerance",
     "xray_regs", "xray_spill_bytes", "xray_smem_bytes", "xray_occupancy", "xray_tc_ops", "xray_widest_load_bits",
     "xray_dot_precision", "floor_ms", "measured_over_floor", "xray_lints", "message", "device_name", "git_sha",
     "timestamp",
@@ -130,6 +130,39 @@ def csv_fields(records: Iterable[dict[str, Any]]) -> list[str]:
     return FIELDS[:i] + dims + FIELDS[i:]
 
 
+Z95 = 1.959964
+
+
+def median_interval(r: dict[str, Any]) -> tuple[float, float]:
+    """A 95% interval of the record's median: order statistics of ``samples_ms`` (n >= 6: ranks n/2 -+ 1.96 sqrt(n)/2),
+    else its p10..p90 range, else the median itself (an interval of zero width, which never overlaps by luck)."""
+    s = r.get("samples_ms")
+    if isinstance(s, list) and len(s) >= 6:
+        xs = sorted(float(x) for x in s if isinstance(x, (int, float)))
+        n = len(xs)
+        if n >= 6:
+            half = Z95 * math.sqrt(n) / 2
+            lo = max(0, math.floor(n / 2 - half) - 1)
+            hi = min(n - 1, math.ceil(n / 2 + half))
+            return xs[lo], xs[hi]
+    p10, p90 = r.get("p10_ms"), r.get("p90_ms")
+    if isinstance(p10, (int, float)) and isinstance(p90, (int, float)) and p10 <= p90:
+        return float(p10), float(p90)
+    m = float(r["median_ms"])
+    return m, m
+
+
+def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(baseline median / variant median, 95% lo, hi), the interval from each median's own 95% interval (the
+    ladder's and the report's one metric against the library)."""
+    if not (base.get("median_ms") and r.get("median_ms")):
+        return None
+    blo, bhi = median_interval(base)
+    vlo, vhi = median_interval(r)
+    v = float(base["median_ms"]) / float(r["median_ms"])
+    return v, (blo / vhi if vhi else v), (bhi / vlo if vlo else v)
+
+
 def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None] | None:
     """(speed-up, 95% lo, 95% hi) against the library baseline from paired rounds, or None when there is none or it
     means nothing: a suspect record, a ratio of medians (older records: not paired), a CPU timing of an interpreted
@@ -193,6 +226,7 @@ def flat(r: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ tables
 STATUS_SHORT = {"ok": "ok", "skipped": "skip", "compiled": "built", "incorrect": "WRONG", "compile_error": "cc-err",
                 "runtime_error": "crash", "timeout": "t/o"}
+INTERPRETED = "cpu-int"  # the time cell of a CUDA variant run by the CPU interpreter (checked, never timed)
 FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x", "partial": "P"}
 FLAG_LEGEND = {"L": "launch-bound (median < 5x an empty launch: measures the launch, not the kernel)",
                "U": "unstable (samples drifted or clocks varied)",
@@ -328,10 +362,13 @@ def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) ->
     occ = x.get("occupancy")
     spill = _spill_of(r)
     return {
-        "variant": str(r.get("variant")), "backend": str(r.get("backend") or "-"), "shape": str(r.get("shape")),
+        "variant": str(r.get("variant")),
+        "backend": str(r.get("backend") or "-") + ("-cpu" if r.get("interpreted") else ""),
+        "shape": str(r.get("shape")),
         "dtype": str(r.get("dtype_label") or r.get("dtype")),
         "status": STATUS_SHORT.get(str(r.get("status")), str(r.get("status"))),
-        "time": fmt.ms(r.get("median_ms")), "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
+        "time": INTERPRETED if r.get("interpreted") and not r.get("median_ms") else fmt.ms(r.get("median_ms")),
+        "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
         "lib_time": fmt.ms(r.get("baseline_median_ms")) if sp else "-",
         "perf": perf if r.get("median_ms") else "-", "vs_lib": vs,
         "ci": fmt.interval(sp[1], sp[2]) if sp else "-",
@@ -468,13 +505,16 @@ def inspect_command(records: Iterable[dict[str, Any]]) -> str:
 def table_legend(records: list[dict[str, Any]], columns: list[str] | None = None,
                  width: int | None = None) -> list[str]:
     """One entry per flag letter that appears ("flags: L launch-bound (...)"), word-wrapped to ``width``; none when
-    no record has a flag. The x entry names the command that shows the lints."""
+    no record has a flag. The x entry names the command that shows the lints. First, when a CUDA variant ran on
+    the CPU interpreter, what its ``cpu-int`` time cell means."""
     import textwrap
 
-    if "flags" not in (columns or DEFAULT_COLUMNS):
-        return []
-    seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
     out = []
+    if any(r.get("interpreted") and r.get("status") == "ok" for r in records):
+        out.append(f"{INTERPRETED}: checked by the CUDA interpreter on the CPU; not timed")
+    if "flags" not in (columns or DEFAULT_COLUMNS):
+        return out
+    seen = "".join(dict.fromkeys("".join(flag_letters(r) for r in records)))
     for c in seen:
         text = f"flags: {c} {FLAG_LEGEND.get(c, c)}"
         if c == "x":

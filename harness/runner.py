@@ -31,11 +31,13 @@ import os
 import random
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,6 +123,7 @@ def base_record(problem: Problem, v: Variant, dtype: str, shape: Shape) -> dict[
         "throughput_unit": problem.throughput_unit, "timing": None, "resources": None, "seeds": [],
         "tolerance": None, "sampled_checks": 0, "flags": [],
         "extra": {}, "suspect": False, "suspect_reasons": [], "speedup_vs_baseline": None, "speedup_ci95": None,
+        "interpreted": False,  # True: a CUDA variant run by the CPU interpreter (harness.interp): checked, not timed
         "speedup_text": None, "baseline_name": None,
     }
 
@@ -260,6 +263,7 @@ class VariantSide:
         self.outs: dict[str, torch.Tensor] = {}
         self._noop_ret: dict[str, torch.Tensor] = {}
         self._be: tm.Backend | None = None
+        self.interpreted = False  # a CUDA variant run by the CPU interpreter (harness.interp): set by prelim
 
     # --------------------------------------------------------------------------------------------- prelim
     def prelim(self) -> dict[str, Any]:
@@ -270,16 +274,30 @@ class VariantSide:
             return {"status": "skipped", "message": reason}
         out: dict[str, Any] = {"status": None}
         if v.backend == "cuda":
-            from harness.cuda import CompileError
+            from harness import interp
+            from harness.cuda import CompileError, _cublas_missing, nvcc_path
 
+            interpreted = not on_gpu and interp.enabled()
             try:
-                out["resources"] = ({k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
-                                    if v.source else None)
+                # the ptxas report needs nvcc; the CPU interpreter does not (its g++ build is checked below)
+                if v.source and (not interpreted or nvcc_path() is not None):
+                    try:
+                        out["resources"] = {k: v.source.resources(k) for k in v.kernel_names(self.dtype)}
+                    except CompileError as e:
+                        # a missing cuBLAS stops nvcc, not the interpreter (it brings its own): no ptxas report then
+                        if not (interpreted and _cublas_missing(str(e))):
+                            raise
+                        out["resources_note"] = str(e).split("\n", 1)[0]
+                if interpreted and v.source is not None:
+                    v.source.interp_library()  # a g++ error is this record's compile_error, not a crash later
             except CompileError as e:
                 return {"status": "compile_error", "message": str(e).split("\n", 1)[0],
                         "compile_log": str(e).split("\n", 1)[-1][-4000:]}
-            if not on_gpu:
-                return {**out, "status": "compiled", "message": "compiled with nvcc; no GPU here to run it"}
+            if interpreted:
+                out["interpreted"] = self.interpreted = True
+            elif not on_gpu:
+                return {**out, "status": "compiled", "message": "compiled with nvcc; no GPU here to run it (CUDA "
+                                                                "interpret mode is off: WB_CUDA_INTERPRET=0)"}
         if v.backend == "triton" and not on_gpu and not interpreter():
             return {"status": "skipped", "message": "Triton needs a GPU, or TRITON_INTERPRET=1 on the CPU"}
         torch.backends.cuda.matmul.allow_tf32 = False  # library baselines: no silent TF32
@@ -302,11 +320,14 @@ class VariantSide:
         return {"launch_overhead_ms": tm.launch_overhead_ms(self.dev, backend=self._be) if timed else None}
 
     # --------------------------------------------------------------------------------------------- one call
-    def call(self, scalars: dict[str, Any], noop: bool = False, timed: bool = False,
-             spin_ms: float = 0.0) -> dict[str, Any]:
+    def call(self, scalars: dict[str, Any], noop: bool = False, timed: bool = False, spin_ms: float = 0.0,
+             sched: int | None = None) -> dict[str, Any]:
         """One call on the arena's current inputs. ``noop``: the harness' own empty call (the judge's calibration
         of this protocol, before any variant code ran). Returns {"ms": own clock (GPU events when timed on a
-        GPU), "enq_ms": host time of the call, "meta": what the judge checks besides values}."""
+        GPU), "enq_ms": host time of the call, "meta": what the judge checks besides values}. ``sched``: the CPU
+        interpreter's scheduling seed (block and thread order) for an interpreted CUDA variant."""
+        if self.interpreted and not noop:
+            return self._interpreted_call(scalars, sched)
         be, gpu = self._be, self.dev.type == "cuda"
         inputs = {**self.inputs, **scalars}  # a fresh dict per call: the variant may mutate it
         given = dict(self.outs) if self.v.style == "out" else None
@@ -328,6 +349,26 @@ class VariantSide:
             torch.cuda.synchronize()  # device-wide: work on any stream finishes inside the judge's bracket
         ms = be.elapsed_ms(ev0, ev1) if ev0 is not None else (h1 - h0) * 1e3
         return {"ms": ms, "enq_ms": (h1 - h0) * 1e3, "meta": meta}
+
+    def _interpreted_call(self, scalars: dict[str, Any], sched: int | None) -> dict[str, Any]:
+        """A CUDA variant under the CPU interpreter: on private copies, each tensor its own storage (the
+        interpreter's memcheck bounds a kernel's accesses by the storage a pointer came from: views of one arena
+        would let it run from one buffer into the next), copied back into the arena after the call."""
+        from harness import interp
+
+        priv = {k: t.clone() for k, t in self.inputs.items()}
+        given = {k: t.clone() for k, t in self.outs.items()} if self.v.style == "out" else None
+        outs = dict(given) if given is not None else None
+        interp.set_call(sched, {**priv, **(given or {})})  # the scheduling seed and the buffers' names
+        h0 = time.perf_counter()
+        got = _call_variant(self.v, {**priv, **scalars}, outs, self.shape)
+        h1 = time.perf_counter()
+        meta = self._deliver({**priv, **scalars}, given, outs, got)
+        for k, t in priv.items():  # a kernel that wrote its inputs shows in the arena, where the judge looks
+            self.inputs[k].copy_(t)
+        for k, t in (given or {}).items():
+            self.outs[k].copy_(t)
+        return {"ms": (h1 - h0) * 1e3, "enq_ms": (h1 - h0) * 1e3, "meta": meta}
 
     def _deliver(self, inputs: dict, given: dict | None, outs: dict | None, got: Any) -> dict[str, Any]:
         """What the judge cannot see in the arena: rebinding, returned specs and address ranges. A returned output
@@ -482,10 +523,9 @@ def _threads_now() -> list[str]:
 # --------------------------------------------------------------------------------------------- the worker
 def worker_preload() -> None:
     """What the zygote imports once for every worker it forks: torch, the harness, every family."""
-    from harness.families import load_all
+    from harness.registry import load_all
 
     load_all()
-    tm.launch_overhead_ms  # noqa: B018 - harness.timing is imported here, not in a worker
 
 
 def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
@@ -530,6 +570,8 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
         op = msg["op"]
         try:
             if op == "begin":
+                if msg.get("crash_file"):
+                    os.environ["WB_INTERP_CRASH_FILE"] = msg["crash_file"]
                 side = VariantSide(Task(**msg["task"]), RunOptions(**msg["opts"]))
                 if side.dev.type == "cpu":  # torch's intra-op threads pinned for this worker's life (one task)
                     torch.set_num_threads(tm.default_cpu_threads())
@@ -557,7 +599,8 @@ def worker_main(fd: int, isolation: dict[str, Any] | None = None) -> None:
             else:
                 reply = {"ok": True, "value": getattr(side, op)(**msg.get("kw", {}))}
         except Exception as e:  # the variant's failure (or a harness bug on the variant side): reported, not fatal
-            reply = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
+            status, message = failure_of(e)
+            reply = {"error": message, "status": status, "traceback": traceback.format_exc(limit=6)}
         conn.send(reply)
 
 
@@ -710,9 +753,16 @@ def _scales(problem: Problem, inputs: dict[str, Any], shape: Shape, dtype: str,
     return {n: m.abs() / math.sqrt(k) for n, m in mag.items() if n in ref and ref[n].numel() <= MAG_MAX_ELEMS}
 
 
-def _check_call(side: Any, arena: Arena, inputs: dict[str, Any]) -> dict[str, Any]:
-    """One untimed call on the judge's inputs; outputs and inputs-after read from the arena while it is stopped."""
-    _, _, val = side.run_call(arena, inputs, timed=False)
+def _check_call(side: Any, arena: Arena, inputs: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """One untimed call on the judge's inputs; outputs and inputs-after read from the arena while it is stopped.
+    ``seed`` (the check's) gives the CUDA interpreter its scheduling seed, through a one-way hash: reproducible
+    with ``--seeds``, and no seed reaches a worker."""
+    sched = None
+    if seed is not None:
+        import hashlib
+
+        sched = int.from_bytes(hashlib.sha256(f"wb-sched-{seed}".encode()).digest()[:4], "little")
+    _, _, val = side.run_call(arena, inputs, timed=False, sched=sched)
     return _payload(side, arena, val)
 
 
@@ -754,7 +804,11 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         worst, extra = 0.0, {}
         first = problem.make_inputs(shape, dtype, opts.seeds[0], dev)
         arena = Arena(problem, v, shape, dtype, first, dev, shared=side.isolated)
-        timed = opts.timing and (dev.type == "cuda" or opts.time_on_cpu)
+        if pre.get("interpreted"):  # a CPU model of the GPU: its verdict counts, its speed means nothing
+            rec.update(interpreted=True, timing="none")
+            if pre.get("resources_note"):
+                rec["resources_note"] = pre["resources_note"]  # why there is no ptxas report (nvcc could not build)
+        timed = opts.timing and (dev.type == "cuda" or opts.time_on_cpu) and not pre.get("interpreted")
         att = side.attach(arena, timed)
         calib = _calibrate(side, arena, first) if timed else None  # before the first variant call
         spot = None
@@ -764,7 +818,7 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
             rec["spot_check"] = spot
         for i, seed in enumerate(opts.seeds):
             inputs = first if i == 0 else problem.make_inputs(shape, dtype, seed, dev)
-            pay = _check_call(side, arena, inputs)
+            pay = _check_call(side, arena, inputs, seed)
             res = judge_payload(problem, v, dtype, shape, inputs, pay, tol, spot=spot)
             rec["seeds"].append(seed)
             if not res.ok:
@@ -777,6 +831,11 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
                 rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
         rec["rel_err"] = worst
         _label_outputs(rec, extra)
+        if pre.get("interpreted"):
+            rec.update(status="ok", message="checked by the CUDA interpreter on the CPU (memcheck, racecheck, "
+                                            "synccheck over every seed); not timed")
+            rec["extra"].update(extra)
+            return rec
         if not timed:
             rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
                        else "checked; not timed (--no-cpu-timing)")
@@ -1118,6 +1177,23 @@ def _fill_timing(rec: dict, problem: Problem, shape: Shape, tp: dict, base: Vari
 
 
 # ============================================================================================ the two sides
+def _failed(reply: dict[str, Any]) -> VariantFailed:
+    status = reply.get("status", "runtime_error")
+    return VariantFailed(status, reply["error"], reply.get("traceback", "") if status == "runtime_error" else "")
+
+
+def failure_of(e: BaseException) -> tuple[str, str]:
+    """(status, message) of a variant call that raised: the CPU interpreter's verdicts keep their own one line
+    (a PTX instruction it does not model is a skip, not a failure)."""
+    from harness.interp import KernelFault, NotInterpreted
+
+    if isinstance(e, NotInterpreted):
+        return "skipped", str(e)
+    if isinstance(e, KernelFault):
+        return "runtime_error", str(e)
+    return "runtime_error", f"{type(e).__name__}: {e}"
+
+
 class LocalSide:
     """The variant side in this process (``isolate=False``): same protocol and arena, no isolation; the bracket is
     this process' clock around the call."""
@@ -1131,8 +1207,10 @@ class LocalSide:
         try:
             return getattr(self.side, op)(**kw)
         except Exception as e:  # the variant's own failure, not the judge's
-            raise VariantFailed("runtime_error", f"{type(e).__name__}: {e}",
-                                traceback.format_exc(limit=6)) from None
+            status, msg = failure_of(e)
+            raise VariantFailed(status, msg, traceback.format_exc(limit=6) if status == "runtime_error" else "") \
+                from None
+
 
     def attach(self, arena: Arena, timed: bool = True) -> dict[str, Any]:
         return self.call("attach", layout=arena.layout, base=arena.base, timed=timed)
@@ -1167,6 +1245,9 @@ class RemoteSide:
                  isolation: dict[str, Any] | None = None):
         self.worker, self.opts, self.isolation = worker, opts, isolation or {}
         self._raw = None
+        # where the CUDA interpreter's crash handler leaves its last words (a real SIGSEGV inside a kernel)
+        fd, self.crash_file = tempfile.mkstemp(prefix="wb-interp-crash-", suffix=".txt")
+        os.close(fd)
         self._ncpu = worker.ncpu()
         self.keep = False  # the pool keeps this worker for another task (release() does not kill it)
         self.begin(task, deadline)
@@ -1175,7 +1256,8 @@ class RemoteSide:
         """A task for this worker: a fresh one, or one that has run no variant code yet (``calls == 0``)."""
         self.deadline, self.task, self.calls = deadline, task, 0
         wopts = {k: getattr(self.opts, k) for k in ("flush_l2", "graph", "gpm", "timing", "time_on_cpu")}
-        self._request({"op": "begin", "task": asdict(task), "opts": {**wopts, "seeds": ()}})
+        self._request({"op": "begin", "task": asdict(task), "opts": {**wopts, "seeds": ()},
+                       "crash_file": self.crash_file})
 
     def _wait(self) -> Any:
         w = self.worker
@@ -1191,7 +1273,12 @@ class RemoteSide:
                 died = True
                 break
         if died:
-            raise VariantFailed("runtime_error", w.exit_text() + " (illegal memory access, segfault or os._exit?)",
+            try:
+                words = Path(self.crash_file).read_text().strip()
+            except OSError:
+                words = ""
+            raise VariantFailed("runtime_error", w.exit_text()
+                                + (f": {words}" if words else " (illegal memory access, segfault or os._exit?)"),
                                 recycle=True)
         raise VariantFailed("timeout", "no result within the task timeout (hang?); worker killed", recycle=True)
 
@@ -1209,7 +1296,7 @@ class RemoteSide:
     def call(self, op: str, **kw: Any) -> Any:
         reply = self._request({"op": op, "kw": kw})
         if "error" in reply:
-            raise VariantFailed("runtime_error", reply["error"], reply.get("traceback", ""))
+            raise _failed(reply)
         return reply["value"]
 
     def attach(self, arena: Arena, timed: bool = True) -> dict[str, Any]:
@@ -1229,7 +1316,7 @@ class RemoteSide:
             reduction.sendfds(self._raw, [arena.fd])
         reply = self._wait()
         if "error" in reply:
-            raise VariantFailed("runtime_error", reply["error"], reply.get("traceback", ""))
+            raise _failed(reply)
         return reply["value"]
 
     def run_call(self, arena: Arena, inputs: dict[str, Any], **kw: Any) -> tuple[float, float | None, dict[str, Any]]:
@@ -1255,7 +1342,7 @@ class RemoteSide:
             d = [max(0, ns - c0.get(tid, 0)) for tid, ns in c1.items()]
             cpu = max(max(d, default=0), sum(d) / self._ncpu) / 1e6
         if "error" in reply:
-            raise VariantFailed("runtime_error", reply["error"], reply.get("traceback", ""))
+            raise _failed(reply)
         return (t1 - t0) * 1e3, cpu, reply["value"]
 
     def end(self) -> list[str]:
@@ -1266,6 +1353,8 @@ class RemoteSide:
             self._raw.close()
             self._raw = None
         self.worker.kill()
+        with contextlib.suppress(OSError):
+            os.unlink(self.crash_file)
 
     def release(self) -> None:
         """The end of a task: killed, unless the pool keeps it (a paired baseline's worker, which only ever runs the

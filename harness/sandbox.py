@@ -15,7 +15,7 @@ Stdlib only, so that a process can confine itself before torch starts threads. T
 * **The zygote** (``Zygote``): one process per environment that imports torch, the harness and every family once
   (~1 s here), runs no variant code, and forks a fresh worker per task (~20-50 ms) by double fork, so the worker is
   reparented to the judge. Where forking is unsafe (the zygote has loaded the CUDA driver), each worker is a fresh
-  interpreter instead (``python -m harness.sandbox worker``).
+  interpreter instead. Both processes run ``python -m harness.worker`` (it imports the runner; this module does not).
 
 ``WorkerProcess`` is the judge's handle: ``stop()`` (SIGSTOP to the group, then wait until the kernel reports it
 stopped), ``cont()``, ``kill()`` and ``exit_text()``.
@@ -231,6 +231,19 @@ def confinement_complete(info: dict[str, Any]) -> bool:
 _PARENT_AT_FORK = [0]
 
 
+def note_parent_at_fork() -> None:
+    """Called first thing in a freshly forked worker: the intermediate parent it waits to lose (after_reparent)."""
+    _PARENT_AT_FORK[0] = os.getppid()
+
+
+def make_undumpable() -> bool:
+    try:
+        _prctl(PR_SET_DUMPABLE, 0)
+        return True
+    except OSError:
+        return False
+
+
 def after_reparent(timeout_s: float = 5.0) -> None:
     """A forked worker waits until its intermediate parent has exited: it is then the judge's child (the judge can
     wait for it to stop). No parent-death signal: it fires when the parent *thread* ends, and the judge's thread
@@ -397,7 +410,7 @@ class Zygote:
         self.judge_info = harden_judge()
         a, b = socket.socketpair()
         env = dict(os.environ, PYTORCH_NVML_BASED_CUDA_CHECK="1")  # torch.cuda.is_available() without cuInit
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.sandbox", "zygote", str(b.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.worker", "zygote", str(b.fileno())],
                                      pass_fds=(b.fileno(),), env=env, cwd=os.getcwd())
         b.close()
         self.sock = a
@@ -452,92 +465,7 @@ class Zygote:
         import subprocess
 
         env = dict(os.environ)
-        p = subprocess.Popen([sys.executable, "-m", "harness.sandbox", "worker", str(theirs.fileno())],
+        p = subprocess.Popen([sys.executable, "-m", "harness.worker", "worker", str(theirs.fileno())],
                              pass_fds=(theirs.fileno(),), env=env, cwd=os.getcwd())
         theirs.close()
         return WorkerProcess(p.pid, Connection(mine.detach()), popen=p), "exec"
-
-
-def _cuda_driver_loaded() -> bool:
-    try:
-        with open("/proc/self/maps") as f:
-            return any("libcuda.so" in line for line in f)
-    except OSError:
-        return False
-
-
-def _zygote_main(fd: int) -> None:
-    from multiprocessing.connection import Connection
-
-    try:
-        _prctl(PR_SET_DUMPABLE, 0)
-    except OSError:
-        pass
-    sock = socket.socket(fileno=fd)
-    conn = Connection(os.dup(fd))
-    import harness.runner as runner  # torch, the harness and every family, once
-
-    runner.worker_preload()
-    why = "the CUDA driver is loaded in the zygote: a forked worker could not use it" if _cuda_driver_loaded() \
-        else None
-    conn.send({"fork_safe": why is None, "why_not": why})
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    forked: list[int] = []
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            msg = None
-        if msg != "fork":  # the judge closed the connection (or died): no worker it stopped may outlive it
-            for pid in forked:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            return
-        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-        wfd = fds[0]
-        r, w = os.pipe()
-        c = os.fork()
-        if c == 0:  # the intermediate child: fork the worker and exit, so the worker is reparented to the judge
-            try:
-                os.close(r)
-                wpid = os.fork()
-                if wpid == 0:  # the worker: one thread (fork copies only the caller), nothing of a task yet
-                    _PARENT_AT_FORK[0] = os.getppid()
-                    os.close(w)
-                    conn.close()
-                    sock.close()
-                    runner.worker_main(wfd, confine_worker())
-                    os._exit(0)
-                os.write(w, struct.pack("i", wpid))
-            finally:
-                os._exit(0)
-        os.close(w)
-        os.close(wfd)
-        data = os.read(r, 4)
-        os.close(r)
-        os.waitpid(c, 0)
-        if len(data) != 4:
-            conn.send("the intermediate child died")
-            continue
-        wpid = struct.unpack("i", data)[0]
-        forked = [p for p in forked if os.path.exists(f"/proc/{p}")] + [wpid]
-        conn.send(wpid)
-
-
-def main(argv: list[str]) -> None:
-    mode, fd = argv[0], int(argv[1])
-    if mode == "zygote":
-        _zygote_main(fd)
-    elif mode == "worker":  # a fresh interpreter per worker: confine before torch starts its threads
-        info = confine_worker()
-        import harness.runner as runner
-
-        runner.worker_main(fd, info)
-    else:
-        raise SystemExit(f"usage: python -m harness.sandbox zygote|worker FD (got {mode!r})")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

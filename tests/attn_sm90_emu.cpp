@@ -55,6 +55,13 @@ static float tof(__nv_bfloat16 h) { return bf2f(h); }
 template <typename T> T from_float(float v);
 template <> __half from_float<__half>(float v) { return (__half)v; }
 template <> __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return f2bf(v); }
+// ex2.approx.ftz.f32 per the PTX ISA: 2^x (approximate: a few ulp, here exact to float), subnormal inputs and results
+// flushed to sign-preserving zero
+static float ex2_approx_ftz(float x) {
+  if (std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.f, x);
+  const float r = std::exp2(x);
+  return std::fpclassify(r) == FP_SUBNORMAL ? std::copysign(0.f, r) : r;
+}
 template <typename T> uint32_t pack2(float lo, float hi) {
   T a = from_float<T>(lo), b = from_float<T>(hi); uint16_t x, y; memcpy(&x, &a, 2); memcpy(&y, &b, 2);
   return (uint32_t)x | ((uint32_t)y << 16);

@@ -1,10 +1,11 @@
-"""Bit-exact CPU emulation of the v4/v5 decode GEMVs in cuda_src/quant_gemm.cu (which cannot run without a GPU).
+"""Bit-exact CPU emulation of the CUDA quant_gemm rungs v4-v7 in cuda_src/quant_gemm.cu (they cannot run here).
 
 The 32-bit steps are done as the kernel does them -- ``lop3`` by its truth table, ``prmt`` by its byte selector,
 shifts and xors on uint32 -- with the constants parsed from the .cu itself (the ``#define QG_*`` block), so a changed
 mask or LUT there changes the emulation too. Arithmetic is emulated op by op with one correct rounding each: fp16/bf16
 ``hsub2``/``hfma2`` (computed exactly in float64, rounded to 11 / 8 significant bits), fp32 ``fmaf``/adds (float64 ->
-float32), in the kernel's order: 8-k half-precision partials, the group-scale FFMA flush, the warp shuffles (xor 8,
+float32), in the kernel's order: v4's exact (q - z) in fp16/bf16 widened to fp32 and accumulated with fmaf over a
+64-k task, the group-scale FFMA once per task, the warp shuffles (xor 8,
 then 16), the 4-warp shared-memory sum, the split partials summed in split order, one rounding to the output dtype.
 The index math (64-k tasks, SPLIT ranges, 16 slices per CTA, 16 columns per thread, MT-row blocks) is the kernel's.
 ``MUTATIONS`` are known-wrong variants the tests must see fail.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 CU = Path(__file__).resolve().parent.parent / "cuda_src" / "quant_gemm.cu"
-MUTATIONS = ("lut", "bf16_in_place_hi", "column_pairs", "no_i8_flip", "group_index")
+MUTATIONS = ("lut", "bf16_in_place_hi", "column_pairs", "no_i8_flip", "group_index", "half_partials")
 
 
 def constants(path: Path = CU) -> dict[str, int]:
@@ -51,9 +52,13 @@ def prmt(a: np.ndarray, b: int, sel: int) -> np.ndarray:
 
 
 def rnd(v: np.ndarray, bits: int) -> np.ndarray:
-    """Round float64 to ``bits`` significant bits, ties to even (fp16: 11, bf16: 8; normal range only)."""
+    """Round float64 to ``bits`` significant bits, ties to even (fp16: 11, bf16: 8; no subnormals); fp16 results of
+    magnitude >= 65520 (max 65504 + half an ulp) overflow to inf, as the hardware's round-to-nearest does."""
     m, e = np.frexp(np.asarray(v, dtype=np.float64))
-    return np.ldexp(np.rint(m * (1 << bits)), e - bits)
+    out = np.ldexp(np.rint(m * (1 << bits)), e - bits)
+    if bits == 11:
+        out = np.where(np.abs(out) >= 65520.0, np.copysign(np.inf, out), out)
+    return out
 
 
 def halves(u: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +122,7 @@ def _v4(x, packed, scale, zero, group, split, mutate, consts):
     magic = C["QG_MAGIC_FP16"] if dtype == "fp16" else C["QG_MAGIC_BF16"]
     mag = 1024.0 if dtype == "fp16" else 128.0
     hi_in_place = dtype == "fp16" or mutate == "bf16_in_place_hi"
+    half = mutate == "half_partials"  # known-wrong: the pre-fp32 design (8 products per hfma2 chain)
     T = N // 16  # column-threads, vectorised: thread c owns columns 16c .. 16c + 15
     tasks = K // (2 * KP)
     per_split = -(-tasks // split)
@@ -133,12 +139,13 @@ def _v4(x, packed, scale, zero, group, split, mutate, consts):
                 g = (p0 if mutate == "group_index" else 2 * p0) // group  # mutation: packed row taken for k
                 sg = sc[g].reshape(T, 16).astype(np.float64)  # fp16/bf16 -> float exactly
                 zg = zr[g].reshape(T, 16)
+                part = np.zeros((M, T, 16))  # fp32 (q - z) . x of this task per column
+                hpart = np.zeros((M, T, 16))  # mutation half_partials: 8-k partials in fp16 / bf16 (overflow: inf)
                 for rb in range(0, KP, R):
-                    part = np.zeros((M, T, 4, 2, 2))  # [m, thread, word, h, lane of the pair]
                     for r in range(R):
                         p = p0 + rb + r
                         words = _words(pk[p].reshape(T, 16))  # [T, 4]
-                        x0, x1 = xs[:, 2 * p], xs[:, 2 * p + 1]
+                        x0, x1 = xs[:, 2 * p], xs[:, 2 * p + 1]  # widened to fp32: exact
                         for w in range(4):
                             u = words[:, w]
                             if dtype == "fp16":
@@ -163,15 +170,18 @@ def _v4(x, packed, scale, zero, group, split, mutate, consts):
                                     q_hi = rnd(hi * 0.0625 + rnd(-(64.0 + z2), bits), bits)
                                 else:
                                     q_hi = rnd(hi - rnd(mag + z2, bits), bits)
-                                for m in range(M):
-                                    pa = part[m, :, w, h]
-                                    pa = rnd(q_lo * x0[m] + pa, bits)
-                                    part[m, :, w, h] = rnd(q_hi * x1[m] + pa, bits)
-                    for w in range(4):
-                        for h in range(2):
-                            for lane in range(2):
-                                col = 4 * w + pair_cols[h][lane]
-                                acc[:, :, col] = f32(sg[None, :, col] * part[:, :, w, h, lane] + acc[:, :, col])
+                                for lane, col in enumerate((ca, cb)):  # fmaf(q_hi, x1, fmaf(q_lo, x0, part))
+                                    if half:  # the old hfma2 chain in the activation dtype
+                                        pa = rnd(q_lo[None, :, lane] * x0[:, None] + hpart[:, :, col], bits)
+                                        hpart[:, :, col] = rnd(q_hi[None, :, lane] * x1[:, None] + pa, bits)
+                                        continue
+                                    pa = f32(q_lo[None, :, lane] * x0[:, None] + part[:, :, col])
+                                    part[:, :, col] = f32(q_hi[None, :, lane] * x1[:, None] + pa)
+                    if half:  # ... widened and scaled every 8 k
+                        acc = f32(sg[None, :, :] * hpart + acc)
+                        hpart[:] = 0.0
+                if not half:
+                    acc = f32(sg[None, :, :] * part + acc)  # the group scale once per task
             slices.append(acc.reshape(M, N))
         acc_splits.append(slices)
     return _finish(acc_splits, M, N, 1, split, None, dtype)

@@ -189,6 +189,12 @@ def test_v3_emulator_rejects_broken_kernels(tmp_path):
     (tmp_path / "tail").mkdir()
     run = _emu_v3(tmp_path / "tail", src.replace(key, "(causal && col > row + diag)"), ["h,64,1,1,1,64,200,0"])
     assert run.returncode != 0 and "FAIL" in run.stdout, run.stdout
+    # 3. one unmasked tile too many (the FA3 split off by one): tile 3 of rows 0..63 holds keys past their diagonal
+    key = "(qc0 + diag + 1) / BN : 0)"
+    assert key in src
+    (tmp_path / "split").mkdir()
+    run = _emu_v3(tmp_path / "split", src.replace(key, "(qc0 + diag + 1) / BN + 1 : 0)"), ["h,64,1,1,1,130,520,1"])
+    assert run.returncode != 0 and "FAIL" in run.stdout, run.stdout
     # (a slot released before the P·V wgmma that reads it is a race: whether the emulator's thread schedule exposes it
     # varies from run to run, so it is not asserted here; the matmul emulator test covers early release on v10)
 

@@ -96,24 +96,27 @@ def test_step1_triton_variant(tmp_path, restore_registry):
 
 
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
-def test_step2_templated_cuda_variant(tmp_path, restore_registry):
+def test_step2_templated_cuda_variant(tmp_path, restore_registry, monkeypatch):
+    monkeypatch.setenv("WB_CUDA_INTERPRET", "1")  # what the doc says happens without a GPU: the CPU interpreter runs it
     load_step("step-2", tmp_path)
     for dt in ("fp32", "fp16", "bf16"):
         rec = run_task(Task("softmax", "cuda_mine_v1", dt, "M=7,N=33"), OPTS)
-        if ON_GPU:
-            assert rec["status"] == "ok", rec["message"]
-        else:
-            assert rec["status"] == "compiled", rec["message"]
+        assert rec["status"] == "ok", rec["message"]
+        assert rec["interpreted"] != ON_GPU
         res = next(iter(rec["resources"].values()))
         assert res["registers"] > 0 and res["spill_store_bytes"] == 0
+    monkeypatch.setenv("WB_CUDA_INTERPRET", "0")
+    if not ON_GPU:
+        assert run_task(Task("softmax", "cuda_mine_v1", "fp32", "M=7,N=33"), OPTS)["status"] == "compiled"
 
 
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
-def test_step3_assignment_library(tmp_path, restore_registry):
+def test_step3_assignment_library(tmp_path, restore_registry, monkeypatch):
+    monkeypatch.setenv("WB_CUDA_INTERPRET", "1")
     mod = load_step("step-3", tmp_path)
     for num in (1, 2):
         rec = run_task(Task("softmax", f"assignment_{num}", "fp32", "M=33,N=1000"), OPTS)
-        assert rec["status"] == ("ok" if ON_GPU else "compiled"), rec["message"]
+        assert rec["status"] == "ok", rec["message"]
         assert rec["resources"][f"assignment_softmax_{num}"]["registers"] > 0
     libres = mod.LIB.library_resources()  # the host-mode build (nvcc -shared) compiles too
     assert {"assignment_softmax_1", "assignment_softmax_2"} <= set(libres)

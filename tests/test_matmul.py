@@ -38,7 +38,7 @@ def test_registry_entries():
     assert P.dims == ("M", "N", "K") and P.dtypes == ("fp32", "fp16", "bf16", "fp8")
     for name in ("triton_matmul", "triton_matmul_persistent", "triton_matmul_tf32", "triton_matmul_fp8_kmajor",
                  "torch_matmul",
-                 "torch_fp32_ieee", "torch_fp32_tf32", "torch_scaled_mm"):
+                 "torch_fp32_ieee", "torch_fp32_tf32", "torch_scaled_mm", "torch_scaled_mm_relayout"):
         assert name in P.variants, name
     # exactly one speed-up baseline per dtype
     main = {"fp32": "torch_fp32_ieee", "fp16": "torch_matmul", "bf16": "torch_matmul", "fp8": "torch_scaled_mm"}
@@ -81,6 +81,8 @@ def test_reference_and_inputs(dtype):
         assert float(x["a"].float().abs().max()) == 448.0  # the amax maps to e4m3's largest value
         a, b = a * float(x["a_scale"]), b * float(x["b_scale"])
         assert P.make_outputs(s, dtype, CPU)["c"].dtype == torch.bfloat16
+        # the pre-arranged weight layout: the same B, K-major (B^T contiguous), made with the inputs
+        assert x["b_t"].shape == (33, 65) and x["b_t"].is_contiguous() and torch.equal(x["b_t"].t(), x["b"])
     torch.testing.assert_close(ref, a @ b, rtol=1e-12, atol=1e-12)
     assert 0.3 < float(ref.std()) < 3.0  # C ~ N(0, 1) whatever K is
 

@@ -157,7 +157,10 @@ def test_sass_parsing():
              "        /*0090*/                   HGMMA.64x256x16.F32.BF16 R24, gdesc[UR8].tnspB, R24 ;",
              "        /*00a0*/               @P1 STL [R1], R3 ;",
              "        /*00b0*/                   FFMA R1, R2, R3, R4 ;"]
-    ops = [xray._INSN.match(line).group(1) for line in lines]
+    from harness import hotloop
+
+    ops = [i.op for i in hotloop.parse_sass("\t\tFunction : f\n" + "\n".join(lines))["f"]]  # what X-rays parse
+    assert len(ops) == len(lines)
     assert ops[1] == "LDG.E.U16"
     mix = xray.instruction_mix(ops)
     assert mix["ldg"] == {128: 1, 16: 1} and mix["widest_load_bits"] == 128

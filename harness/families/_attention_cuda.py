@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from harness.cuda import CudaSource, ptr
+from harness.cuda import CudaSource, ptr, stream_of
 from harness.registry import gpu_arch_reason
 
 HEAD_DIMS = (64, 128)
@@ -146,7 +146,7 @@ def cuda_v3_wgmma(inputs, out, shape):
     q, k, v, o, lse = _qkv_out(inputs, out)
     B, H, Hkv, Nq, Nkv, D = _dims(q, k)
     causal = bool(shape.get("causal", False))
-    stream = torch.cuda.current_stream().cuda_stream
+    stream = stream_of(q)
     err = _v3_library().launch_attn_v3_wgmma(0 if q.dtype == torch.float16 else 1, ptr(q), ptr(k), ptr(v), ptr(o),
                                              ptr(lse), B, H, Hkv, Nq, Nkv, D, int(causal), LOG2E / math.sqrt(D),
                                              stream)
@@ -188,6 +188,8 @@ _SM_COUNT: dict = {}
 
 
 def _sm_count(device) -> int:
+    if device.type != "cuda":
+        return 132  # the CPU interpreter: plan the split as on an H100 (the interpreter reports H100 limits)
     idx = device.index if device.index is not None else torch.cuda.current_device()
     if idx not in _SM_COUNT:
         _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count

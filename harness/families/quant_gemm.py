@@ -15,7 +15,8 @@ Inputs per scheme (layouts: kernels/quant.py):
 * every scheme also carries ``w_deq`` (and for w8a8/fp8 ``x_deq``): the same values dequantized to the activation
   dtype, made outside the timed call, for the cuBLAS baseline ``torch_bf16_dequant`` (the thing to beat).
 
-Data: x ~ N(0, 1); W ~ N(0, 1/K) with per-column magnitudes log-uniform in [1/8, 1/2] (so scales vary across
+Data: x ~ N(0, 1) (``outliers=1``: 0.1% of the channels, at least one, x100: LLM outlier features); W ~ N(0, 1/K)
+with per-column magnitudes log-uniform in [1/8, 1/2] (so scales vary across
 columns, and |y| <~ 2: the elementwise atol stays >= 10 sigma of the baselines' bf16/fp16 rounding error even at
 M = 4096 x N = 14336 outputs), and one edge per input: an all-zero weight group (w4a16: the first K group of the
 last column; other schemes: the whole last column, i.e. scale 0 -> stored as 1, q = 0). Extreme scales (column
@@ -43,6 +44,12 @@ from kernels import quant as Q
 from kernels import quant_gemm as TK
 
 SCHEMES = ("w8a16", "w4a16", "w8a8", "fp8")
+# ``outliers=1`` shapes: this fraction of the K activation channels (at least one) scaled by OUTLIER_SCALE, the
+# outlier features of LLM activations (LLM.int8(), Dettmers et al. 2022: a few hidden dimensions carry magnitudes
+# ~20-100x the rest in every token; Sun et al. 2024 report "massive activations" of 1000s). With x ~ N(0, 1) the
+# outlier channels reach |x| ~ 300-400; an fp16 partial of 8 products with |q - z| <= 15 can reach 65504 from
+# |x| ~ 550 (the old v4's), so the W·A16 rungs accumulate in fp32.
+OUTLIER_FRACTION, OUTLIER_SCALE = 0.001, 100.0
 BF16_DOT_REASON = "bf16 tl.dot is wrong under TRITON_INTERPRET; checked on GPU"
 
 
@@ -69,6 +76,10 @@ def make_inputs(shape: Shape, dtype: str, seed: int, device) -> dict[str, torch.
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(seed)
     x = torch.randn((M, K), generator=gen, device=dev, dtype=torch.float32)
+    if shape["outliers"]:  # LLM.int8-style outlier features: a few hidden channels ~100x the rest, in every token
+        n_out = max(1, round(OUTLIER_FRACTION * K))
+        ch = torch.randperm(K, generator=gen, device=dev)[:n_out]
+        x[:, ch] *= OUTLIER_SCALE
     mag = torch.exp(torch.empty(N, device=dev).uniform_(math.log(0.125), math.log(0.5), generator=gen))
     w = torch.randn((K, N), generator=gen, device=dev, dtype=torch.float32) * (mag / math.sqrt(K))[None, :]
     if scheme == "w4a16":
@@ -193,8 +204,8 @@ def extra_metrics(shape: Shape, median_ms: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- shapes
-def _s(M, N, K, scheme, group=128, sym=True) -> Shape:
-    return PROBLEM.shape(M=M, N=N, K=K, scheme=scheme, group=group, sym=sym)
+def _s(M, N, K, scheme, group=128, sym=True, outliers=0) -> Shape:
+    return PROBLEM.shape(M=M, N=N, K=K, scheme=scheme, group=group, sym=sym, outliers=outliers)
 
 
 PROBLEM = register(Problem(
@@ -208,7 +219,7 @@ PROBLEM = register(Problem(
     min_bytes=min_bytes,
     shapes=[],
     quick=[],
-    options={"scheme": "w4a16", "group": 128, "sym": True},
+    options={"scheme": "w4a16", "group": 128, "sym": True, "outliers": 0},
     description="quantized GEMM (W8A16, W4A16 group-wise, W8A8 per-token/channel, FP8 row/col) vs cuBLAS on "
                 "pre-dequantized weights",
     compute_dtype=lambda dtype, shape: compute_dtype_for(shape, dtype),
@@ -235,6 +246,9 @@ PROBLEM.quick = [
     # chunked fp16/bf16 accumulation fails at these two
     _s(17, 72, 256, "w8a8"), _s(3, 40, 128, "w8a8"),
     _s(3, 72, 256, "fp8"), _s(17, 48, 128, "fp8"),
+    # outlier channels, every scheme (one channel x100 at these K; N % 16 == 0 so the CUDA rungs run too on a GPU)
+    _s(2, 48, 256, "w4a16", group=64, sym=False, outliers=1), _s(3, 48, 256, "w8a16", outliers=1),
+    _s(17, 48, 256, "w8a8", outliers=1), _s(3, 48, 128, "fp8", outliers=1),
 ]
 
 
@@ -519,6 +533,7 @@ def cuda_v6_w4a16_mma(inputs, out, shape):
 # v7: Marlin-style W4A16 (cuda_src/quant_gemm.cu header): 256-thread CTAs of 16 MT rows x 256 columns x 64 k, a
 # 4-stage cp.async pipeline through shared memory, every dequantised B fragment reused by the warp's MT m16 tiles.
 _V7_WARPS, _V7_BN, _V7_BK, _V7_STAGES = 8, 256, 64, 4
+_V7_L2 = 50e6  # H100 L2 bytes: fp32 partials past it go to DRAM
 
 
 def v7_smem_bytes(mt: int) -> int:
@@ -528,19 +543,41 @@ def v7_smem_bytes(mt: int) -> int:
     return _V7_STAGES * stage
 
 
+def v7_grid_cost(M: int, N: int, K: int, mt: int, split: int, sms: int = _MMA_SMS) -> float:
+    """The compute-bound grid's time on its busiest SM scheduler, in units of one CTA's whole-K work on one warp slot
+    (the X-ray's hot-loop model: issue- and tensor-cycles per iteration grow with the warps per scheduler, so the SM
+    with the most warp-work sets the time): ceil(CTAs / SMs) CTAs x 8 warps / 4 schedulers x 1 / split; a split
+    grid adds its fp32 partials (written, then read back by the last CTA) at 3.35 TB/s past the 50 MB L2, 3x that
+    inside it, converted at the bf16 tensor rate of one SM (989 TF / 132)."""
+    gm, gn = -(-M // (16 * mt)), -(-N // _V7_BN)
+    ctas = gm * gn * split
+    work = -(-ctas // sms) * _V7_WARPS / 4 / split
+    if split == 1:
+        return work
+    pbytes = 2.0 * split * M * N * 4
+    bw = 3.35e12 if pbytes > _V7_L2 else 3 * 3.35e12
+    cta_s = 2.0 * 16 * mt * _V7_BN * K / (989e12 / 132) / (_V7_WARPS / 4)  # one CTA's work per warp slot
+    return work + pbytes / bw / cta_s
+
+
 def v7_launch(M: int, N: int, K: int, sms: int = _MMA_SMS) -> dict:
     """Grid of qgemm_v7: MT = 1 / 2 / 4 m16 tiles per CTA (M <= 16 / 32 / beyond), grid (M blocks, SPLIT, N tiles).
-    Split-K only when the output tiles are fewer than the SMs (decode M): then SPLIT makes >= 2 waves of CTAs, each
-    split keeping >= 2 k tiles, none empty. At M = 256 the 224 (4096 x 14336) / 448 (8192 x 28672) tiles already
-    exceed the 132 SMs with 2 CTAs resident per SM; splitting them would add 2 x SPLIT x M x N x 4 B of fp32
-    partials (29 MB at SPLIT 2) for no fewer rounds."""
+    Decode M (output tiles fewer than the SMs): split-K so that >= 2 waves of CTAs keep the weight stream in flight,
+    each split >= 2 k tiles, none empty. Compute-bound M: the split (1-4) with the least ``v7_grid_cost``. At
+    M = 256, 4096 x 14336 that is no split: the 224 CTAs leave 92 SMs with 2 (16 warps, 4 per scheduler) and 40
+    with 1, cost 4.0 against 3.39 balanced; split 2 / 3 keep the busiest SM at 4.0 and add 29 / 44 MB of partials;
+    split 4 reaches 3.5 but its 117 MB of partial traffic (59 MB written and read back, past L2) costs ~3.9 more.
+    (A 7-warp CTA, 256 CTAs of 224 columns, also leaves 14 warps = 4 per scheduler on the busiest SMs: no gain.)"""
     mt = 1 if M <= 16 else 2 if M <= 32 else 4
     gm, gn = -(-M // (16 * mt)), -(-N // _V7_BN)
     ktiles = -(-K // _V7_BK)
     split = 1
     if gm * gn < sms:
         split = max(1, min(-(-2 * sms // (gm * gn)), ktiles // 2))
-        split = -(-ktiles // -(-ktiles // split))  # every split gets >= 1 k tile
+    else:
+        cands = [s for s in (1, 2, 3, 4) if s == 1 or s <= ktiles // 2]
+        split = min(cands, key=lambda s: (round(v7_grid_cost(M, N, K, mt, s, sms), 6), s))
+    split = -(-ktiles // -(-ktiles // split))  # every split gets >= 1 k tile
     return {"MT": mt, "SPLIT": split, "grid": (gm, split, gn), "block": 32 * _V7_WARPS, "smem": v7_smem_bytes(mt)}
 
 
@@ -643,4 +680,8 @@ PROBLEM.headline = (
     + [(PROBLEM.shape(M=1, N=n, K=k, scheme="w8a16", group=128, sym=True), ("bf16",)) for k, n in _HEAD_KN]
     + [(PROBLEM.shape(M=16, N=14336, K=4096, scheme="w8a16", group=128, sym=True), ("bf16",))]
     + [(PROBLEM.shape(M=256, N=14336, K=4096, scheme="w8a8", group=128, sym=True), ("bf16",))]
+    # the same weights with outlier activation channels: every variant must stay finite and within tolerance
+    + [(PROBLEM.shape(M=m, N=14336, K=4096, scheme="w4a16", group=128, sym=True, outliers=1), ("bf16", "fp16"))
+       for m in (1, 16)]
+    + [(PROBLEM.shape(M=1, N=14336, K=4096, scheme="w8a16", group=128, sym=True, outliers=1), ("bf16", "fp16"))]
 )
