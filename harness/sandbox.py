@@ -231,9 +231,10 @@ def confinement_complete(info: dict[str, Any]) -> bool:
 _PARENT_AT_FORK = [0]
 
 
-def note_parent_at_fork() -> None:
-    """Called first thing in a freshly forked worker: the intermediate parent it waits to lose (after_reparent)."""
-    _PARENT_AT_FORK[0] = os.getppid()
+def note_parent_at_fork(pid: int) -> None:
+    """Called first thing in a freshly forked worker with its intermediate parent's pid (taken *before* the fork:
+    the parent may already be gone when the worker first runs), which after_reparent waits to lose."""
+    _PARENT_AT_FORK[0] = pid
 
 
 def make_undumpable() -> bool:

@@ -59,9 +59,10 @@ def _zygote_main(fd: int) -> None:
         if c == 0:  # the intermediate child: fork the worker and exit, so the worker is reparented to the judge
             try:
                 os.close(r)
+                me = os.getpid()
                 wpid = os.fork()
                 if wpid == 0:  # the worker: one thread (fork copies only the caller), nothing of a task yet
-                    sandbox.note_parent_at_fork()
+                    sandbox.note_parent_at_fork(me)
                     os.close(w)
                     conn.close()
                     sock.close()
