@@ -158,6 +158,11 @@ class Variant:
     # the compute roof when it differs from the problem's, with no claim about precision (the bf16 library baseline
     # of an int8 quantized scheme): roofline placement and the >100% check use it
     roof_dtype: str | None = None
+    # library baselines only (backend "torch"): the family's conversion of the judge's inputs into the library's own
+    # layout (FAISS's index object), (inputs, shape) -> anything; run before every call outside the timed region,
+    # never cached, and passed to the variant as inputs["_prepared"] (harness.runner: a request of its own before
+    # each call, outside the judge's bracket of the call; variant_inputs in tests)
+    prepare: Callable[[dict[str, Any], Shape], Any] | None = None
     family: str = ""
 
     def kernel_names(self, dtype: str) -> tuple[str, ...]:
@@ -219,6 +224,9 @@ class Problem:
     magnitude: Callable[[dict, Shape, str], dict[str, torch.Tensor]] | None = None
     spot_dim: str | None = None
     spot: Callable[[dict, dict, Shape, torch.Tensor], tuple[dict, dict, Shape]] | None = None
+    # the float64 reference's FLOPs when they differ from the variants' (``flops``): an index search's verdict
+    # needs the exact neighbours over the whole base, far more than the search does; spot_plan budgets with it
+    ref_flops: Callable[[Shape], float] | None = None
     variants: dict[str, Variant] = field(default_factory=dict)
     # other positional orders a shape may be given in, by name (``--shape-order course``): the course's SGEMM takes
     # (M, K, N) where this family's documented order is M x N x K. A record always names its dims ("M=..,N=..").
@@ -230,6 +238,9 @@ class Problem:
             raise RegistryError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if name in self.variants:
             raise RegistryError(f"variant {name!r} registered twice in {self.name}")
+        if kw.get("prepare") is not None and backend != "torch":
+            raise RegistryError(f"{name}: only library baselines (backend torch) may declare prepare; a kernel's "
+                                f"work belongs inside the timed call")
         v = Variant(name=name, backend=backend, fn=fn, dtypes=tuple(dtypes or self.dtypes), family=self.name, **kw)
         self.variants[name] = v
         return v
@@ -395,7 +406,7 @@ REGISTRY: dict[str, Problem] = {}
 
 # The family modules under harness/families/, in order. One that is not written yet is planned: `--kernel X` says
 # so instead of "unknown".
-FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
+FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "ann", "saxpy", "sgemm", "conv1d")
 LOAD_ERRORS: dict[str, str] = {}  # family -> traceback of a module that failed to import (bench/run.py reports it)
 _loaded = False
 

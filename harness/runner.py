@@ -128,6 +128,15 @@ def base_record(problem: Problem, v: Variant, dtype: str, shape: Shape) -> dict[
     }
 
 
+def variant_inputs(v: Variant, inputs: dict, shape: Shape) -> dict:
+    """What a call passes the variant: the judge's inputs, plus, for a library baseline that keeps its own layout
+    (``Variant.prepare``: FAISS's index object), that layout built from them here, outside the timed region, for
+    every call. Payloads and checks use ``inputs`` itself."""
+    if v.prepare is None:
+        return inputs
+    return {**inputs, "_prepared": v.prepare(inputs, shape)}
+
+
 def _call_variant(v: Variant, inputs: dict, outs: dict | None, shape: Shape) -> Any:
     if v.style == "out":
         v.fn(inputs, outs, shape)
@@ -264,6 +273,7 @@ class VariantSide:
         self._noop_ret: dict[str, torch.Tensor] = {}
         self._be: tm.Backend | None = None
         self.interpreted = False  # a CUDA variant run by the CPU interpreter (harness.interp): set by prelim
+        self._prepared: Any = None  # Variant.prepare's layout for the next call
 
     # --------------------------------------------------------------------------------------------- prelim
     def prelim(self) -> dict[str, Any]:
@@ -330,6 +340,9 @@ class VariantSide:
             return self._interpreted_call(scalars, sched)
         be, gpu = self._be, self.dev.type == "cuda"
         inputs = {**self.inputs, **scalars}  # a fresh dict per call: the variant may mutate it
+        if self.v.prepare is not None and not noop:  # built by the ``prepare`` request just before this one
+            prepared = self._prepared if self._prepared is not None else self.v.prepare(dict(inputs), self.shape)
+            inputs["_prepared"], self._prepared = prepared, None
         given = dict(self.outs) if self.v.style == "out" else None
         outs = dict(given) if given is not None else None
         ev0 = None
@@ -349,6 +362,11 @@ class VariantSide:
             torch.cuda.synchronize()  # device-wide: work on any stream finishes inside the judge's bracket
         ms = be.elapsed_ms(ev0, ev1) if ev0 is not None else (h1 - h0) * 1e3
         return {"ms": ms, "enq_ms": (h1 - h0) * 1e3, "meta": meta}
+
+    def prepare(self, scalars: dict[str, Any]) -> None:
+        """``Variant.prepare`` (library baselines only: FAISS's index object) on this call's inputs, as a request of
+        its own: outside the timed call and outside the judge's bracket of it."""
+        self._prepared = self.v.prepare({**self.inputs, **scalars}, self.shape)
 
     def _interpreted_call(self, scalars: dict[str, Any], sched: int | None) -> dict[str, Any]:
         """A CUDA variant under the CPU interpreter: on private copies, each tensor its own storage (the
@@ -678,7 +696,7 @@ def spot_plan(problem: Problem, shape: Shape, opts: RunOptions, per_slice_s: flo
     measured = per_slice_s is not None
     if per_slice_s is None:
         rate = GPU_FP64_FLOPS_ESTIMATE if dev.type == "cuda" else cpu_fp64_flops()
-        per_slice_s = float(problem.flops(shape)) / n / rate
+        per_slice_s = float((problem.ref_flops or problem.flops)(shape)) / n / rate
     budget = opts.spot_budget_s * strict
     full_s = per_slice_s * n
     if full_s <= budget:
@@ -834,7 +852,6 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         if pre.get("interpreted"):
             rec.update(status="ok", message="checked by the CUDA interpreter on the CPU (memcheck, racecheck, "
                                             "synccheck over every seed); not timed")
-            rec["extra"].update(extra)
             return rec
         if not timed:
             rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
@@ -867,7 +884,6 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         if opts.gpm and on_gpu:
             tp["gpm"] = side.call("gpm")
         _fill_timing(rec, problem, shape, tp, base)
-        rec["extra"].update(extra)
         return rec
     except VariantFailed as e:
         rec.update(status=e.status, message=e.message[:2000])
@@ -1218,6 +1234,8 @@ class LocalSide:
     def run_call(self, arena: Arena, inputs: dict[str, Any], **kw: Any) -> tuple[float, float | None, dict[str, Any]]:
         """(bracket ms, None: no CPU accounting of its own here, the reply)."""
         scalars = arena.load(inputs)
+        if self.side.v.prepare is not None and not kw.get("noop"):
+            self.call("prepare", scalars=scalars)
         with tm.cpu_threads(None) if arena.dev.type == "cpu" else contextlib.nullcontext():
             t0 = time.perf_counter()
             val = self.call("call", scalars=scalars, **kw)
@@ -1255,6 +1273,8 @@ class RemoteSide:
     def begin(self, task: Task, deadline: float) -> None:
         """A task for this worker: a fresh one, or one that has run no variant code yet (``calls == 0``)."""
         self.deadline, self.task, self.calls = deadline, task, 0
+        v = get_problem(task.family).variants[task.variant]
+        self.prepares = v.prepare is not None and v.backend == "torch"  # library baselines only
         wopts = {k: getattr(self.opts, k) for k in ("flush_l2", "graph", "gpm", "timing", "time_on_cpu")}
         self._request({"op": "begin", "task": asdict(task), "opts": {**wopts, "seeds": ()},
                        "crash_file": self.crash_file})
@@ -1327,6 +1347,10 @@ class RemoteSide:
         if not w.stop(self.deadline):
             raise VariantFailed("runtime_error", w.exit_text(), recycle=True)
         scalars = arena.load(inputs)  # the worker cannot run while its inputs are written
+        if self.prepares and not kw.get("noop"):  # a library's own layout, built in a request of its own
+            self.call("prepare", scalars=scalars)
+            if not w.stop(self.deadline):
+                raise VariantFailed("runtime_error", w.exit_text(), recycle=True)
         self._send({"op": "call", "kw": {"scalars": scalars, **kw}})
         c0 = w.cpu_ns()
         t0 = time.perf_counter()
