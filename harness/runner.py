@@ -849,6 +849,7 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
                 rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
         rec["rel_err"] = worst
         _label_outputs(rec, extra)
+        rec["extra"].update(extra)  # what the checks measured (kNN/ANN recall) belongs in check-only records too
         if pre.get("interpreted"):
             rec.update(status="ok", message="checked by the CUDA interpreter on the CPU (memcheck, racecheck, "
                                             "synccheck over every seed); not timed")
@@ -856,7 +857,6 @@ def judge_task(task: Task, opts: RunOptions, side: Any,
         if not timed:
             rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
                        else "checked; not timed (--no-cpu-timing)")
-            rec["extra"].update(extra)
             return rec
         on_gpu = dev.type == "cuda"
         rounds = opts.ab_rounds if opts.ab_rounds is not None else (30 if on_gpu else 10)

