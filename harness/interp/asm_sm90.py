@@ -138,6 +138,11 @@ def _mbar(ctx: _Ctx, op: str, args: list[str], ins: list, i: int) -> tuple[str, 
         if nxt and nxt[1].startswith("bra") and nxt[0] == "!" + pred and label_before and \
                 nxt[2] and nxt[2][0] == ins[i - 1][3]:
             return f"::wb::ptx90::mbar_wait_parity({addr}, (uint32_t)({parity}), {ctx.loc});", i + 1
+        # CUTLASS's form: LAB_WAIT: try_wait p; @p bra DONE; bra LAB_WAIT; DONE:
+        if label_before and i + 3 < len(ins) and nxt[1].startswith("bra") and nxt[0] == pred and \
+                ins[i + 2][1].startswith("bra") and ins[i + 2][0] is None and ins[i + 2][2] == [ins[i - 1][3]] and \
+                ins[i + 3][3] is not None and nxt[2] == [ins[i + 3][3]]:
+            return f"::wb::ptx90::mbar_wait_parity({addr}, (uint32_t)({parity}), {ctx.loc});", i + 2
         name = f"wb_p_{re.sub(r'[^A-Za-z0-9_]', '_', pred)}"
         ctx.preds[pred] = name
         return f"bool {name} = ::wb::ptx90::mbar_try_wait_parity({addr}, (uint32_t)({parity}), {ctx.loc});", i

@@ -615,6 +615,20 @@ void hb_barrier() {  // __syncthreads: everyone learns what anyone knew (cumulat
     ++g_clk[t];
   }
 }
+void hb_warp_sync(unsigned first, uint32_t lanes) {  // a completed warp collective (.sync): the lanes it names
+  if (!g_hb_on) return;
+  g_hb_tmp.assign(g_hb_w, 0);
+  for (unsigned l = 0; l < 32; ++l)
+    if ((lanes >> l) & 1) {
+      hb_join(g_hb_tmp.data(), hb_row(first + l));
+      g_hb_tmp[first + l] = std::max(g_hb_tmp[first + l], g_clk[first + l]);
+    }
+  for (unsigned l = 0; l < 32; ++l)
+    if ((lanes >> l) & 1) {
+      memcpy(hb_row(first + l), g_hb_tmp.data(), g_hb_w * sizeof(uint32_t));
+      ++g_clk[first + l];
+    }
+}
 
 // ------------------------------------------------------------------------------------------------ memory checks
 [[noreturn]] void race(const char* what, uintptr_t a, unsigned other, uint64_t other_where, uint64_t here) {
@@ -875,7 +889,7 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
     }
     for (unsigned w = 0; w < (unsigned)lanes / 32; ++w) {
       const uint32_t m = (uint32_t)(c->mask[w / 2] >> (32 * (w % 2)));
-      if (m) record_sync(base / 32 + w, m);
+      if (m) record_sync(base / 32 + w, m), hb_warp_sync(base + 32 * w, m);
     }
     for (unsigned i = 0; i < (unsigned)lanes; ++i)
       if (i != lane && bit_of(c->mask, i)) {
