@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 
 import pytest
 import torch
@@ -254,12 +255,12 @@ def test_mbarrier_orders_reads_before_the_next_write(k):
 U16, F32 = 1, 7  # CUtensorMapDataType
 
 
-def _tma(lib, mode, dt, t, dims, strides, box, swz, oob, coords):
+def _tma(lib, mode, dt, t, dims, strides, box, swz, oob, coords, seed=0):
     nbytes = t.element_size()
     for b in box:
         nbytes *= b
     out = torch.full((nbytes,), 0xAB, dtype=torch.uint8)
-    interp.set_call(0, {"t": t, "out": out})
+    interp.set_call(seed, {"t": t, "out": out})
     u64 = ctypes.c_ulonglong
     rc = lib.t_tma(mode, dt, len(dims), ptr(t), (u64 * 3)(*dims), (u64 * 2)(*strides), (ctypes.c_uint * 3)(*box),
                    swz, oob, *(list(coords) + [0] * (3 - len(coords))), ptr(out))
@@ -310,13 +311,12 @@ def test_tma_3d_box_with_nan_fill(lib):
 def test_tma_bytes_are_ordered_only_by_the_mbarrier(lib):
     t = torch.arange(8 * 64, dtype=torch.int16).view(8, 64)
     for seed in SEEDS:  # thread 0 waits, then a __syncthreads carries the phase to everyone
-        interp.set_call(seed, {"t": t})
-        got = _tma(lib, 2, U16, t, [64, 8], [128], [64, 8], 3, 0, (0, 0))
+        got = _tma(lib, 2, U16, t, [64, 8], [128], [64, 8], 3, 0, (0, 0), seed)
         assert torch.equal(got, _expect_box(t, [64, 8], (0, 0), 3, 0))
     for mode in (1, 3):  # warps 2-3 read without waiting; nobody waits and a __syncthreads alone orders nothing
         for seed in range(3):
             with pytest.raises(KernelFault) as e:
-                _tma(lib, mode, U16, t, [64, 8], [128], [64, 8], 3, 0, (0, 0))
+                _tma(lib, mode, U16, t, [64, 8], [128], [64, 8], 3, 0, (0, 0), seed)
             s = str(e.value)  # read while in flight / landed but not acquired / before the copy was issued
             assert e.value.kind == "racecheck" and ("TMA unit" in s or "in-flight async copy" in s or
                                                     "before the cp.async wait" in s or "ptx90.cu:43" in s), s
@@ -378,3 +378,215 @@ def test_unknown_forms_stay_not_interpreted():
                  '"mbarrier.try_wait.shared::cta.b64 p, [%0], %1;" :: "r"(a), "l"(state)']:
         assert translate(parse_asm(body, "f.cu", 1)) is None, body
     assert NotInterpreted  # (the default handler's exception, for the record)
+
+
+# ----------------------------------------------------------------------------------------------- the rungs
+# matmul v9-v11 (cuda_src/matmul_sm90.cu) and attention v3 (cuda_src/attention.cu) run through a copy of their source
+# in which every mbarrier wait, wgmma wait and __syncthreads of the kernels is guarded by `wb_mut != <site>`: one build
+# runs the kernel as written (wb_mut = -1) and with each of those statements deleted. The copy adds a launcher that
+# picks v10's grid (a persistent CTA walking several tiles, the ring's phase carried across them).
+SITE = re.compile(r"(?<![\w:])((?:sm90::|hopper::)?(?:mbar_wait\([^;]*\)|wgmma_wait0\(\)|wgmma_wait<\d>\(\)|"
+                  r"__syncthreads\(\)));")
+V10_GRID = """
+extern "C" int wb_v10_grid(int bf16, const void* A, const void* B, void* C, int M, int N, int K, int grid) {
+  using namespace sm90ws::v10;
+  CUtensorMap tmA, tmB;
+  const CUtensorMapDataType dt = bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  if (encode_2d_bytes(&tmA, dt, 2, A, K, M, BK, BM) || encode_2d_bytes(&tmB, dt, 2, B, N, K, 64, BK)) return -2;
+  if (bf16) {
+    cudaFuncSetAttribute(hgemm_v10_wgmma_ws<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+    hgemm_v10_wgmma_ws<__nv_bfloat16><<<grid, sm90ws::THREADS, SMEM_BYTES>>>(tmA, tmB, (__nv_bfloat16*)C, M, N, K);
+  } else {
+    cudaFuncSetAttribute(hgemm_v10_wgmma_ws<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+    hgemm_v10_wgmma_ws<__half><<<grid, sm90ws::THREADS, SMEM_BYTES>>>(tmA, tmB, (__half*)C, M, N, K);
+  }
+  return (int)cudaGetLastError();
+}
+"""
+
+
+def _guarded(src_text: str, lo: int = 0, hi: int | None = None) -> tuple[str, list[tuple[int, str]]]:
+    """The source with each site in [lo, hi) guarded; the sites as (line, statement)."""
+    hi = len(src_text) if hi is None else hi
+    sites: list[tuple[int, str]] = []
+
+    def sub(m: re.Match) -> str:
+        if not lo <= m.start() < hi:
+            return m.group(0)
+        sites.append((src_text.count("\n", 0, m.start()) + 1, m.group(1)))
+        return f"if (wb_mut != {len(sites) - 1}) {m.group(1)};"
+
+    text = SITE.sub(sub, src_text)
+    head = 'extern "C" { int wb_mut = -1; void wb_set_mut(int m) { wb_mut = m; } }\n'
+    return head + text, sites
+
+
+@pytest.fixture(scope="module")
+def mm(tmp_path_factory):
+    """(library, sites) of the guarded matmul_sm90.cu."""
+    from harness.cuda import CUDA_SRC
+
+    text, sites = _guarded((CUDA_SRC / "matmul_sm90.cu").read_text())
+    path = tmp_path_factory.mktemp("mm") / "matmul_sm90_guarded.cu"
+    path.write_text(text + V10_GRID)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WB_CUDA_INTERPRET", "1")
+        lib = CudaSource(path).library()
+    vp, i = ctypes.c_void_p, ctypes.c_int
+    for name, args in (("launch_hgemm_v9_wgmma", [i, vp, vp, vp, i, i, i, vp]),
+                       ("launch_qgemm_v11_fp8_wgmma_ws", [vp, vp, vp, vp, vp, i, i, i, vp]),
+                       ("wb_v10_grid", [i, vp, vp, vp, i, i, i, i]), ("wb_set_mut", [i])):
+        getattr(lib, name).argtypes = args
+    return lib, sites
+
+
+@pytest.fixture(scope="module")
+def at(tmp_path_factory):
+    """(library, sites) of the guarded attention.cu: the sites of the v3 kernel only."""
+    from harness.cuda import CUDA_SRC
+
+    src = (CUDA_SRC / "attention.cu").read_text()
+    lo, hi = src.index("// ATTN_V3_KERNEL_BEGIN"), src.index("// ATTN_V3_KERNEL_END")
+    text, sites = _guarded(src, lo, hi)
+    path = tmp_path_factory.mktemp("at") / "attention_guarded.cu"
+    path.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WB_CUDA_INTERPRET", "1")
+        lib = CudaSource(path).library()
+    vp, i = ctypes.c_void_p, ctypes.c_int
+    lib.launch_attn_v3_wgmma.argtypes = [i, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, ctypes.c_float, vp]
+    lib.wb_set_mut.argtypes = [i]
+    return lib, sites
+
+
+MM_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    if not torch.isfinite(out).all():
+        return math.inf
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def run_gemm(lib, kind: str, M: int, N: int, K: int, seed: int, dtype=torch.bfloat16, grid: int = 0) -> float:
+    """One launch of v9/v10/v11 through the guarded build; the normwise error against float64 (inf: NaN or no
+    write). KernelFault propagates."""
+    from harness.families.matmul import make_inputs
+    from harness.registry import Shape
+
+    if kind == "v11":
+        ins = make_inputs(Shape(M=M, N=N, K=K), "fp8", seed, torch.device("cpu"))
+        c = torch.full((M, N), float("nan"), dtype=torch.bfloat16)
+        interp.set_call(seed, {**ins, "c": c})
+        rc = lib.launch_qgemm_v11_fp8_wgmma_ws(ptr(ins["a"]), ptr(ins["b_t"]), ptr(c), ptr(ins["a_scale"]),
+                                               ptr(ins["b_scale"]), M, N, K, None)
+        assert rc == 0
+        ref = (ins["a"].double() * ins["a_scale"].double()) @ (ins["b"].double() * ins["b_scale"].double())
+        return _rel(c, ref)
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(M, K, generator=g).to(dtype)
+    b = (torch.randn(K, N, generator=g) / K**0.5).to(dtype)
+    c = torch.full((M, N), float("nan"), dtype=dtype)
+    interp.set_call(seed, {"a": a, "b": b, "c": c})
+    d = 1 if dtype == torch.bfloat16 else 0
+    rc = lib.launch_hgemm_v9_wgmma(d, ptr(a), ptr(b), ptr(c), M, N, K, None) if kind == "v9" else \
+        lib.wb_v10_grid(d, ptr(a), ptr(b), ptr(c), M, N, K, grid or 132)
+    assert rc == 0
+    return _rel(c, a.double() @ b.double())
+
+
+def run_attn(lib, B, H, Hkv, Nq, Nkv, D, causal, seed, dtype=torch.float16) -> float:
+    """One launch of attention v3; the worse of O's and LSE's normwise errors against float64."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, Nq, D, generator=g).to(dtype)
+    k = torch.randn(B, Hkv, Nkv, D, generator=g).to(dtype)
+    v = torch.randn(B, Hkv, Nkv, D, generator=g).to(dtype)
+    o = torch.full((B, H, Nq, D), float("nan"), dtype=dtype)
+    lse = torch.full((B, H, Nq), float("nan"))
+    interp.set_call(seed, {"q": q, "k": k, "v": v, "o": o, "lse": lse})
+    rc = lib.launch_attn_v3_wgmma(0 if dtype == torch.float16 else 1, ptr(q), ptr(k), ptr(v), ptr(o), ptr(lse), B, H,
+                                  Hkv, Nq, Nkv, D, int(causal), 1.4426950408889634 / math.sqrt(D), None)
+    assert rc == 0
+    kk = k.double().repeat_interleave(H // Hkv, 1)
+    vv = v.double().repeat_interleave(H // Hkv, 1)
+    s = q.double() @ kk.transpose(-1, -2) / math.sqrt(D)
+    if causal:
+        i, j = torch.arange(Nq).view(-1, 1), torch.arange(Nkv).view(1, -1)
+        s = s.masked_fill(j > i + Nkv - Nq, -math.inf)
+    lse_ref = torch.logsumexp(s, -1)
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    seen = torch.isfinite(lse_ref)
+    o_ref = p @ vv
+    if not (torch.isfinite(o).all() and torch.equal(torch.isfinite(lse), seen)):
+        return math.inf
+    return max(_rel(o, o_ref), _rel(lse[seen], lse_ref[seen]) if seen.any() else 0.0)
+
+
+# Shapes: v9 one CTA over K = 328 (6 slices through a 4-stage ring, the last one 8 deep: TMA zero fill); v10 with a
+# grid of 1 over 4 tiles of 129x264 (M, N tails; the ring runs on across tiles) and over 2 CTAs; v11 K = 784 (7 slices:
+# three pairs and the odd tail, the 6-stage ring wraps), M, N tails.
+GEMM_CASES = [("v9", 100, 120, 328, 0, torch.bfloat16), ("v9", 130, 136, 72, 0, torch.float16),
+              ("v10", 129, 264, 136, 1, torch.bfloat16), ("v10", 100, 200, 328, 0, torch.float16),
+              ("v11", 129, 200, 272, 0, None), ("v11", 100, 120, 784, 0, None)]
+
+
+@pytest.mark.parametrize("kind,M,N,K,grid,dtype", GEMM_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}x{c[3]}" for c in GEMM_CASES])
+def test_hopper_gemms_match_float64(mm, kind, M, N, K, grid, dtype):
+    lib, _ = mm
+    lib.wb_set_mut(-1)
+    for seed in range(2):
+        err = run_gemm(lib, kind, M, N, K, seed, dtype or torch.bfloat16, grid)
+        assert err <= (1e-2 if kind == "v11" else MM_TOL[dtype]), (kind, seed, err)
+
+
+# D = 64 over 5 key tiles (a 3-stage ring that wraps; the last tile 8 keys: masked), D = 128 causal with Nq > Nkv
+# (rows that see no key: O = 0, LSE = -inf) and GQA 2:1, bf16
+ATTN_CASES = [(1, 1, 1, 100, 520, 64, False, torch.float16), (1, 2, 1, 150, 130, 128, True, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("case", ATTN_CASES, ids=["d64-ring", "d128-causal-gqa"])
+def test_attention_v3_matches_float64(at, case):
+    lib, _ = at
+    lib.wb_set_mut(-1)
+    *dims, dtype = case
+    err = run_attn(lib, *dims, 0, dtype)
+    assert err <= (4e-3 if dtype == torch.float16 else 2e-2), err
+
+
+def _first_failure(fn, seeds=SEEDS) -> str | None:
+    for seed in seeds:
+        try:
+            err = fn(seed)
+        except KernelFault as e:
+            return f"seed {seed}: {e.kind}"
+        if err > 0.05:
+            return f"seed {seed}: wrong result (error {err:.3g})"
+    return None
+
+
+def test_every_wait_and_barrier_of_the_gemms_is_needed(mm):
+    lib, sites = mm
+    assert len(sites) == 15, sites  # v9: 1 + 1 + 2; v10: 2 + 2 + 1; v11: 2 + 3 + 1 (mbarrier, wgmma, __syncthreads)
+    kinds = {"v9": range(0, 4), "v10": range(4, 9), "v11": range(9, 15)}
+    shapes = {"v9": (100, 120, 328), "v10": (100, 200, 328), "v11": (100, 120, 784)}
+    survivors = []
+    for kind, ids in kinds.items():
+        for i in ids:
+            lib.wb_set_mut(i)
+            why = _first_failure(lambda seed: run_gemm(lib, kind, *shapes[kind], seed))
+            if why is None:
+                survivors.append(sites[i])
+    lib.wb_set_mut(-1)
+    assert not survivors, f"deleting these did not fail within 10 seeds: {survivors}"
+
+
+def test_every_wait_and_barrier_of_attention_v3_is_needed(at):
+    lib, sites = at
+    assert len(sites) == 7, sites  # mbarrier waits: empty, Q, K, V; wgmma waits: S, PV; the __syncthreads after init
+    survivors = []
+    for i in range(len(sites)):
+        lib.wb_set_mut(i)
+        if _first_failure(lambda seed: run_attn(lib, 1, 1, 1, 100, 520, 64, False, seed)) is None:
+            survivors.append(sites[i])
+    lib.wb_set_mut(-1)
+    assert not survivors, f"deleting these did not fail within 10 seeds: {survivors}"

@@ -21,9 +21,10 @@
 namespace wb {
 namespace {
 
-constexpr unsigned WG_AGENTS = 8;  // agent ids: [g_hb_w - HB_AGENTS, +8) warpgroups, then one TMA unit per mbarrier
+// agent ids (wbcpu_rt.cpp, happens-before): [g_hb_w - HB_AGENTS, +32) the 4 warp parts of 8 warpgroups' tensor cores,
+// then one TMA unit per mbarrier
 inline unsigned agent_base() { return g_hb_w - HB_AGENTS; }
-inline unsigned wg_agent(unsigned wg) { return agent_base() + wg; }
+inline unsigned wg_agent(unsigned wg) { return agent_base() + 4 * wg; }
 
 unsigned cur_tid(const char* what, Loc loc) {
   if (!in_fiber()) raise_fault(FAULT_SYNCCHECK, fmt("%s outside a kernel (%s)", what, loc_str(loc).c_str()));
@@ -191,14 +192,15 @@ struct WgOp {
 struct WgGroup {
   std::vector<WgOp> ops;
   uint32_t stamp;
+  unsigned retired = 0;  // warps (bit w) whose wgmma.wait_group retired their part of it
 };
 struct Wg {
   std::vector<WgOp> open;
-  std::vector<WgGroup> groups;  // committed, oldest first
-  bool fenced = false, issued = false;
+  std::vector<WgGroup> groups;  // committed, oldest first; dropped once all 4 warps retired them
+  unsigned fenced = 0;          // warps with a wgmma.fence since their last wgmma.wait_group
+  bool issued = false;
   std::unordered_map<uintptr_t, std::vector<float>> last;  // what the model last delivered into these registers
   int maxnreg = 0;
-  Loc fence_loc{nullptr, 0};
 };
 std::vector<Wg> g_wg;
 
@@ -313,12 +315,15 @@ void agent_read(unsigned agent, uint32_t clk, uintptr_t a, size_t n, uint64_t he
   }
 }
 
-const WgOp* wg_pending(const Wg& g, uintptr_t key) {  // the newest op not yet retired that writes these registers
+// the newest op that writes these registers and that warp w has not retired yet
+const WgOp* wg_pending(const Wg& g, uintptr_t key, unsigned w) {
   for (size_t i = g.open.size(); i-- > 0;)
     if (g.open[i].key == key) return &g.open[i];
-  for (size_t j = g.groups.size(); j-- > 0;)
+  for (size_t j = g.groups.size(); j-- > 0;) {
+    if (g.groups[j].retired & (1u << w)) continue;
     for (size_t i = g.groups[j].ops.size(); i-- > 0;)
       if (g.groups[j].ops[i].key == key) return &g.groups[j].ops[i];
+  }
   return nullptr;
 }
 
@@ -349,15 +354,16 @@ void wgmma_fn(Rendezvous& r) {
   const unsigned t0 = g_cur->ltid / 128 * 128, wgi = t0 / 128, agent = wg_agent(wgi);
   Wg& g = wg_of(t0);
   const uintptr_t key = (uintptr_t)in.d[0];
-  const WgOp* chained = in.scale_d ? wg_pending(g, key) : nullptr;
-  if (!g.fenced) {
+  const WgOp* chained[4];
+  for (unsigned w = 0; w < 4; ++w) chained[w] = in.scale_d ? wg_pending(g, key, w) : nullptr;
+  if (g.fenced != 0xF) {
     if (!g.issued)
       wg_fault(FAULT_SYNCCHECK, in, "wgmma.mma_async with no wgmma.fence before it (the first wgmma of a warpgroup "
                                     "needs one)");
     if (rs)
       wg_fault(FAULT_SYNCCHECK, in, "register-A wgmma.mma_async after a wgmma.wait_group with no wgmma.fence "
                                     "since: the A fragments were written by ordinary instructions");
-    if (in.scale_d && !chained) {
+    if (in.scale_d && !chained[0] && !chained[1] && !chained[2] && !chained[3]) {
       auto it = g.last.find(key);
       bool same = it != g.last.end();
       for (int l = 0; same && l < 128; ++l)
@@ -436,7 +442,8 @@ void wgmma_fn(Rendezvous& r) {
       int row, col;
       ptx90::acc_coord(l, i, &row, &col);
       float c = 0.f;
-      if (in.scale_d) c = chained ? chained->res[(size_t)l * in.nd + i] : *li.d[i];
+      const WgOp* ch = chained[l / 32];
+      if (in.scale_d) c = ch ? ch->res[(size_t)l * in.nd + i] : *li.d[i];
       float out;
       if (fp8) {
         for (int k = 0; k < K; ++k) arow_f[k] = (float)A[(size_t)row * K + k], bcol_f[k] = (float)B[(size_t)k * N + col];
@@ -458,7 +465,10 @@ void wgmma_fn(Rendezvous& r) {
   g.open.push_back(std::move(op));
 }
 
-void wg_retire(Wg& g, unsigned t0, WgGroup& grp, Loc wait_loc) {
+// warp w of the warpgroup starting at thread t0 retires its part of group grp: the bytes the wgmmas read must be
+// unchanged since issue; the reads count until now; the warp's registers get their results and its threads learn the
+// part's stamp
+void wg_retire(Wg& g, unsigned t0, unsigned w, WgGroup& grp, Loc wait_loc) {
   const unsigned agent = wg_agent(t0 / 128);
   for (WgOp& op : grp.ops) {
     size_t bi = 0;
@@ -477,7 +487,6 @@ void wg_retire(Wg& g, unsigned t0, WgGroup& grp, Loc wait_loc) {
       }
       bi += op.es[j];
     }
-    // the reads last until now: recorded again in the current epoch (a barrier between issue and wait orders nothing)
     WgmmaIn dummy{};
     dummy.loc = op.loc;
     const uint64_t here = intern(op.loc);
@@ -488,45 +497,54 @@ void wg_retire(Wg& g, unsigned t0, WgGroup& grp, Loc wait_loc) {
     WgOp& op = grp.ops[k];
     bool later = false;  // a newer op still pending on the same registers: they stay undefined
     for (size_t k2 = k + 1; k2 < grp.ops.size(); ++k2) later |= grp.ops[k2].key == op.key;
-    for (auto& gg : g.groups) if (&gg != &grp) for (auto& o2 : gg.ops) later |= o2.key == op.key;
+    for (auto& gg : g.groups)
+      if (&gg != &grp && !(gg.retired & (1u << w)))
+        for (auto& o2 : gg.ops) later |= o2.key == op.key;
     for (auto& o2 : g.open) later |= o2.key == op.key;
     if (later) continue;
-    for (size_t j = 0; j < op.ptr.size(); ++j) *op.ptr[j] = op.res[j];
-    g.last[op.key] = op.res;
+    std::vector<float>& last = g.last[op.key];
+    last.resize(op.res.size());
+    for (size_t j = (size_t)32 * w * op.nd; j < (size_t)32 * (w + 1) * op.nd; ++j) *op.ptr[j] = last[j] = op.res[j];
   }
-  for (unsigned l = 0; l < 128; ++l) {
-    uint32_t* row = hb_row(t0 + l);
-    row[agent] = std::max(row[agent], grp.stamp);
+  for (unsigned l = 0; l < 32; ++l) {
+    uint32_t* row = hb_row(t0 + 32 * w + l);
+    row[agent + w] = std::max(row[agent + w], grp.stamp);
   }
+  grp.retired |= 1u << w;
 }
 
 struct WaitIn {
   int keep;
   Loc loc;
 };
-void wgmma_wait_fn(Rendezvous& r) {
+void wgmma_wait_fn(Rendezvous& r) {  // one warp: its part of every group but the `keep` newest
   const WaitIn& in = *static_cast<const WaitIn*>(r.in[0]);
-  for (int l = 1; l < 128; ++l)
+  for (int l = 1; l < 32; ++l)
     if (static_cast<const WaitIn*>(r.in[l])->keep != in.keep)
       raise_fault(FAULT_SYNCCHECK, fmt("wgmma.wait_group at %s: lane %d waits for %d groups, lane 0 for %d (.aligned)",
                                        loc_str(in.loc).c_str(), l, static_cast<const WaitIn*>(r.in[l])->keep,
                                        in.keep));
-  const unsigned t0 = g_cur->ltid / 128 * 128;
+  const unsigned t0 = g_cur->ltid / 128 * 128, w = (g_cur->ltid % 128) / 32;
   Wg& g = wg_of(t0);
-  while ((int)g.groups.size() > in.keep) {
-    wg_retire(g, t0, g.groups.front(), in.loc);
-    g.groups.erase(g.groups.begin());
+  int pending = 0;
+  for (auto& grp : g.groups) pending += !(grp.retired & (1u << w));
+  for (auto& grp : g.groups) {
+    if (pending <= in.keep) break;
+    if (grp.retired & (1u << w)) continue;
+    wg_retire(g, t0, w, grp, in.loc);
+    --pending;
   }
-  g.fenced = false;
+  while (!g.groups.empty() && g.groups.front().retired == 0xF) g.groups.erase(g.groups.begin());
+  g.fenced &= ~(1u << w);
 }
 void wgmma_commit_fn(Rendezvous&) {
   const unsigned t0 = g_cur->ltid / 128 * 128, agent = wg_agent(t0 / 128);
   Wg& g = wg_of(t0);
-  g.groups.push_back(WgGroup{std::move(g.open), g_clk[agent]});
+  g.groups.push_back(WgGroup{std::move(g.open), g_clk[agent], 0});
   g.open.clear();
-  ++g_clk[agent];
+  for (unsigned w = 0; w < 4; ++w) ++g_clk[agent + w];
 }
-void wgmma_fence_fn(Rendezvous&) { wg_of(g_cur->ltid).fenced = true; }
+void wgmma_fence_fn(Rendezvous&) { wg_of(g_cur->ltid).fenced = 0xF; }
 
 struct RegIn {
   int inc, regs;
@@ -574,14 +592,19 @@ void ptx90_block_begin() {
 void ptx90_thread_exit(unsigned t) {
   if (t / 128 >= g_wg.size()) return;
   const Wg& g = g_wg[t / 128];
-  if (!g.open.empty() || !g.groups.empty()) {
-    Loc first{nullptr, 0};
-    if (!g.groups.empty() && !g.groups.front().ops.empty()) first = g.groups.front().ops.front().loc;
-    else if (!g.open.empty()) first = g.open.front().loc;
+  const unsigned w = (t % 128) / 32;
+  size_t pending = 0;
+  Loc first{nullptr, 0};
+  for (auto& grp : g.groups)
+    if (!(grp.retired & (1u << w))) {
+      if (!pending++ && !grp.ops.empty()) first = grp.ops.front().loc;
+    }
+  if (!first.file && !g.open.empty()) first = g.open.front().loc;
+  if (pending || !g.open.empty()) {
     raise_fault(FAULT_SYNCCHECK,
                 fmt("thread %s exits with %zu wgmma group(s) (and %zu uncommitted wgmma) not retired by "
                     "wgmma.wait_group: the accumulators of the wgmma at %s were never delivered, in %s block "
-                    "(%u,%u,%u)", thread_str(t).c_str(), g.groups.size(), g.open.size(),
+                    "(%u,%u,%u)", thread_str(t).c_str(), pending, g.open.size(),
                     first.file ? loc_str(first).c_str() : "?", g_kernel, g_block.x, g_block.y, g_block.z));
   }
 }
@@ -597,7 +620,8 @@ bool ptx90_land(bool all) {
 std::string agent_name(unsigned id) {
   if (!g_hb_w || id < agent_base()) return fmt("#%u", id);
   const unsigned k = id - agent_base();
-  if (k < WG_AGENTS) return fmt("the tensor core of warpgroup %u", k);
+  if (k < HB_WG_PARTS) return k % 4 ? fmt("warp %u's part of the tensor core of warpgroup %u", k % 4, k / 4)
+                                    : fmt("the tensor core of warpgroup %u", k / 4);
   for (auto& kv : g_mbars)
     if (kv.second.agent == id) return fmt("the TMA unit (copy completing on mbarrier %s)", mbar_name(kv.first).c_str());
   return "the TMA unit";
@@ -620,9 +644,8 @@ void mbar_init(uint32_t bar, uint32_t count, Loc loc) {
   hb_enable();
   MBar& b = g_mbars[a];
   if (!b.agent) {
-    if (g_mbar_agents + WG_AGENTS >= HB_AGENTS)
-      not_interpreted("more than 120 mbarriers in one block", loc);
-    b.agent = agent_base() + WG_AGENTS + g_mbar_agents++;
+    if (g_mbar_agents + HB_WG_PARTS >= HB_AGENTS) not_interpreted("more than 96 mbarriers in one block", loc);
+    b.agent = agent_base() + HB_WG_PARTS + g_mbar_agents++;
   }
   b.addr = a;
   b.count = b.pending = count;
@@ -792,8 +815,7 @@ void wgmma_wait(int keep, Loc loc) {
     raise_fault(FAULT_SYNCCHECK, fmt("wgmma.wait_group %d at %s: N is 0..7 %s", keep, loc_str(loc).c_str(),
                                      who().c_str()));
   WaitIn in{keep, loc};
-  const unsigned long long all[2] = {~0ull, ~0ull};
-  warpgroup_rendezvous(all, "wgmma.wait_group.sync.aligned", &in, nullptr, wgmma_wait_fn, nullptr, loc);
+  warp_rendezvous(0xffffffffu, "wgmma.wait_group.sync.aligned", &in, nullptr, wgmma_wait_fn, nullptr, loc);
 }
 void wgmma(const char* spec, float* const* d, int nd, const uint32_t* a, int na, uint64_t da, uint64_t db, int scale_d,
            int scale_a, int scale_b, int tnsp_a, int tnsp_b, Loc loc) {
