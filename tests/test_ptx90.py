@@ -421,12 +421,27 @@ def _guarded(src_text: str, lo: int = 0, hi: int | None = None) -> tuple[str, li
     return head + text, sites
 
 
+def _known_wrong(text: str, edits: dict[str, str], begin: str = "", end: str = "") -> str:
+    """Known-wrong variants behind wb_mut >= 100 (what the retired g++ emulators were shown to reject), edited in the
+    part of ``text`` between the markers."""
+    lo = text.index(begin) if begin else 0
+    hi = text.index(end) if end else len(text)
+    part = text[lo:hi]
+    for a, b in edits.items():
+        assert part.count(a) == 1, a
+        part = part.replace(a, b)
+    return text[:lo] + part + text[hi:]
+
+
 @pytest.fixture(scope="module")
 def mm(tmp_path_factory):
     """(library, sites) of the guarded matmul_sm90.cu."""
     from harness.cuda import CUDA_SRC
 
     text, sites = _guarded((CUDA_SRC / "matmul_sm90.cu").read_text())
+    text = _known_wrong(text, {  # wb_mut 100: a wrong LBO (the stride between v10's 64-column B boxes)
+        "sm90::make_desc(b + kk * 16 * 128, B_BOX_BYTES, 1024)":
+        "sm90::make_desc(b + kk * 16 * 128, wb_mut == 100 ? 1024 : B_BOX_BYTES, 1024)"})
     path = tmp_path_factory.mktemp("mm") / "matmul_sm90_guarded.cu"
     path.write_text(text + V10_GRID)
     with pytest.MonkeyPatch.context() as mp:
@@ -448,6 +463,17 @@ def at(tmp_path_factory):
     src = (CUDA_SRC / "attention.cu").read_text()
     lo, hi = src.index("// ATTN_V3_KERNEL_BEGIN"), src.index("// ATTN_V3_KERNEL_END")
     text, sites = _guarded(src, lo, hi)
+    text = _known_wrong(text, {
+        # 100: O not rescaled when the running max grows (wrong as soon as a row spans two key tiles)
+        "          acc[4 * i + 2 * hr] *= alpha;  // ATTN_V3_RESCALE\n          acc[4 * i + 2 * hr + 1] *= alpha;\n":
+        "          if (wb_mut != 100) acc[4 * i + 2 * hr] *= alpha;\n"
+        "          if (wb_mut != 100) acc[4 * i + 2 * hr + 1] *= alpha;\n",
+        # 101: the key tail (zero-filled by TMA: score 0, not -inf) not masked
+        "(col >= Nkv || (causal && col > row + diag))":
+        "((wb_mut != 101 && col >= Nkv) || (causal && col > row + diag))",
+        # 102: one unmasked tile too many (the FA3 split off by one)
+        "(qc0 + diag + 1) / BN : 0)": "(qc0 + diag + 1) / BN + (wb_mut == 102) : 0)"},
+        "// ATTN_V3_KERNEL_BEGIN", "// ATTN_V3_KERNEL_END")
     path = tmp_path_factory.mktemp("at") / "attention_guarded.cu"
     path.write_text(text)
     with pytest.MonkeyPatch.context() as mp:
@@ -539,12 +565,16 @@ def test_hopper_gemms_match_float64(mm, kind, M, N, K, grid, dtype):
         assert err <= (1e-2 if kind == "v11" else MM_TOL[dtype]), (kind, seed, err)
 
 
-# D = 64 over 5 key tiles (a 3-stage ring that wraps; the last tile 8 keys: masked), D = 128 causal with Nq > Nkv
-# (rows that see no key: O = 0, LSE = -inf) and GQA 2:1, bf16
-ATTN_CASES = [(1, 1, 1, 100, 520, 64, False, torch.float16), (1, 2, 1, 150, 130, 128, True, torch.bfloat16)]
+# (B, H, Hkv, Nq, Nkv, D, causal): D = 64 over 5 key tiles (its 3-stage ring wraps; the last tile 8 keys: masked), also
+# causal with 2 CTAs per head; D = 128 over 3 tiles (2-stage ring) causal GQA 2:1; Nq > Nkv causal (rows that see no
+# key: O = 0, LSE = -inf; a CTA whose 128 rows see none at all); one query, one key; exact tile multiples.
+ATTN_CASES = [(1, 1, 1, 100, 520, 64, False, torch.float16), (1, 2, 1, 130, 520, 64, True, torch.float16),
+              (1, 2, 2, 77, 300, 128, True, torch.bfloat16), (1, 1, 1, 200, 70, 128, True, torch.float16),
+              (1, 1, 1, 1, 1, 64, False, torch.bfloat16), (1, 1, 1, 256, 128, 128, False, torch.bfloat16)]
 
 
-@pytest.mark.parametrize("case", ATTN_CASES, ids=["d64-ring", "d128-causal-gqa"])
+@pytest.mark.parametrize("case", ATTN_CASES, ids=["d64-ring", "d64-causal-2cta", "d128-causal-gqa", "no-key-rows",
+                                                  "1x1", "tile-multiples"])
 def test_attention_v3_matches_float64(at, case):
     lib, _ = at
     lib.wb_set_mut(-1)
@@ -590,3 +620,18 @@ def test_every_wait_and_barrier_of_attention_v3_is_needed(at):
             survivors.append(sites[i])
     lib.wb_set_mut(-1)
     assert not survivors, f"deleting these did not fail within 10 seeds: {survivors}"
+
+
+def test_known_wrong_hopper_kernels_fail(mm, at):
+    """The broken copies the retired g++ emulators rejected: a wrong LBO in v10, an attention v3 without its O rescale,
+    without its key-tail mask, and with one unmasked tile too many."""
+    lib, _ = mm
+    lib.wb_set_mut(100)
+    assert run_gemm(lib, "v10", 129, 264, 72, 0, grid=1) > 0.05
+    lib.wb_set_mut(-1)
+    lib, _ = at
+    for mut, case in ((100, (1, 1, 1, 64, 260, 64, False)), (101, (1, 1, 1, 64, 200, 64, False)),
+                      (102, (1, 1, 1, 130, 520, 64, True))):
+        lib.wb_set_mut(mut)
+        assert run_attn(lib, *case, 0) > 0.05, mut
+    lib.wb_set_mut(-1)
