@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 # option and argument errors answer without the ~1.5 s torch import.
 from rich.console import Console  # noqa: E402
 
+from harness.cli import CliError, annotate, get_device_info, resolve_families, split  # noqa: E402
 from harness.records import (  # noqa: E402
     MANIFEST,
     OutputDirError,
@@ -59,10 +60,6 @@ def _torch():
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     return torch
-
-
-class CliError(Exception):
-    """A one-line, user-facing error: printed without a traceback, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,15 +143,6 @@ def _column_names() -> list[str]:
     from harness.records import COLUMNS
 
     return list(COLUMNS)
-
-
-def resolve_families(kernel: str) -> list[str]:
-    from harness import registry
-
-    try:
-        return registry.resolve_group(kernel)
-    except registry.RegistryError as e:
-        raise CliError(str(e)) from None
 
 
 # torch's spellings (and a few common ones) of the registry's dtype names
@@ -330,22 +318,6 @@ def device_line(info: dict) -> str:
             f"driver {info.get('driver')}")
 
 
-def get_device_info() -> dict:
-    torch = _torch()
-    try:
-        from harness.device import device_info
-
-        return device_info()
-    except Exception as e:  # roofline/NVML layer missing or broken: say so, keep running
-        info = {"available": False, "note": f"device info unavailable ({type(e).__name__}: {e})"}
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info.update(name=p.name, sm_count=p.multi_processor_count)
-        else:
-            info["name"] = "cpu"
-        return info
-
-
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo, else platform): records of a CPU run say "cpu: <model>"."""
     import platform
@@ -416,20 +388,6 @@ def fill_xray(records: list[dict], profile: str | None, arch: str | None = None)
         console.print(f"X-ray: {got} of {len(want)} kernel records ({time.time() - t0:.0f} s, cached; "
                       "--no-xray or WB_XRAY=0 skips)")
     return todo
-
-
-def annotate(rec: dict, profile) -> None:
-    if profile is None or rec.get("status") != "ok":
-        return
-    try:
-        from roofline.model import annotate as roof
-
-        rec["roofline"] = roof(rec, profile)
-        if rec["roofline"].get("suspect"):
-            rec["suspect"] = True
-            rec.setdefault("suspect_reasons", []).append(rec["roofline"].get("suspect_reason") or "above roofline")
-    except Exception as e:
-        rec["roofline"] = {"note": f"{type(e).__name__}: {e}"}
 
 
 def fill_median_speedups(records: list[dict]) -> list[dict]:
@@ -583,10 +541,6 @@ def prebuild_cuda(tasks: list) -> None:
                 f.result()
     else:
         prebuild(sources)
-
-
-def split(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def run_sanitize(families: list[str], variants: list[str] | None, args: argparse.Namespace) -> int:
@@ -751,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(str(e)) from None
         return 0
     families = resolve_families(args.kernel)
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         console.print(f"[red]family {fam} failed to import[/] (its records are missing):\n{err}")

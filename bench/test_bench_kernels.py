@@ -1,6 +1,6 @@
 """Every registered variant x dtype x shape as a pytest-benchmark case, timed with the harness' GPU-correct timer.
 
-Each case is first checked for correctness (``harness.__main__.check_task``: fresh inputs per seed, NaN-poisoned
+Each case is first checked for correctness (``harness.cli.check_task``: fresh inputs per seed, NaN-poisoned
 outputs, float64 reference, the same path as ``bench/run.py``), then timed with ``benchmark.pedantic``:
 
 * on a GPU the fixture's timer is ``conftest.cuda_event_clock``: each round is one call between two CUDA events on
@@ -74,7 +74,7 @@ def wb_profile(request):
 
 def test_families_import():
     """A family whose module fails to import would silently vanish from the cases: fail loudly instead."""
-    from harness.families import LOAD_ERRORS
+    from harness.registry import LOAD_ERRORS
 
     registry.all_problems()
     assert not LOAD_ERRORS, "\n".join(f"{k}: {v}" for k, v in LOAD_ERRORS.items())
@@ -82,7 +82,7 @@ def test_families_import():
 
 def test_kernel(benchmark, wb_task: Task, wb_profile, request):
     from harness import check as chk
-    from harness.__main__ import check_task
+    from harness.cli import check_task
 
     cfg = request.config
     seeds = tuple(int(s) for s in str(cfg.getoption("--wb-seeds")).split(",") if s.strip()) or (0,)

@@ -213,7 +213,7 @@ __device__ __forceinline__ void warp_select_finish(unsigned long long* list, int
 // expansion distance (every row never kept has one >= last); each lane recomputes exact fp32 distances sum (x-y)^2
 // for candidates lane, lane+32, ... (x from the shared query tile, y rows from global memory: kc*D*sizeof(T) bytes
 // per query, ~0.2% of the tile traffic at k = 10); sort again by (exact distance, index) and write the k best.
-// Certificate (harness.families.knn.expansion_error with u_prod = 0, no centring): with nx = |x|, dk the exact
+// Certificate (kernels.knn_search.expansion_error with u_prod = 0, no centring): with nx = |x|, dk the exact
 // k-th, Y = nx + sqrt(dk), E = 2 g (nx + Y)^2, g = (D+4) 2^-23: last - E > dk (1+g) proves that no row outside
 // the candidates reaches (or ties) the k-th; ok[q] = 0 sends the query to the launcher's direct-difference pass.
 // (__noinline__: inlined into knn_v3_tc<__half,64>, ptxas spilled 4 B at sm_80; called once per query at the end)
@@ -484,7 +484,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // v4 (tf32 + WarpSelect): fp32 inputs on tensor cores, exact by re-rank. Idea: v3's structure with two changes.
 // (1) x.y^T runs as WMMA m16n16k8 TF32 on CENTRED fp32 data, x' = x - c, y' = y - c with c = the CTA's OWN centre
 // (subtracted while staging; inputs rounded to tf32 with cvt.rna, so one product errs by <= 2^-10 relative). The
-// launcher orders the queries with kernels.knn.group_queries so each CTA's 32 come from one cluster, and CTA b is
+// launcher orders the queries with kernels.knn_search.group_queries so each CTA's 32 come from one cluster; CTA b is
 // centred at their mean, centres[b] (Q <= 32: the queries' mean; Q = 1: the query itself, so the expansion is the
 // direct difference up to the tf32 rounding of y - x). The expansion |x'|^2 + |y'|^2 - 2 x'.y' error bound grows
 // with |x'|.|y'| of the rows near x: ~8-10 within a cluster (D = 64) instead of ~400-550 at the base mean. The
@@ -492,7 +492,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // rounding (the certificate's model: fp32 norms of the unrounded rows, the dot's input rounding charged by u_prod):
 // |x'|^2 by one warp per query (v4_centred_sqnorm; knn_v4_merge recomputes it with centres[q / 32], same bits),
 // |y'|^2 of each 128-row tile from the staged values (one FMA per value across the BD-deep stages, one 8-thread
-// xor tree per tile). Emulated order: harness.families.knn.v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated.
+// xor tree per tile). Emulated order: v4_row_sqnorm_emulated / v4_stage_sqnorm_emulated in tests/knn_emulation.py.
 // (2) Selection is FAISS's
 // WarpSelect instead of v3's shared-memory list + ballot: per query a warp queue of KB keys (KW = KB/32 per lane,
 // position p = 32*j + lane, sorted ascending) and per lane a thread queue of NT keys (R = KW + NT a power of two).
@@ -501,7 +501,7 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // __shfl_xor_sync; stride >= 32: register swaps, static indices only) and keeps the KB best. Keys are (orderable
 // fp32 bits << 32 | index): unique, so ties go to the lower index. The kc = k + margin best by the expansion are
 // re-ranked by exact fp32 differences sum (x - y)^2 on the ORIGINAL rows (kc*D*4 bytes per query), and each query
-// is certified as in harness.families.knn.certified/expansion_error (u_prod = 2^-10, centred): refused queries go
+// is certified as in kernels.knn_search.certified/expansion_error (u_prod = 2^-10, centred): refused queries go
 // to v2 in the launcher. The distance tile lives in shared memory only (never global).
 // Registers vs local memory: a warp owns 4 queries; keeping 4 queries' queues in registers (reg[4][R], 178 regs,
 // 128 B of stack, LDL x32 / STL x36, 9572 SHFL from merges unrolled per query and per column step) gave 1 block

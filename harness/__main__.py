@@ -23,73 +23,26 @@ from typing import Any
 
 import torch
 
+from harness.cli import CliError, check_task, console, info_dict, resolve_families, split
+
 if not torch.cuda.is_available():  # before triton is imported: the interpreter on a machine without a GPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FAILED = ("incorrect", "compile_error", "runtime_error", "timeout")
 
 
-class CliError(Exception):
-    """One-line user-facing error: printed without a traceback, exit status 2."""
-
-
-def _console():
-    from rich.console import Console
-
-    # piped (CI logs, tests): wide enough that kernel names are not folded into columns of 8 characters
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=160 if wide else None)
-
-
-def _split(text: str | None) -> list[str]:
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
-
-
-def resolve_families(kernel: str) -> list[str]:
-    from harness import registry
-
-    try:
-        return registry.resolve_group(kernel)
-    except registry.RegistryError as e:
-        raise CliError(str(e)) from None
-
-
 # ---------------------------------------------------------------------------------------------------- check
-def check_task(task: Any, seeds: tuple[int, ...] | None = None, compile_cuda: bool = True) -> dict[str, Any]:
-    """One record, correctness only: ``run_task`` with timing off (on a GPU as on the CPU).
-
-    With ``compile_cuda=False`` a CUDA variant on a machine without a GPU is not even compiled (status skipped)."""
-    import torch
-
-    from harness.registry import get_problem
-    from harness.runner import RunOptions, base_record, run_task
-
-    problem = get_problem(task.family)
-    v = problem.variants[task.variant]
-    if v.backend == "cuda" and not compile_cuda and not torch.cuda.is_available():
-        rec = base_record(problem, v, task.dtype, problem.parse_shape(task.shape))
-        rec.update(status="skipped", message="CUDA variant, no GPU here: not compiled (see python -m harness compile)")
-        return rec
-    if seeds is None:  # fresh per call: a variant cannot know them in advance
-        from harness.records import fresh_seeds
-
-        seeds = fresh_seeds()
-    rec = run_task(task, RunOptions(seeds=tuple(seeds), timing=False))
-    rec.pop("_recycle_worker", None)
-    return rec
-
-
 def _plan(args: argparse.Namespace):
     from harness import registry
     from harness.runner import plan
 
     families = resolve_families(args.kernel)
-    dtypes = _split(args.dtype) or None
+    dtypes = split(args.dtype) or None
     if dtypes:
         bad = [d for d in dtypes if d not in registry.DTYPES]
         if bad:
             raise CliError(f"unknown dtype(s) {bad}; choose from {', '.join(registry.DTYPES)}")
-    variants = _split(args.variants) or None
+    variants = split(args.variants) or None
     if variants:
         known = {n for f in families for n in registry.REGISTRY[f].variants}
         bad = [v for v in variants if v not in known]
@@ -111,14 +64,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.records import failure_summary, fresh_seeds
 
     try:
-        seeds = tuple(int(s) for s in _split(args.seeds)) if args.seeds is not None else fresh_seeds()
+        seeds = tuple(int(s) for s in split(args.seeds)) if args.seeds is not None else fresh_seeds()
     except ValueError:
         raise CliError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
     if not seeds:
         raise CliError("--seeds needs at least one seed")
     tasks = _plan(args)
-    con = _console()
-    from harness.families import LOAD_ERRORS
+    con = console()
+    from harness.registry import LOAD_ERRORS
 
     for fam, err in LOAD_ERRORS.items():
         con.print(f"[red]family {fam} failed to import:[/] {err.strip().splitlines()[-1]}")
@@ -201,12 +154,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     families = resolve_families(args.kernel)
     if nvcc_path() is None:
         raise CliError("nvcc not found: install the CUDA toolkit or put nvcc on PATH")
-    archs = _split(args.arch) or None
+    archs = split(args.arch) or None
     if archs:
         bad = [a for a in archs if not a.startswith("sm_")]
         if bad:
             raise CliError(f"--arch takes sm_XY names (e.g. sm_80,sm_90,sm_90a), got {bad}")
-    con = _console()
+    con = console()
     rows = compile_rows(families, archs)
     if not rows:
         con.print(f"no CUDA variants registered for --kernel {args.kernel}")
@@ -231,25 +184,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- info
-def info_dict() -> dict[str, Any]:
-    from harness import provenance
-    from harness.cuda import nvcc_path
-
-    try:
-        from harness.device import device_info
-
-        dev = device_info()
-    except Exception as e:
-        dev = {"available": False, "note": f"device info unavailable ({type(e).__name__}: {e})"}
-    return {"device": dev, "versions": provenance.versions(), "nvcc_path": nvcc_path(),
-            "git_sha": provenance.git_sha(), "triton_interpret": os.environ.get("TRITON_INTERPRET")}
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     info = info_dict()
-    con = _console()
+    con = console()
     if args.json:
         import json
 
@@ -301,7 +240,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = write_report(records, profile, args.out, figures=not args.no_figures)
     except OSError as e:
         raise CliError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
-    _console().print(f"report: {path} ({len(records)} records)")
+    console().print(f"report: {path} ({len(records)} records)")
     return 0
 
 

@@ -24,9 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.records import load_records, median_interval
+
 FAILED = ("incorrect", "compile_error", "runtime_error", "timeout")
 NOISE_PCT = 2.0  # the smallest change called faster/slower when no threshold is given
-Z95 = 1.959964
 
 
 def match_key(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
@@ -37,36 +38,6 @@ def match_key(r: dict[str, Any]) -> tuple[str, str, str, str, str]:
 
 def _timed(r: dict[str, Any] | None) -> bool:
     return bool(r) and r.get("status") == "ok" and bool(r.get("median_ms"))
-
-
-def median_interval(r: dict[str, Any]) -> tuple[float, float]:
-    """A 95% interval of the record's median: order statistics of ``samples_ms`` (n >= 6: ranks n/2 -+ 1.96 sqrt(n)/2),
-    else its p10..p90 range, else the median itself (an interval of zero width, which never overlaps by luck)."""
-    s = r.get("samples_ms")
-    if isinstance(s, list) and len(s) >= 6:
-        xs = sorted(float(x) for x in s if isinstance(x, (int, float)))
-        n = len(xs)
-        if n >= 6:
-            half = Z95 * math.sqrt(n) / 2
-            lo = max(0, math.floor(n / 2 - half) - 1)
-            hi = min(n - 1, math.ceil(n / 2 + half))
-            return xs[lo], xs[hi]
-    p10, p90 = r.get("p10_ms"), r.get("p90_ms")
-    if isinstance(p10, (int, float)) and isinstance(p90, (int, float)) and p10 <= p90:
-        return float(p10), float(p90)
-    m = float(r["median_ms"])
-    return m, m
-
-
-def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
-    """(baseline median / variant median, 95% lo, hi), the interval from each median's own 95% interval (the
-    ladder's and the report's one metric against the library)."""
-    if not (base.get("median_ms") and r.get("median_ms")):
-        return None
-    blo, bhi = median_interval(base)
-    vlo, vhi = median_interval(r)
-    v = float(base["median_ms"]) / float(r["median_ms"])
-    return v, (blo / vhi if vhi else v), (bhi / vlo if vlo else v)
 
 
 def is_cpu(r: dict[str, Any] | None) -> bool:
@@ -228,8 +199,6 @@ def compare_main(old: Path | str | list[dict[str, Any]], new: Path | str | list[
     """Load, compare, print. OLD first, NEW second (like diff and git); either may be an output folder, a records
     file or a list of records (the run just done). Returns 1 when anything regressed, 2 when a side cannot be read
     or holds no records, else 0."""
-    from harness.records import load_records
-
     console = console or _default_console()
 
     def load(side: Path | str | list[dict[str, Any]]) -> list[dict[str, Any]]:

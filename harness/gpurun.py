@@ -37,7 +37,7 @@ import tarfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,7 @@ def write_provenance(path: Path | None = None) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ prep (CPU)
 def cuda_sources() -> list[Any]:
-    from harness.families import load_all
-    from harness.registry import REGISTRY
+    from harness.registry import REGISTRY, load_all
 
     load_all()  # primes every variant's template instantiations: the same key as in the GPU run's processes
     srcs = []
@@ -521,7 +520,7 @@ def build_plan(steps: Iterable[str] = DEFAULT_STEPS, families: list[str] | None 
 def print_plan(steps: list[Step], deadline: float, source: str) -> float:
     from rich.table import Table
 
-    from harness.__main__ import _console
+    from harness.cli import console
 
     t = Table(title=f"gpu-run plan (deadline {deadline:.0f} s; estimates from {source})", title_justify="left",
               header_style="bold")
@@ -537,7 +536,7 @@ def print_plan(steps: list[Step], deadline: float, source: str) -> float:
                   s.title + (f" [yellow]({s.note})[/]" if s.note else "") + more)
     t.add_row("tail", "-", f"{TAIL_S:.0f}", f"{total + TAIL_S:.0f}", "report + bundle")
     total += TAIL_S
-    con = _console()
+    con = console()
     con.print(t)
     verdict = "fits" if total <= deadline else "does NOT fit: the deadline cuts the last records"
     con.print(f"total {total:.0f} s of {deadline:.0f} s: {verdict}")
@@ -577,6 +576,7 @@ class Run:
     def run_group(self, g: Group, writer: Any, cut_to: list[str]) -> Counter:
         """Run a group's tasks (in order; ``workers`` streams pull from one queue) until the deadline: a task whose
         estimate no longer fits is not started; one in flight at the deadline is killed and not written."""
+        from harness.cli import annotate  # the roofline placement of a bench/run.py run
         from harness.runner import RunOptions, execute
 
         counts: Counter = Counter()
@@ -649,7 +649,7 @@ class Run:
             except (OSError, subprocess.SubprocessError) as e:
                 lines.append(f"$ {' '.join(cmd)}: {e}")
         from harness import provenance
-        from harness.__main__ import info_dict
+        from harness.cli import info_dict
 
         info = info_dict()
         (self.out / "env.json").write_text(json.dumps(info, indent=1, default=str))
@@ -794,30 +794,6 @@ def cache_report() -> str:
             ("all prebuilt (cache hits)" if built == 0 else f"{built} compiled here") + f", {dt:.1f} s")
 
 
-def annotate(rec: dict, profile: Any) -> None:
-    """bench/run.py's roofline placement when it can be imported (the same code path as a CLI run)."""
-    fn = _bench_fn("annotate")
-    if fn is not None:
-        fn(rec, profile)
-
-
-_BENCH: dict[str, Any] = {}
-
-
-def _bench_fn(name: str) -> Callable | None:
-    if "mod" not in _BENCH:
-        import importlib.util
-
-        try:
-            spec = importlib.util.spec_from_file_location("wb_bench_run", ROOT / "bench" / "run.py")
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)  # type: ignore[union-attr]
-            _BENCH["mod"] = mod
-        except Exception:  # noqa: BLE001
-            _BENCH["mod"] = None
-    return getattr(_BENCH["mod"], name, None)
-
-
 def default_out(device_name: str) -> Path:
     from harness import provenance
 
@@ -904,7 +880,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.__main__ import CliError, _console
+    from harness.cli import CliError, console, get_device_info
 
     steps_wanted = [s.strip() for s in args.steps.split(",") if s.strip()]
     bad = [s for s in steps_wanted if s not in STEPS]
@@ -940,14 +916,14 @@ def main(args: argparse.Namespace) -> int:
             for g in s.groups:
                 if g.kind == "check" and g.workers > 1 or s.name == "checks":
                     g.workers = args.check_workers
-    con = _console()
+    con = console()
     if args.plan:
         total = print_plan(steps, args.deadline, hist.source)
         return 0 if total <= args.deadline else 1
 
     from harness import provenance
 
-    info = _bench_fn("get_device_info")() if _bench_fn("get_device_info") else {"name": "cpu"}
+    info = get_device_info()
     out = Path(args.out) if args.out else default_out(info.get("name") or "cpu")
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} is not empty: give a new output folder")

@@ -103,7 +103,7 @@ def parse_sass(text: str) -> dict[str, list[Insn]]:
 
 
 def _tool(name: str) -> str:
-    from harness.xray import tool
+    from harness.sm import tool
 
     exe = tool(name)
     if exe is None:
@@ -745,7 +745,7 @@ def loop_warps(k: dict[str, Any], lp: dict[str, Any]) -> tuple[int | None, str]:
     if not threads and hl.get("max_threads"):
         threads, note = hl["max_threads"], "block from __launch_bounds__"
         if not blocks:
-            from harness.xray import occupancy
+            from harness.sm import occupancy
 
             blocks = occupancy(k.get("arch", "sm_90"), k.get("registers", 0), threads, k.get("static_smem"))[
                 "blocks_per_sm"]

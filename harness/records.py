@@ -130,6 +130,39 @@ def csv_fields(records: Iterable[dict[str, Any]]) -> list[str]:
     return FIELDS[:i] + dims + FIELDS[i:]
 
 
+Z95 = 1.959964
+
+
+def median_interval(r: dict[str, Any]) -> tuple[float, float]:
+    """A 95% interval of the record's median: order statistics of ``samples_ms`` (n >= 6: ranks n/2 -+ 1.96 sqrt(n)/2),
+    else its p10..p90 range, else the median itself (an interval of zero width, which never overlaps by luck)."""
+    s = r.get("samples_ms")
+    if isinstance(s, list) and len(s) >= 6:
+        xs = sorted(float(x) for x in s if isinstance(x, (int, float)))
+        n = len(xs)
+        if n >= 6:
+            half = Z95 * math.sqrt(n) / 2
+            lo = max(0, math.floor(n / 2 - half) - 1)
+            hi = min(n - 1, math.ceil(n / 2 + half))
+            return xs[lo], xs[hi]
+    p10, p90 = r.get("p10_ms"), r.get("p90_ms")
+    if isinstance(p10, (int, float)) and isinstance(p90, (int, float)) and p10 <= p90:
+        return float(p10), float(p90)
+    m = float(r["median_ms"])
+    return m, m
+
+
+def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(baseline median / variant median, 95% lo, hi), the interval from each median's own 95% interval (the
+    ladder's and the report's one metric against the library)."""
+    if not (base.get("median_ms") and r.get("median_ms")):
+        return None
+    blo, bhi = median_interval(base)
+    vlo, vhi = median_interval(r)
+    v = float(base["median_ms"]) / float(r["median_ms"])
+    return v, (blo / vhi if vhi else v), (bhi / vlo if vlo else v)
+
+
 def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None] | None:
     """(speed-up, 95% lo, 95% hi) against the library baseline, or None when there is none or it means nothing:
     a CPU timing of an interpreted Triton variant (TRITON_INTERPRET) against compiled ATen code measures the
@@ -149,8 +182,6 @@ def lib_ratios(records: Iterable[dict[str, Any]]) -> dict[int, tuple[float, floa
     dtype and shape among ``records``: the one speed-up metric of tables, report and ladder figures. None where it
     means nothing (a CPU timing of an interpreted Triton variant against another backend); records without a baseline
     alongside are absent (the caller falls back to the recorded speed-up)."""
-    from harness.compare import ratio_of_medians
-
     records = list(records)
     base = {(r.get("family"), r.get("dtype"), r.get("shape")): r for r in records
             if r.get("baseline") and r.get("status") == "ok" and r.get("median_ms")}

@@ -286,8 +286,7 @@ def flag_notes(recs: list[dict[str, Any]]) -> str:
 
 def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str, Any] | None:
     """Best variant vs the library at the anchor shape, % of roof, flag notes, one sentence of napkin math."""
-    from harness.compare import ratio_of_medians
-    from harness.records import speedup_shown
+    from harness.records import ratio_of_medians, speedup_shown
 
     g = anchor_group(recs)
     if g is None:

@@ -645,7 +645,7 @@ def _worker_main(conn, opts_dict: dict) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
-    from harness.families import load_all
+    from harness.registry import load_all
 
     load_all()  # imports (torch, triton, every family) happen before the first task's clock starts
     try:  # a fatal-signal handler a library installed (symbolising a stack trace) can stall a dying worker

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -46,27 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import hotloop
+from harness.sm import ARCH_LIMITS, ARCHS, base_arch, capability, limits, occupancy, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = 8  # bump when the worker's output changes: old cache entries are then ignored
-
-# ------------------------------------------------------------------------------------------------ arch limits
-# Per-SM limits of the CUDA occupancy calculator (CUDA C Programming Guide, "Compute capabilities" table).
-# smem_sm is the largest carveout; every block also pays reserved_smem (1 KB on sm_80+).
-ARCH_LIMITS: dict[str, dict[str, int]] = {
-    "sm_80": dict(sms=108, regs_sm=65536, max_regs_thread=255, max_threads_sm=2048, max_warps_sm=64,
-                  max_blocks_sm=32, smem_sm=167936, smem_block_max=166912, reserved_smem=1024),
-    "sm_86": dict(sms=84, regs_sm=65536, max_regs_thread=255, max_threads_sm=1536, max_warps_sm=48,
-                  max_blocks_sm=16, smem_sm=102400, smem_block_max=101376, reserved_smem=1024),
-    "sm_89": dict(sms=142, regs_sm=65536, max_regs_thread=255, max_threads_sm=1536, max_warps_sm=48,
-                  max_blocks_sm=24, smem_sm=102400, smem_block_max=101376, reserved_smem=1024),
-    "sm_90": dict(sms=132, regs_sm=65536, max_regs_thread=255, max_threads_sm=2048, max_warps_sm=64,
-                  max_blocks_sm=32, smem_sm=233472, smem_block_max=232448, reserved_smem=1024),
-}
-REG_ALLOC_UNIT = 256  # registers are allocated per warp in units of 256 (8 per thread)
-SMEM_ALLOC_UNIT = 128
-SUBPARTITIONS = 4  # each SM's register file is split over 4 schedulers: a warp's registers come from one quarter
-ARCHS = ("sm_90a", "sm_90", "sm_89", "sm_86", "sm_80")
 
 WGMMA_OPS = ("HGMMA", "QGMMA", "IGMMA", "BGMMA")  # Hopper warpgroup MMA (wgmma)
 MMA_OPS = ("HMMA", "IMMA", "DMMA", "BMMA")  # warp-level mma.sync / wmma
@@ -74,68 +56,7 @@ TENSOR_OPS = WGMMA_OPS + MMA_OPS
 TC_DTYPES = ("fp16", "bf16", "fp8", "int8", "tf32")  # compute dtypes that belong on tensor cores
 
 
-def base_arch(arch: str) -> str:
-    """'sm_90a' -> 'sm_90' (the limits table and Triton's capability do not distinguish them)."""
-    return arch[:-1] if arch.endswith("a") else arch
-
-
-def capability(arch: str) -> int:
-    return int(re.sub(r"\D", "", base_arch(arch)))
-
-
-def limits(arch: str) -> dict[str, int]:
-    b = base_arch(arch)
-    if b not in ARCH_LIMITS:
-        raise ValueError(f"no occupancy limits for {arch}; known: {', '.join(ARCH_LIMITS)}")
-    return ARCH_LIMITS[b]
-
-
-def occupancy(arch: str, regs: int, threads: int | None, smem_bytes: int | None) -> dict[str, Any]:
-    """Theoretical occupancy of one block shape on one SM (the CUDA occupancy calculator's rules).
-
-    regs: registers per thread; threads: per block; smem_bytes: static + dynamic shared memory per block (the 1 KB
-    per-block reservation is added here). Returns blocks/SM, warps/SM, occupancy (0..1) and the limiting factor(s)."""
-    lim = limits(arch)
-    if not threads:
-        return {"occupancy": None, "limiter": "unknown block size", "blocks_per_sm": None}
-    warps = -(-threads // 32)
-    by = {"warps": lim["max_warps_sm"] // warps, "blocks": lim["max_blocks_sm"]}
-    regs = max(int(regs or 0), 1)
-    per_warp = -(-regs * 32 // REG_ALLOC_UNIT) * REG_ALLOC_UNIT
-    warps_by_regs = (lim["regs_sm"] // SUBPARTITIONS // per_warp) * SUBPARTITIONS
-    by["registers"] = warps_by_regs // warps
-    if smem_bytes is not None:
-        per_block = -(-(int(smem_bytes) + lim["reserved_smem"]) // SMEM_ALLOC_UNIT) * SMEM_ALLOC_UNIT
-        by["shared memory"] = 0 if smem_bytes > lim["smem_block_max"] else lim["smem_sm"] // per_block
-    blocks = min(by.values())
-    limiters = [k for k, v in by.items() if v == blocks]
-    return {"occupancy": blocks * warps / lim["max_warps_sm"], "blocks_per_sm": blocks,
-            "warps_per_sm": blocks * warps, "limiter": ", ".join(limiters), "by": by}
-
-
 # ------------------------------------------------------------------------------------------------ SASS
-@functools.lru_cache(None)
-def tool(name: str) -> str | None:
-    """cuobjdump / nvdisasm: Triton's bundled copy first (matches its ptxas), else PATH, else the CUDA toolkit."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("triton")
-        if spec and spec.origin:
-            p = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / name
-            if p.exists():
-                return str(p)
-    except Exception:
-        pass
-    p = shutil.which(name)
-    if p:
-        return p
-    for base in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if base and (Path(base) / "bin" / name).exists():
-            return str(Path(base) / "bin" / name)
-    return None
-
-
 def sass_opcodes(path: str | Path) -> dict[str, list[str]]:
     """Function symbol -> its SASS opcodes with modifiers (``LDG.E.128``, ``HGMMA.64x256x16.F32.BF16``...), from the
     one ``cuobjdump -sass`` listing that the hot-loop model parses too (``hotloop.sass``, cached per file)."""
@@ -684,7 +605,7 @@ def _job_deps(v, launches: list[dict[str, Any]], spec) -> dict[str, list]:
     """Every file this X-ray read, with its signature (harness.cuda's dependency sets: nvcc's list for each build,
     the Python files of the Triton kernels and of a course file): a cached X-ray is used only while all are
     unchanged."""
-    from harness.cuda import _portable, _signature
+    from harness.cuda_common import _portable, _signature
 
     srcs = [v.source] if v.backend == "cuda" and hasattr(v.source, "dependencies") else []
     srcs += [la["kernel"].src for la in launches if la["kind"] == "cuda"]
@@ -723,9 +644,9 @@ def worker_main() -> None:
 
     warnings.filterwarnings("ignore")
     env = _Env()
-    from harness import families
+    from harness.registry import load_all
 
-    families.load_all()
+    load_all()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -754,8 +675,8 @@ def _content_hash_for(extra_families: str) -> str:
     """Sources whose change can change an X-ray, plus the tool versions."""
     h = hashlib.sha256()
     files = sorted([*ROOT.glob("kernels/*.py"), *ROOT.glob("harness/families/*.py"), *ROOT.glob("cuda_src/*"),
-                    ROOT / "harness" / "xray.py", ROOT / "harness" / "hotloop.py", ROOT / "harness" / "cuda.py",
-                    ROOT / "harness" / "registry.py"])
+                    *(ROOT / "harness" / f for f in ("xray.py", "hotloop.py", "sm.py", "cuda.py", "cuda_common.py",
+                                                     "registry.py"))])
     for f in files:
         if f.is_file():
             h.update(f.name.encode())
@@ -794,7 +715,7 @@ def _job_key(job: dict[str, Any]) -> str:
 def _lookup_result(key: str) -> dict[str, Any] | None:
     """A cached X-ray whose every file is unchanged (harness.cuda's ccache-style dependency check: size and mtime,
     else the content hash), newest first."""
-    from harness.cuda import _read_index, _unchanged
+    from harness.cuda_common import _read_index, _unchanged
 
     for e in _read_index(_cache_root() / "results" / f"{key}.json"):
         files, res = e.get("files"), e.get("result")
@@ -808,7 +729,7 @@ def _store_result(key: str, res: dict[str, Any]) -> None:
     compile error, a launcher that did not run or a worker that died is tried again next time."""
     from filelock import FileLock
 
-    from harness.cuda import _read_index, _write_atomic
+    from harness.cuda_common import _read_index, _write_atomic
 
     if res.get("status") != "ok":
         return
@@ -1211,7 +1132,7 @@ def _own_files(args: argparse.Namespace) -> tuple[str, list[str]]:
     """--cu/--triton: (family, the file's variant names), registered here and exported to the X-ray worker. The
     family is --kernel, else the one family whose calling convention the file binds to."""
     from harness import byo
-    from harness.__main__ import CliError
+    from harness.cli import CliError
     from harness.registry import REGISTRY, all_problems
 
     all_problems()
@@ -1239,7 +1160,7 @@ def _own_files(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from harness.__main__ import CliError, _console, _split, resolve_families
+    from harness.cli import CliError, console, resolve_families, split
     from harness.registry import DTYPES, REGISTRY
 
     own = None
@@ -1254,7 +1175,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise CliError(f"--arch takes one of {', '.join(ARCHS)}, got {args.arch!r}")
     if args.dtype and args.dtype not in DTYPES:
         raise CliError(f"unknown dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
-    variants = _split(args.variants) or own
+    variants = split(args.variants) or own
     if variants:
         known = {n for f in fams for n in REGISTRY[f].variants}
         bad = [v for v in variants if v not in known]
@@ -1278,7 +1199,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(recs, indent=1, default=str))
         return 0
-    con = _console()
+    con = console()
     for f in fams:
         part = [r for r in recs if r["family"] == f]
         if part:

@@ -29,6 +29,17 @@ TUNED_DIR = Path(__file__).resolve().parent.parent / "bench" / "tuned"
 _STATE = threading.local()  # pinned: the last prune in this thread returned a pinned config (Triton 3.6 benches it)
 
 
+def interpreter() -> bool:
+    """True when Triton runs under TRITON_INTERPRET=1 (the CPU machine): slow, and bf16 tl.dot is wrong there."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def tuning() -> bool:
+    """Autotune Triton kernels (default). WB_TUNE=0 takes each kernel's first listed config instead: correctness
+    sweeps on a fresh GPU machine then compile one config per kernel, not ten."""
+    return os.environ.get("WB_TUNE", "1") != "0" and not interpreter()
+
+
 def mode() -> str:
     """'pin' (default), 'tune' (WB_TUNE=1) or 'first' (WB_TUNE=0)."""
     v = os.environ.get("WB_TUNE", "").strip().lower()

@@ -20,8 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.registry import interpreter, tuning
-from kernels._tuning import bench_unless_pinned, prune_with_pins
+from kernels._tuning import bench_unless_pinned, interpreter, prune_with_pins, tuning
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453

@@ -52,6 +52,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.knn_search import base_slices, candidate_count, group_queries
+
 METRICS = {"l2": 0, "ip": 1, "cos": 2}
 MAX_K_REPLACE = 128  # above this the running top-k no longer fits the replace-max loop's budget: sort-merge
 # sort-merge sorts [BLOCK_Q=16, 2*K_PAD] int64 keys; its layout conversions go through shared memory: 132 KB at
@@ -218,7 +220,7 @@ def _knn_rerank_kernel(
 
     cand_d_ptr / cand_i_ptr: [Q, KC] expansion distances (ascending) and base indices; row_ptr: [Q, KC] rows of
     y_ptr to gather (== cand_i, or arange over a gathered copy when the base lives on the host). Certificate (the
-    formula of harness.families.knn.expansion_error): every non-candidate has expansion distance >= cand_d[q, KC-1]
+    formula of kernels.knn_search.expansion_error): every non-candidate has expansion distance >= cand_d[q, KC-1]
     = last, so with E = 2(2u_p·‖x'‖Y + γ(‖x'‖+Y)² + 2√dk·r + r²), Y = ‖x'‖ + √dk + r, r = 1.01·u_c·(2‖x'‖ + √dk):
     last − E > dk(1+γ) means no row outside the candidates reaches (or ties) the exact k-th dk.
     Napkin math: Q·KC·D·s bytes of gathered rows (10k × 32 × 128 × 4 = 164 MB at the headline, ~0.1 ms) against
@@ -295,70 +297,13 @@ U_PROD = {"ieee": 0.0, "tf32x3": 2.0 ** -20, "tf32": 2.0 ** -10, None: 0.0}
 U_CENTER = {torch.float32: 2.0 ** -24, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 
-def candidate_count(k: int, N: int, cap: int = MAX_K) -> int:
-    """Candidates kept from the fast expansion before the exact re-rank: k plus a margin of max(8, k/4), rounded up
-    to a power of two (the list width the kernel pads to anyway), at most N and ``cap``."""
-    want = k + max(8, k // 4)
-    return min(N, cap, 1 << (want - 1).bit_length())
-
-
-def group_queries(x: torch.Tensor, y: torch.Tensor, block_q: int, pivots: int = 64
-                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Per-program centres for the l2 expansion: (perm, centres [ceil(Q / block_q), D] fp32).
-
-    The expansion's error bound grows with ‖x − c‖·‖y − c‖ for the rows near x (``expansion_error``), so the best
-    centre c for a program is close to its own queries. Queries are ordered by their nearest of ``pivots`` evenly
-    spaced base rows (a cheap Q×P×D fp32 expansion: grouping only decides speed, never correctness), pivots taken
-    in a nearest-neighbour chain, and each
-    program of ``block_q`` consecutive queries is centred at its queries' mean. On clustered data far from the
-    origin (data=offset: |x − μ| ~ 540 at the base mean μ, ~11 at its block's mean) this turns a certificate that
-    refuses every query into one that vouches for nearly all of them; Q = 1 is centred at the query itself (the
-    expansion becomes the direct difference). perm is None when the order is kept (a single program)."""
-    Q, D = x.shape
-    xf = x.float()
-    if Q <= block_q:
-        return None, xf.mean(0, keepdim=True).contiguous()
-    if x.is_meta or y.is_meta:  # the X-ray (shapes, no data): the grouping reads values, the launches do not
-        return torch.arange(Q, device=x.device), xf.new_empty((-(-Q // block_q), D))
-    P = min(pivots, y.shape[0])
-    piv = y[torch.linspace(0, y.shape[0] - 1, P, device=y.device).long()].float().to(x.device)
-    c0 = piv.mean(0)
-    xc, pc = xf - c0, piv - c0
-    pn = (pc * pc).sum(1)
-    near = (pn[None, :] - 2.0 * (xc @ pc.T)).argmin(1)
-    # pivots in a greedy nearest-neighbour chain (P² distances, on the host): pivots of one cluster end up adjacent,
-    # so a program's queries come from one cluster rather than from the pivots' arbitrary numbering
-    pd = (pn[:, None] + pn[None, :] - 2.0 * (pc @ pc.T)).cpu()
-    rank = torch.empty(P, dtype=torch.long)
-    seen = torch.zeros(P, dtype=torch.bool)
-    cur = 0
-    for r in range(P):
-        rank[cur], seen[cur] = r, True
-        if r + 1 < P:
-            cur = int(torch.where(seen, torch.full_like(pd[cur], float("inf")), pd[cur]).argmin())
-    perm = torch.sort(rank.to(x.device)[near], stable=True).indices
-    xs = xf[perm]
-    G = -(-Q // block_q)
-    pad = G * block_q - Q
-    sums = torch.cat([xs, xs.new_zeros((pad, D))]).view(G, block_q, D).sum(1)
-    counts = torch.full((G, 1), float(block_q), device=x.device)
-    counts[-1] = block_q - pad
-    return perm, (sums / counts).contiguous()
-
-
 def split_plan(programs: int, N: int, block_n: int, k_pad: int, sms: int | None = None) -> tuple[int, int]:
-    """(S, slice_rows): base slices run in parallel when ``programs`` (query blocks) are under two waves of the
-    SMs (Q = 1: one program would walk a 1M-row base alone, ~1/132 of the GPU's bandwidth). Slices are whole
-    BLOCK_N tiles of at least max(1024, 4·K_PAD) rows; S = 1 keeps the single pass."""
+    """(S, slice_rows): ``programs`` query blocks against base slices of whole BLOCK_N tiles, at least
+    max(1024, 4·K_PAD) rows each, enough for two waves of the SMs (kernels.knn_search.base_slices); S = 1 keeps the
+    single pass."""
     if sms is None:
         sms = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 132
-    want = -(-2 * sms // max(1, programs))
-    S = max(1, min(want, N // max(1024, 4 * k_pad)))
-    if S <= 1:
-        return 1, N
-    rows = -(-N // S)
-    rows = -(-rows // block_n) * block_n
-    return -(-N // rows), rows
+    return base_slices(programs, N, block_n, max(1024, 4 * k_pad), sms)
 
 
 def merge_keys(keys: torch.Tensor, K: int) -> torch.Tensor:
@@ -481,7 +426,7 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, metric: str = "l2", base_rows:
     if metric != "l2" or mode == "expansion":
         _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], split=split)
         return out["dist"], out["idx"]
-    KC = min(max(kc or candidate_count(K, N), K), N, MAX_K)
+    KC = min(max(kc or candidate_count(K, N, MAX_K), K), N, MAX_K)
     if mode == "exact" or KC >= N:  # nothing to prune: every row is a candidate, take the exact pass at once
         _fused(x, y, K, metric, base_rows, sort_for(K), prec, out["dist"], out["idx"], exact=True, split=split)
         if stats is not None:

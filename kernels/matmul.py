@@ -39,8 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.registry import interpreter, tuning
-from kernels._tuning import bench_unless_pinned, prune_with_pins
+from kernels._tuning import bench_unless_pinned, interpreter, prune_with_pins, tuning
 
 FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 

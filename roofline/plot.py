@@ -717,7 +717,7 @@ def ladder_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, float, float] | None:
-    from harness.compare import ratio_of_medians as rom
+    from harness.records import ratio_of_medians as rom
 
     return rom(r, base)
 

@@ -208,7 +208,7 @@ SEEDS = range(10)
 def _plain_expansion(inputs, out, shape):
     """Known-wrong: ‖x‖²+‖y‖²−2x·y in fp32 ranked as it is (no centring, no re-rank) — what the Triton kernels and
     torch_mm_topk did before; right on N(0,1) data, recall ~0.55 on offset data."""
-    from harness.families.knn import _stable_topk
+    from kernels.knn_search import stable_topk as _stable_topk
 
     x, y = inputs["x"].float(), inputs["y"].float()
     d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
@@ -218,7 +218,8 @@ def _plain_expansion(inputs, out, shape):
 
 def _kplus1(inputs, out, shape):
     """Known-wrong: returns the (k+1)-th neighbour in place of the k-th (exact distances)."""
-    from harness.families.knn import _stable_topk, _torch_dist
+    from kernels.knn_search import stable_topk as _stable_topk
+    from kernels.knn_search import torch_dist as _torch_dist
 
     d = _torch_dist(inputs["x"], inputs["y"], shape.metric, mm=False)
     v, i = _stable_topk(d, shape.k + 1)
@@ -228,7 +229,8 @@ def _kplus1(inputs, out, shape):
 
 def _swap_adjacent(inputs, out, shape):
     """Known-wrong: swaps the neighbours at positions 0 and 1 (indices only; distances stay ascending)."""
-    from harness.families.knn import _stable_topk, _torch_dist
+    from kernels.knn_search import stable_topk as _stable_topk
+    from kernels.knn_search import torch_dist as _torch_dist
 
     v, i = _stable_topk(_torch_dist(inputs["x"], inputs["y"], shape.metric, mm=False), shape.k)
     i = i.clone()
@@ -341,7 +343,7 @@ def test_block_centres_follow_the_clusters():
     """group_queries: on clustered offset data each program's queries come from one cluster, so its centre sits
     within ~√D of them (vs ~50·√D for the base mean); the order is a permutation; Q <= BLOCK_Q centres at the
     queries' own mean. A grouping by raw pivot number (no nearest-neighbour chain) mixes clusters and fails."""
-    from kernels.knn import group_queries
+    from kernels.knn_search import group_queries
 
     s = _shape(Q=1024, N=4000, D=64, k=10, data="offset")
     inp = P.make_inputs(s, "fp32", 1, CPU)
@@ -381,8 +383,8 @@ def test_rerank_certifies_with_each_querys_own_centre():
     (centres[centre_of[q]]): recomputed here in float64/fp32 torch for every query whose margin is not within
     rounding of 0, it agrees with the kernel; the same certificate with every query charged centre 0 (a wrong
     mu row in the kernel) disagrees on some queries."""
-    from harness.families.knn import certified, expansion_error
     from kernels.knn import knn
+    from kernels.knn_search import certified, expansion_error
 
     s = _shape(Q=150, N=1500, D=32, k=5, data="offset")
     inp = P.make_inputs(s, "fp32", 0, CPU)
@@ -484,7 +486,10 @@ def test_v3_tc_algorithm_emulated():
     the exact fp32 re-rank of the candidates from the uncentred rows, the certificate with u_prod = 0 and no
     centring, and the v2 (direct differences) fallback for the queries it refuses. Must pass where the expansion
     alone fails."""
-    from harness.families.knn import _kb, _stable_topk, _torch_dist, rerank_l2, v3_candidates
+    from harness.families._knn_cuda import _kb, v3_candidates
+    from kernels.knn_search import rerank_l2
+    from kernels.knn_search import stable_topk as _stable_topk
+    from kernels.knn_search import torch_dist as _torch_dist
 
     for s in OFFSET + [_shape(k=7)]:
         for seed in range(3):
@@ -524,7 +529,7 @@ def test_cuda_compiles_without_spills(arch):
 
 
 def test_v3_tc_registration_and_skips():
-    from harness.families.knn import V3_MAX_D, _v3_smem
+    from harness.families._knn_cuda import V3_MAX_D, _v3_smem
 
     v = P.variants["knn_v3_tc"]
     assert v.backend == "cuda" and v.ladder == 3 and v.dtypes == ("fp16", "bf16")
@@ -642,7 +647,7 @@ def test_triton_compiles_for_sm90():
 def test_v4_keys_and_register_sort_emulated():
     """pack_keys orders like the kernel's unsigned keys ((distance, index), -0.0 == +0.0); ws_sort_emulated (the
     shuffle / register-swap network of knn.cu) sorts every R·32 layout; a network missing its last stage does not."""
-    from harness.families.knn import pack_keys, unpack_keys, ws_sort_emulated
+    from tests.knn_emulation import pack_keys, unpack_keys, ws_sort_emulated
 
     d = torch.tensor([3.0, -1.0, -0.0, 0.0, 3.0, float("inf"), -2.5, 1e-30])
     i = torch.tensor([5, 1, 9, 2, 4, 0, 7, 3])
@@ -669,7 +674,8 @@ def test_v4_warp_select_emulated_equals_topk(kc):
     """WarpSelect (thread queues of NT keys, merge when any lane's queue is full, final flush) returns exactly the kc
     smallest (distance, index) keys, at N not a multiple of the 128-column tile and with many exact ties; the planted
     bugs (merge dropping the last candidate, no final flush, no index tie-break) return something else."""
-    from harness.families.knn import _KEY_EMPTY, pack_keys, v4_kb, warp_select_emulated
+    from harness.families._knn_cuda import v4_kb
+    from tests.knn_emulation import _KEY_EMPTY, pack_keys, warp_select_emulated
 
     g = torch.Generator().manual_seed(kc)
     Q, N = 9, 1000 + 37
@@ -700,7 +706,7 @@ def test_v4_flow_emulated_exact(kw):
     """knn_v4_tf32_ws end to end on the CPU (centred tf32 expansion -> WarpSelect -> exact re-rank -> certificate ->
     fallback) passes the exactness rule at irregular shapes, k = 1, 10, 100; with the merge that drops the last
     candidate (or no final flush) it is rejected."""
-    from harness.families.knn import v4_emulated
+    from tests.knn_emulation import v4_emulated
 
     s = _shape(**kw)
     for seed in range(2):
@@ -724,7 +730,7 @@ def test_v4_flow_emulated_rejects_wrong_merges():
     """Query 0's four nearest rows sit in lane 31 of consecutive 32-column steps at the end of the base (columns 1887,
     1919, 1951, 1983 of N = 2000, tiles of 128): lane 31's thread queue (NT = 3 at k = 10) fills on the third, so a
     merge that drops its last slot loses a true neighbour, and without the final flush the fourth is never merged."""
-    from harness.families.knn import v4_emulated
+    from tests.knn_emulation import v4_emulated
 
     s = _shape(Q=8, N=2000, D=16, k=10)
     inp = P.make_inputs(s, "fp32", 0, CPU)
@@ -739,7 +745,7 @@ def test_v4_flow_emulated_rejects_wrong_merges():
 
 
 def test_v4_registration_and_skips():
-    from harness.families.knn import V4_MAX_D, _v4_smem
+    from harness.families._knn_cuda import V4_MAX_D, _v4_smem
 
     v = P.variants["knn_v4_tf32_ws"]
     assert v.backend == "cuda" and v.ladder == 4 and v.dtypes == ("fp32",)
@@ -758,7 +764,7 @@ def test_v4_registration_and_skips():
 def test_v4_split_plan():
     """Split-N only when ceil(Q/32) CTAs are under 2 waves of 132 SMs x 2 blocks; slices are whole 128-row tiles,
     cover the base exactly once and hold >= 1024 rows."""
-    from harness.families.knn import v4_split_plan
+    from harness.families._knn_cuda import v4_split_plan
 
     assert v4_split_plan(100_000, 1_000_000) == (1, 1_000_000)
     assert v4_split_plan(1, 900) == (1, 900)
@@ -777,7 +783,8 @@ def test_v4_split_select_emulated_sound(kc):
     last = the global kc-th key, and every row outside the candidates has a key >= last (what the certificate
     needs). Planted bugs: last = the smallest slice's kc-th (some non-candidate is below it: unsound) and a merge
     reading S-1 slices (the best rows, put in the last slice, go missing)."""
-    from harness.families.knn import pack_keys, v4_kb, warp_select_emulated
+    from harness.families._knn_cuda import v4_kb
+    from tests.knn_emulation import pack_keys, warp_select_emulated
 
     g = torch.Generator().manual_seed(kc)
     Q, N = 6, 2600 + 11
@@ -806,7 +813,7 @@ def test_v4_split_select_emulated_sound(kc):
 def test_v4_flow_emulated_split_exact():
     """v4_emulated with split-N gives the reference answer and the same certificates as without it (same
     candidates, same last); the merge that skips the last slice loses the neighbours planted there."""
-    from harness.families.knn import v4_emulated
+    from tests.knn_emulation import v4_emulated
 
     for kw in (V4_SHAPES[0], dict(Q=9, N=3000, D=16, k=10)):
         s = _shape(**kw)
@@ -831,7 +838,7 @@ def test_v4_offset_certification_fractions():
     cluster (Q = 512, 8 clusters), centring each CTA at its grouped queries' mean lets the tf32 certificate vouch for
     most queries (0.71 here; 0.81-0.87 at Q = 1024, N = 4000, D = 64), where centring every CTA at the base mean
     (the flow before, |x - mu| ~ 50·sqrt(D)) refuses all of them; both answers pass the check."""
-    from harness.families.knn import v4_emulated
+    from tests.knn_emulation import v4_emulated
 
     s = _shape(Q=512, N=1000, D=32, k=10, data="offset")
     inp = P.make_inputs(s, "fp32", 0, CPU)
@@ -848,7 +855,8 @@ def _v4_recomputed_certificates(x, y, centre, k, kc):
     """The v4 certificate per query straight from its definition, independent of the emulation's code paths:
     float64 expansion |x - c|^2 + |y - c|^2 - 2 tf32(x - c)·tf32(y - c) with c = the query's own centre, its kc
     smallest, exact k-th of those, expansion_error with u_prod = 2^-10. Returns (certified, margin) per query."""
-    from harness.families.knn import certified, expansion_error, tf32_round
+    from kernels.knn_search import certified, expansion_error
+    from tests.knn_emulation import tf32_round
 
     D = x.shape[1]
     xc, yc = x - centre, (y[None, :, :] - centre[:, None, :])
@@ -867,7 +875,8 @@ def test_v4_certificate_uses_each_ctas_centre():
     charging every query |x - centres[0]| (a merge / finish reading centre row 0) still returns exact answers via the
     fallback, so only the recomputation exposes it; norms from the base mean with the dot at the CTA centre rank
     the wrong candidates and certify some of them: the check and the recomputation both reject it."""
-    from harness.families.knn import v3_candidates, v4_emulated
+    from harness.families._knn_cuda import v3_candidates
+    from tests.knn_emulation import v4_emulated
 
     s = _shape(Q=256, N=800, D=16, k=5, data="offset")
     inp = P.make_inputs(s, "fp32", 0, CPU)
@@ -898,7 +907,7 @@ def test_v4_norm_emulations_are_sums_of_squares():
     """The kernel-order norm emulations (a warp's lane-strided FMAs + butterfly for |x - c|^2, the staging threads'
     per-stage FMAs + 8-thread tree for |y - c|^2) are fp32 sums of squares within (D+2)·2^-24 at D with partial
     stages and lanes; a stage norm that kept only the last 32-column stage (no running sum) is not."""
-    from harness.families.knn import v4_row_sqnorm_emulated, v4_stage_sqnorm_emulated
+    from tests.knn_emulation import v4_row_sqnorm_emulated, v4_stage_sqnorm_emulated
 
     g = torch.Generator().manual_seed(0)
     for D in (5, 37, 130):
@@ -916,7 +925,7 @@ def test_v4_q1_centred_at_the_query_certifies():
     """Q = 1 (the split-N latency path) is centred at the query itself: the expansion becomes the direct difference
     up to tf32 rounding of y - x, and the certificate vouches on offset data, with and without split-N; centred at
     the base mean it refuses. All answers exact."""
-    from harness.families.knn import v4_emulated
+    from tests.knn_emulation import v4_emulated
 
     s = _shape(Q=1, N=3000, D=64, k=10, data="offset")
     inp = P.make_inputs(s, "fp32", 1, CPU)
@@ -946,7 +955,8 @@ def test_v4_launcher_plumbing_with_fake_kernels(kw, monkeypatch):
     the query rows are the grouped order and CTA b's centre row is its 32 queries' mean (split-N: every slice CTA
     and knn_v4_merge get the same centres), and the answers, computed in grouped order with every other query
     refused (-> the v2 stand-in), land in the caller's order. A launcher that forgot to scatter back is rejected."""
-    import harness.families.knn as K
+    import harness.families._knn_cuda as K
+    from kernels.knn_search import stable_topk as _stable_topk
 
     s = _shape(**kw)
     inp = P.make_inputs(s, "fp32", 0, CPU)
@@ -955,7 +965,7 @@ def test_v4_launcher_plumbing_with_fake_kernels(kw, monkeypatch):
     seen = []
 
     def exact(x, y, k, od, oi):
-        d, i = K._stable_topk(((x[:, None, :] - y[None]) ** 2).sum(-1), k)
+        d, i = _stable_topk(((x[:, None, :] - y[None]) ** 2).sum(-1), k)
         od.view(-1, k)[:], oi.view(-1, k)[:] = d, i
 
     def fake(name):
@@ -988,7 +998,7 @@ def test_v4_launcher_plumbing_with_fake_kernels(kw, monkeypatch):
     names = [n.split("<")[0] for n, _ in seen]
     assert names == ["knn_v4_tf32_ws"] + (["knn_v4_merge"] if S > 1 else []) + ["knn_v2_fused"]
     # known-wrong: the same flow without the scatter back to the caller's order
-    perm, _ = __import__("kernels.knn", fromlist=["group_queries"]).group_queries(inp["x"], inp["y"], 32)
+    perm, _ = __import__("kernels.knn_search", fromlist=["group_queries"]).group_queries(inp["x"], inp["y"], 32)
     if perm is not None:
         assert not torch.equal(perm, torch.arange(s.Q))
         wrong = {"dist": out["dist"][perm], "idx": out["idx"][perm]}
@@ -1001,7 +1011,7 @@ def test_v4_xray_no_local_memory_two_blocks_per_sm():
     HMMA and 128-bit loads, and its merges are not unrolled per query (SHFL count bounded; the 4-queries-in-registers
     version had 9572). The occupancy rule rejects the old 178-register kernel (1 block/SM)."""
     from harness.cuda import normalize_kernel_name, nvcc_path
-    from harness.families.knn import _v4_smem
+    from harness.families._knn_cuda import _v4_smem
     from harness.xray import analyze_kernel, occupancy, tool
 
     if nvcc_path() is None or tool("nvdisasm") is None and tool("cuobjdump") is None:
@@ -1038,7 +1048,7 @@ def test_gpu_v4_irregular(kw):
                                 dict(Q=5, N=50_000, D=64, k=16, dups=True)], ids=str)
 def test_gpu_v4_split_n(kw):
     """Q = 1..5 take the split-N path (grid.y slices + knn_v4_merge) and stay exact."""
-    from harness.families.knn import v4_split_plan
+    from harness.families._knn_cuda import v4_split_plan
 
     s = _shape(**kw)
     assert v4_split_plan(s.Q, s.N, torch.cuda.get_device_properties(0).multi_processor_count)[0] > 1

@@ -400,7 +400,7 @@ def test_cache_parallel_builders_share_one_entry(angle_source, tmp_path):
 def test_cache_moved_tree_hits_and_still_sees_its_own_headers(tmp_path, monkeypatch):
     """The key and index name files relative to the repository, so a copy of the tree elsewhere (the GPU machine's)
     reuses the prebuilt entry; yet that copy's own headers and include dirs decide, never the first tree's."""
-    from harness import cuda
+    from harness import cuda, cuda_common
 
     if cuda.nvcc_path() is None:
         pytest.skip("nvcc not found")
@@ -421,7 +421,7 @@ def test_cache_moved_tree_hits_and_still_sees_its_own_headers(tmp_path, monkeypa
         raise AssertionError("compiled although the prebuilt entry from the other tree matches")
 
     def build(tree: Path, inc: str = "inc", compile_ok: bool = True) -> cuda.Build:
-        monkeypatch.setattr(cuda, "REPO_ROOT", tree)
+        monkeypatch.setattr(cuda_common, "REPO_ROOT", tree)
         monkeypatch.setattr(cuda, "CUDA_SRC", tree / "cuda_src")
         monkeypatch.setattr(cuda.CudaSource, "_compile_locked", real if compile_ok else no_nvcc)
         return cuda.CudaSource("k.cu", flags=("-O3", f"-I{tree / inc}")).compile("sm_80")

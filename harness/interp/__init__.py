@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from harness.cuda_common import CompileError, scalar_arg
+
 ENV = "WB_CUDA_INTERPRET"
 FAULT_KINDS = {1: "memcheck", 2: "racecheck", 3: "synccheck", 4: "trap", 5: "assert", 6: "not interpreted",
                7: "launch", 8: "crash"}
@@ -177,9 +179,7 @@ class InterpLibrary:
                     lo, n = _storage(a)
                     bufs.append((lo, n, _CTX.names.get(lo, f"arg{i}")))
             else:
-                from harness.cuda import _convert
-
-                _, v = _convert(a)
+                v = scalar_arg(a)
             holders.append(np.array([v]))
         argv = (ctypes.c_void_p * max(1, len(holders)))(*[h.ctypes.data for h in holders])
         sizes = (ctypes.c_size_t * max(1, len(holders)))(*[h.itemsize for h in holders])
@@ -240,7 +240,6 @@ def prebuild(sources: list[Any], workers: int | None = None) -> None:
     workers need them; failures are left for each variant's record to report."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness.cuda import CompileError
     from harness.interp.build import build
 
     def one(src: Any) -> None:

@@ -1,9 +1,9 @@
 """Build a .cu file into an interpreted shared library: preprocess with g++ (our headers first), rewrite
 (harness/interp/rewrite.py), compile with memory-access instrumentation, link with the CPU runtime.
 
-Cached exactly like nvcc builds (harness.cuda.cached_build: keyed by every file the preprocessor read), so a second run
-with unchanged sources loads the library without compiling. The runtime object is compiled once per content of its
-sources and g++ version.
+Cached exactly like nvcc builds (harness.cuda_common.cached_build: keyed by every file the preprocessor read), so a
+second run with unchanged sources loads the library without compiling. The runtime object is compiled once per
+content of its sources and g++ version.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from harness.cuda import CUDA_SRC, CompileError, cache_dir, cached_build, parse_depfile
+from harness.cuda_common import CUDA_SRC, CompileError, cache_dir, cached_build, parse_depfile
 from harness.interp import rewrite as rw
 
 HERE = Path(__file__).resolve().parent
