@@ -234,8 +234,9 @@ def register_cuda_variants(prefill, decode) -> None:
         "cuda_v3_wgmma", "cuda", cuda_v3_wgmma, dtypes=d16, source=SRC_SM90, kernel=V3_KERNELS, ladder=3,
         supports=_supports_v3,
         description="(CPU-verified, GPU-pending) FA3-style Hopper forward: producer warpgroup streams K/V by TMA "
-                    "into a 2-3 stage mbarrier ring, 2 consumer warpgroups x 64 rows run S=QK^T (wgmma, smem operands), "
-                    "online softmax in registers, O+=PV (wgmma, P register-sourced); setmaxnreg 24/240; sm_90a")
+                    "into a 2-3 stage mbarrier ring, 2 consumer warpgroups x 64 rows run S=QK^T (wgmma, smem "
+                    "operands), online softmax in registers, O+=PV (wgmma, P register-sourced); setmaxnreg 24/240; "
+                    "sm_90a")
     decode.add_variant(
         "cuda_decode_splitk", "cuda", cuda_decode_splitk, dtypes=tuple(d for d in decode.dtypes if d in DTYPES_16),
         source=SRC, kernel=DEC_KERNELS, ladder=1, supports=_supports,

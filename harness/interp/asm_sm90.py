@@ -12,8 +12,11 @@ the workbench use: a ``setp`` feeding wgmma's scale-d predicate, the ``try_wait`
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from harness.interp.rewrite import AsmStmt
+# The statements are rewrite.AsmStmt (template, outputs, inputs, file, line); rewrite.py imports this module to
+# register HANDLERS, so this one does not import it back.
+AsmStmt = Any
 
 _SPLIT = re.compile(r"[;\n]")
 _OPER = re.compile(r"%(\d+|=)")
