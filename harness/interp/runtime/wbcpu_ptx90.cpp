@@ -13,11 +13,12 @@
 //    that did (a __syncthreads joins every thread's clocks). Reading them earlier, or while they are in flight, is a
 //    race; so is a TMA write onto bytes whose readers are not ordered before the issuing thread (a slot refilled
 //    before every consumer released it).
-//  * wgmma: the tensor core of a warpgroup is an agent. At issue it knows what the 128 issuing threads know; it reads
-//    its shared-memory operands (checked then and again when the group retires: a byte that changed in between is a
-//    race) and stamps the reads with its clock; wgmma.wait_group retires groups, delivers their accumulators (until
-//    then the registers hold NaN) and makes every thread of the warpgroup know the stamp. A shared byte written by
-//    ordinary stores must be followed by fence.proxy.async of its writer before a wgmma reads it.
+//  * wgmma: the tensor core of a warpgroup is an agent with one clock per warp's part. At issue it knows what the 128
+//    issuing threads know; it reads its shared-memory operands (a byte that changed before the wait that retires them
+//    is a race) and stamps the reads with its clock; a warp's wgmma.wait_group retires that warp's part of the
+//    groups, delivers its accumulators (until then the registers hold NaN) and makes the warp's threads know that
+//    part's stamp: a writer must know all four parts (through the warps' arrives, or a barrier). A shared byte
+//    written by ordinary stores must be followed by fence.proxy.async of its writer before a wgmma reads it.
 namespace wb {
 namespace {
 
@@ -114,10 +115,15 @@ uint64_t mbar_token(const MBar& b) { return ((uint64_t)b.phase << 32) | b.pendin
 struct WaitArg {
   MBar* b;
   unsigned parity;
+  char what[256];  // what the waiter waits for, as of the last poll (a deadlock report quotes it)
 };
 bool mbar_phase_done(void* p) {
-  const WaitArg* w = static_cast<const WaitArg*>(p);
-  return (w->b->phase & 1u) != w->parity;
+  WaitArg* w = static_cast<WaitArg*>(p);
+  if ((w->b->phase & 1u) != w->parity) return true;
+  snprintf(w->what, sizeof w->what, "mbarrier %s to complete its phase of parity %u (phase %u: %u arrival(s) and "
+           "%lld transaction bytes pending)", mbar_name(w->b->addr).c_str(), w->parity, w->b->phase, w->b->pending,
+           w->b->tx);
+  return false;
 }
 bool mbar_probe(MBar& b, unsigned t, unsigned parity) {  // try_wait.parity: on success, acquire the completed phase
   if ((b.phase & 1u) == (parity & 1u)) return false;
@@ -698,11 +704,11 @@ bool mbar_try_wait_parity(uint32_t bar, uint32_t parity, Loc loc) {
 void mbar_wait_parity(uint32_t bar, uint32_t parity, Loc loc) {
   const unsigned t = cur_tid("mbarrier.try_wait", loc);
   MBar& b = mbar_get(bar, "mbarrier.try_wait", loc, t);
-  WaitArg w{&b, parity & 1u};
-  std::string what = fmt("mbarrier %s to complete its phase of parity %u (phase %u: %u arrival(s) and %lld "
-                         "transaction bytes pending)", mbar_name(b.addr).c_str(), parity & 1u, b.phase, b.pending,
-                         b.tx);
-  while (!mbar_probe(b, t, parity)) wait_until(mbar_phase_done, &w, what.c_str(), loc);
+  WaitArg w{&b, parity & 1u, {0}};
+  while (!mbar_probe(b, t, parity)) {
+    mbar_phase_done(&w);
+    wait_until(mbar_phase_done, &w, w.what, loc);
+  }
 }
 void fence_mbarrier_init(Loc loc) { cur_tid("fence.mbarrier_init", loc); }
 void fence_proxy_async(Loc loc) {
