@@ -60,7 +60,8 @@ def lib():
 
 
 KERNELS = ["qgmma_one", "mbar_sequence", *(f"mbar_misuse<{m}>" for m in range(4)), "mbar_order<0>", "mbar_order<1>",
-           *(f"mbar_war<{m}>" for m in range(3)), "wgmma_overwrite", *(f"maxnreg<{m}>" for m in range(4)),
+           *(f"mbar_war<{m}>" for m in range(3)), "wgmma_overwrite",
+           "wgmma_release<0>", "wgmma_release<1>", *(f"maxnreg<{m}>" for m in range(4)),
            *(f"wgmma_layout<{n}, {str(a).lower()}, {str(b).lower()}, {f}>"
              for n, a, b, f in [(8, False, False, 0), (64, False, False, 0), (8, True, False, 0), (8, False, True, 0),
                                 (8, True, True, 3), (64, False, True, 1), (8, False, False, 4), (8, False, False, 8),
@@ -358,6 +359,21 @@ def test_wgmma_misuse_is_caught(k):
     assert e.kind == "racecheck" and "changed before the wgmma.wait_group" in str(e)
 
 
+def test_one_warps_wgmma_wait_orders_the_whole_wgmma(k):
+    """A wgmma completes as one warpgroup operation: a stage released by thread 0 after its wait_group (CUTLASS's
+    one signalling thread per warpgroup) may be refilled; released before the wait, it may not."""
+    out = torch.full((256,), float("nan"))
+    for seed in SEEDS:
+        interp.set_call(seed, {"out": out})
+        k["wgmma_release<0>"](1, 256, out, shared=8192 + 256)
+        assert (out[:128] == 0).all()
+    for seed in range(3):
+        interp.set_call(seed, {"out": out})
+        e = fault_of(k["wgmma_release<1>"], 1, 256, out, shared=8192 + 256)
+        assert e.kind == "racecheck" and ("the tensor core of warpgroup 0" in str(e) or "changed before" in str(e)), \
+            str(e)
+
+
 # ----------------------------------------------------------------------------------------------- setmaxnreg
 def test_setmaxnreg_rules(k):
     out = torch.zeros(384, dtype=torch.int32)
@@ -599,6 +615,13 @@ def _first_failure(fn, seeds=SEEDS) -> str | None:
 
 
 def test_every_wait_and_barrier_of_the_gemms_is_needed(mm):
+    """Each deletion fails, but one: v9's __syncthreads after wgmma.wait_group 0 ("every warp's wgmma has finished
+    reading slot s"). The wait already orders all four warps' reads (a wgmma completes as one warpgroup operation, see
+    test_one_warps_wgmma_wait_orders_the_whole_wgmma) and every warp passed its mbarrier wait on the slot before the
+    wgmma could issue: the barrier is redundant (one __syncthreads per k-slice; GPU-pending whether it costs)."""
+    from harness.cuda import CUDA_SRC
+
+    lines = (CUDA_SRC / "matmul_sm90.cu").read_text().splitlines()
     lib, sites = mm
     assert len(sites) == 15, sites  # v9: 1 + 1 + 2; v10: 2 + 2 + 1; v11: 2 + 3 + 1 (mbarrier, wgmma, __syncthreads)
     kinds = {"v9": range(0, 4), "v10": range(4, 9), "v11": range(9, 15)}
@@ -611,7 +634,8 @@ def test_every_wait_and_barrier_of_the_gemms_is_needed(mm):
             if why is None:
                 survivors.append(sites[i])
     lib.wb_set_mut(-1)
-    assert not survivors, f"deleting these did not fail within 10 seeds: {survivors}"
+    redundant = [s for s in sites if s[1] == "__syncthreads()" and "may be refilled" in lines[s[0] - 1]]
+    assert len(redundant) == 1 and survivors == redundant, f"deleting these did not fail within 10 seeds: {survivors}"
 
 
 def test_every_wait_and_barrier_of_attention_v3_is_needed(at):

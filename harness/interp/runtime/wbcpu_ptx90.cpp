@@ -13,19 +13,20 @@
 //    that did (a __syncthreads joins every thread's clocks). Reading them earlier, or while they are in flight, is a
 //    race; so is a TMA write onto bytes whose readers are not ordered before the issuing thread (a slot refilled
 //    before every consumer released it).
-//  * wgmma: the tensor core of a warpgroup is an agent with one clock per warp's part. At issue it knows what the 128
-//    issuing threads know; it reads its shared-memory operands (a byte that changed before the wait that retires them
-//    is a race) and stamps the reads with its clock; a warp's wgmma.wait_group retires that warp's part of the
-//    groups, delivers its accumulators (until then the registers hold NaN) and makes the warp's threads know that
-//    part's stamp: a writer must know all four parts (through the warps' arrives, or a barrier). A shared byte
-//    written by ordinary stores must be followed by fence.proxy.async of its writer before a wgmma reads it.
+//  * wgmma: the tensor core of a warpgroup is an agent. At issue it knows what the 128 issuing threads know; it reads
+//    its shared-memory operands (a byte that changed before the wait that retires them is a race) and stamps the
+//    reads with its clock; a warp's wgmma.wait_group delivers that warp's accumulators (until then the registers hold
+//    NaN) and makes its threads know the stamp. A wgmma completes as one warpgroup operation, so one warp's wait
+//    orders all of its reads: CUTLASS's pipelines release a stage with one thread per warpgroup after
+//    warpgroup_wait, which per-warp completion would make a race. A shared byte written by ordinary stores must be
+//    followed by fence.proxy.async of its writer before a wgmma reads it.
 namespace wb {
 namespace {
 
-// agent ids (wbcpu_rt.cpp, happens-before): [g_hb_w - HB_AGENTS, +32) the 4 warp parts of 8 warpgroups' tensor cores,
-// then one TMA unit per mbarrier
+// agent ids (wbcpu_rt.cpp, happens-before): [g_hb_w - HB_AGENTS, +8) the warpgroups' tensor cores, then one TMA unit
+// per mbarrier
 inline unsigned agent_base() { return g_hb_w - HB_AGENTS; }
-inline unsigned wg_agent(unsigned wg) { return agent_base() + 4 * wg; }
+inline unsigned wg_agent(unsigned wg) { return agent_base() + wg; }
 
 unsigned cur_tid(const char* what, Loc loc) {
   if (!in_fiber()) raise_fault(FAULT_SYNCCHECK, fmt("%s outside a kernel (%s)", what, loc_str(loc).c_str()));
@@ -471,12 +472,13 @@ void wgmma_fn(Rendezvous& r) {
   g.open.push_back(std::move(op));
 }
 
-// warp w of the warpgroup starting at thread t0 retires its part of group grp: the bytes the wgmmas read must be
-// unchanged since issue; the reads count until now; the warp's registers get their results and its threads learn the
-// part's stamp
+// warp w of the warpgroup starting at thread t0 retires group grp: at the first warp's wait the bytes the wgmmas read
+// must be unchanged since issue and the reads count until then; the warp's registers get their results and its
+// threads learn the group's stamp
 void wg_retire(Wg& g, unsigned t0, unsigned w, WgGroup& grp, Loc wait_loc) {
   const unsigned agent = wg_agent(t0 / 128);
-  for (WgOp& op : grp.ops) {
+  for (WgOp& op : grp.ops) {  // the first warp to wait completes the operation (its reads); later ones only collect
+    if (grp.retired) break;
     size_t bi = 0;
     for (size_t j = 0; j < op.addr.size(); ++j) {
       const uint8_t* p = reinterpret_cast<const uint8_t*>(smem_ptr(op.addr[j]));
@@ -514,7 +516,7 @@ void wg_retire(Wg& g, unsigned t0, unsigned w, WgGroup& grp, Loc wait_loc) {
   }
   for (unsigned l = 0; l < 32; ++l) {
     uint32_t* row = hb_row(t0 + 32 * w + l);
-    row[agent + w] = std::max(row[agent + w], grp.stamp);
+    row[agent] = std::max(row[agent], grp.stamp);
   }
   grp.retired |= 1u << w;
 }
@@ -548,7 +550,7 @@ void wgmma_commit_fn(Rendezvous&) {
   Wg& g = wg_of(t0);
   g.groups.push_back(WgGroup{std::move(g.open), g_clk[agent], 0});
   g.open.clear();
-  for (unsigned w = 0; w < 4; ++w) ++g_clk[agent + w];
+  ++g_clk[agent];
 }
 void wgmma_fence_fn(Rendezvous&) { wg_of(g_cur->ltid).fenced = 0xF; }
 
@@ -626,8 +628,7 @@ bool ptx90_land(bool all) {
 std::string agent_name(unsigned id) {
   if (!g_hb_w || id < agent_base()) return fmt("#%u", id);
   const unsigned k = id - agent_base();
-  if (k < HB_WG_PARTS) return k % 4 ? fmt("warp %u's part of the tensor core of warpgroup %u", k % 4, k / 4)
-                                    : fmt("the tensor core of warpgroup %u", k / 4);
+  if (k < HB_WG_AGENTS) return fmt("the tensor core of warpgroup %u", k);
   for (auto& kv : g_mbars)
     if (kv.second.agent == id) return fmt("the TMA unit (copy completing on mbarrier %s)", mbar_name(kv.first).c_str());
   return "the TMA unit";
@@ -650,8 +651,8 @@ void mbar_init(uint32_t bar, uint32_t count, Loc loc) {
   hb_enable();
   MBar& b = g_mbars[a];
   if (!b.agent) {
-    if (g_mbar_agents + HB_WG_PARTS >= HB_AGENTS) not_interpreted("more than 96 mbarriers in one block", loc);
-    b.agent = agent_base() + HB_WG_PARTS + g_mbar_agents++;
+    if (g_mbar_agents + HB_WG_AGENTS >= HB_AGENTS) not_interpreted("more than 120 mbarriers in one block", loc);
+    b.agent = agent_base() + HB_WG_AGENTS + g_mbar_agents++;
   }
   b.addr = a;
   b.count = b.pending = count;

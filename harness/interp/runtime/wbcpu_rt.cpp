@@ -582,26 +582,15 @@ inline bool ordered(unsigned t_prev, uint32_t ep, uint32_t gen, unsigned t) {
 // always kept (accesses are stamped with it, 4 bytes in the shadow); the clock matrix g_vc (row id: what id knows of
 // every other id's clock) exists only in blocks that use an mbarrier, TMA or wgmma (hb_enable), so other kernels pay
 // one load per access. A write stamped (u, c) is ordered before thread t's access when g_vc[t][u] >= c.
-// Agents: a warpgroup's tensor core is 4 ids, one per warp's part of each wgmma (a warp's wgmma.wait_group retires its
-// part only; the operand reads are recorded under the first id and known when all 4 are), then one TMA unit per
-// mbarrier.
-constexpr unsigned HB_WG_PARTS = 32, HB_AGENTS = 128;  // 8 warpgroups x 4 warps, then up to 96 mbarriers
+// Agents: the tensor core of each warpgroup (its wgmma operations read shared memory on their own clock), then one TMA
+// unit per mbarrier.
+constexpr unsigned HB_WG_AGENTS = 8, HB_AGENTS = 128;  // 8 warpgroups, then up to 120 mbarriers
 unsigned g_hb_w = 0;                                   // ids: threads (rounded up to a warp), then agents
 bool g_hb_on = false;
 std::vector<uint32_t> g_clk, g_vc, g_hb_tmp;
 inline uint32_t* hb_row(unsigned id) { return g_vc.data() + (size_t)id * g_hb_w; }
 inline uint32_t hb_stamp(unsigned id) { return g_clk[id]; }
-inline bool hb_knows(unsigned t, unsigned u, uint32_t c) {
-  if (!g_hb_on) return false;
-  if (u == t) return true;
-  const uint32_t* r = hb_row(t);
-  const unsigned wg0 = g_hb_w - HB_AGENTS;
-  if (u - wg0 < HB_WG_PARTS) {  // a tensor core's reads: every warp's part must be known
-    const unsigned b = u - (u - wg0) % 4;
-    return r[b] >= c && r[b + 1] >= c && r[b + 2] >= c && r[b + 3] >= c;
-  }
-  return r[u] >= c;
-}
+inline bool hb_knows(unsigned t, unsigned u, uint32_t c) { return g_hb_on && (u == t || hb_row(t)[u] >= c); }
 void hb_enable() {
   if (g_hb_on) return;
   g_vc.assign((size_t)g_hb_w * g_hb_w, 0);
