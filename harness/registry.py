@@ -151,6 +151,10 @@ class Variant:
     # the compute roof this variant runs on when it differs from the problem's (a TF32 mode of an fp32 problem,
     # the bf16 library baseline of a quantized one): roofline placement and the >100% check use it
     compute_dtype: str | None = None
+    # library baselines only (backend "torch"): the family's conversion of the judge's inputs into the library's own
+    # layout (FAISS's index object), (inputs, shape) -> anything; run before every call outside the timed region,
+    # never cached, and passed to the variant as inputs["_prepared"] (harness.runner.variant_inputs)
+    prepare: Callable[[dict[str, Any], Shape], Any] | None = None
     family: str = ""
 
     def kernel_names(self, dtype: str) -> tuple[str, ...]:
@@ -205,6 +209,9 @@ class Problem:
     # harness.runner.spot_plan for when it applies.
     spot_dim: str | None = None
     spot: Callable[[dict, dict, Shape, torch.Tensor], tuple[dict, dict, Shape]] | None = None
+    # the float64 reference's FLOPs when they differ from the variants' (``flops``): an index search's verdict
+    # needs the exact neighbours over the whole base, far more than the search does; spot_plan budgets with it
+    ref_flops: Callable[[Shape], float] | None = None
     variants: dict[str, Variant] = field(default_factory=dict)
     # other positional orders a shape may be given in, by name (``--shape-order course``): the course's SGEMM takes
     # (M, K, N) where this family's documented order is M x N x K. A record always names its dims ("M=..,N=..").
@@ -216,6 +223,9 @@ class Problem:
             raise RegistryError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if name in self.variants:
             raise RegistryError(f"variant {name!r} registered twice in {self.name}")
+        if kw.get("prepare") is not None and backend != "torch":
+            raise RegistryError(f"{name}: only library baselines (backend torch) may declare prepare; a kernel's "
+                                f"work belongs inside the timed call")
         v = Variant(name=name, backend=backend, fn=fn, dtypes=tuple(dtypes or self.dtypes), family=self.name, **kw)
         self.variants[name] = v
         return v
@@ -343,7 +353,7 @@ REGISTRY: dict[str, Problem] = {}
 
 # The family modules under harness/families/, in order. One that is not written yet is planned: `--kernel X` says
 # so instead of "unknown".
-FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
+FAMILIES = ("softmax", "matmul", "attention", "quant_gemm", "knn", "ann", "saxpy", "sgemm", "conv1d")
 LOAD_ERRORS: dict[str, str] = {}  # family -> traceback of a module that failed to import (bench/run.py reports it)
 _loaded = False
 

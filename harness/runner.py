@@ -119,6 +119,15 @@ def base_record(problem: Problem, v: Variant, dtype: str, shape: Shape) -> dict[
     }
 
 
+def variant_inputs(v: Variant, inputs: dict, shape: Shape) -> dict:
+    """What a call passes the variant: the judge's inputs, plus, for a library baseline that keeps its own layout
+    (``Variant.prepare``: FAISS's index object), that layout built from them here, outside the timed region, for
+    every call. Payloads and checks use ``inputs`` itself."""
+    if v.prepare is None:
+        return inputs
+    return {**inputs, "_prepared": v.prepare(inputs, shape)}
+
+
 def _call_variant(v: Variant, inputs: dict, outs: dict | None, shape: Shape) -> Any:
     if v.style == "out":
         v.fn(inputs, outs, shape)
@@ -252,7 +261,7 @@ class VariantSide:
             named = {k: t for k, t in inputs.items() if isinstance(t, torch.Tensor)}
             named.update(outs or {})
             interp.set_call(seed, named)
-        got = _call_variant(self.v, inputs, outs, self.shape)
+        got = _call_variant(self.v, variant_inputs(self.v, inputs, self.shape), outs, self.shape)
         _sync()
         pay = self._payload(inputs, given, outs, got)
         pay["inputs_after"] = _cpu(inputs)
@@ -297,6 +306,9 @@ class VariantSide:
             st["seed"] = seed_base + 1 + st["made"]
             st["made"] += 1
             st["inputs"] = self.problem.make_inputs(shape, self.dtype, st["seed"], dev)
+            st["v_in"] = variant_inputs(v, st["inputs"], shape)
+            if base_side is not None:
+                st["b_in"] = variant_inputs(base_side.v, st["inputs"], shape)
             for k in self.problem.inout:  # an in-place update starts from this call's input value
                 if outs is not None:
                     given[k].copy_(st["inputs"][k])
@@ -304,11 +316,11 @@ class VariantSide:
                     base_outs[k].copy_(st["inputs"][k])
 
         def call(i: int) -> None:
-            st["got"] = _call_variant(v, st["inputs"], outs, shape)
+            st["got"] = _call_variant(v, st["v_in"], outs, shape)
             st["ran"] = True
 
         def call_base(i: int) -> None:
-            _call_variant(base_side.v, st["inputs"], base_outs, shape)
+            _call_variant(base_side.v, st["b_in"], base_outs, shape)
 
         res: dict[str, Any] = {}
         sampler = None
@@ -393,7 +405,7 @@ def spot_plan(problem: Problem, shape: Shape, opts: RunOptions) -> dict[str, Any
     if problem.spot is None or problem.spot_dim is None:
         return None
     n = int(shape[problem.spot_dim])
-    ref_flops = float(problem.flops(shape))
+    ref_flops = float((problem.ref_flops or problem.flops)(shape))
     budget = opts.spot_flops * (4 if opts.strict else 1)
     if ref_flops <= budget:
         return None
@@ -492,11 +504,11 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
                 worst = max(worst, res.rel_err)
                 rec["max_abs_err"] = max(rec["max_abs_err"] or 0.0, res.max_abs_err or 0.0)
         rec["rel_err"] = worst
+        rec["extra"].update(extra)  # what the checks measured (kNN/ANN recall) belongs in check-only records too
         on_gpu = dev.type == "cuda"
         if pre.get("interpreted"):  # a CPU model of the GPU: its verdict counts, its speed means nothing
             rec.update(status="ok", message="checked by the CUDA interpreter on the CPU (memcheck, racecheck, "
                                             "synccheck over every seed); not timed")
-            rec["extra"].update(extra)
             return rec
         if not opts.timing or (not on_gpu and not opts.time_on_cpu):
             rec.update(status="ok", message="checked; not timed (--check-only)" if not opts.timing
@@ -520,7 +532,6 @@ def judge_task(task: Task, opts: RunOptions, side: Any) -> dict[str, Any]:
         rec["sampled_checks"] = len(tp["samples"])
         rec["timed_seed_base"] = seed_base
         _fill_timing(rec, problem, shape, tp, base)
-        rec["extra"].update(extra)
         return rec
     except VariantFailed as e:
         rec.update(status=e.status, message=e.message[:2000])

@@ -1,7 +1,7 @@
 """Command line of the roofline package.
 
-    python -m roofline plot RESULTS... -o fig.png|FIG_DIR [--kind roofline|throughput|ladder] [--family F]
-                            [--variants a,b] [--dtype D] [--x DIM] [--profile profile.json]
+    python -m roofline plot RESULTS... -o fig.png|FIG_DIR [--kind roofline|throughput|ladder|recall]
+                            [--family F] [--variants a,b] [--dtype D] [--x DIM] [--profile profile.json]
         RESULTS: records.jsonl, JSON files holding a list of records (or {"records": [...]}), <family>.csv files,
         or folders holding such files (searched recursively) and optionally a profile.json. ``-o`` naming a .png,
         .svg or .pdf writes that one figure (--kind, default roofline); anything else is a folder of every figure.
@@ -178,6 +178,11 @@ def _one_figure(plot, records, profile, args: argparse.Namespace, out: Path) -> 
         if not fams:
             raise ValueError("no timed records to plot")
         fig, _ = plot.throughput_figure(records, fams[0], profile, width=args.width or "full", x=args.x)
+    elif kind == "recall":
+        rfams = [f for f in dict.fromkeys(r.get("family") for r in plot.recall_records(records)) if f]
+        if not rfams:
+            raise ValueError("no timed records with a recall@10 (the ann family's) to plot")
+        fig, _ = plot.recall_qps_figure(records, rfams[0], width=args.width or "column")
     else:
         groups = plot.ladder_groups(records)
         if not groups:
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", help="records.jsonl, record JSON or CSV files, or result folders")
     p.add_argument("-o", "--out", required=True,
                    help="a .png/.svg/.pdf file (one figure, see --kind) or a folder (every figure)")
-    p.add_argument("--kind", choices=("roofline", "throughput", "ladder"), default="roofline",
+    p.add_argument("--kind", choices=("roofline", "throughput", "ladder", "recall"), default="roofline",
                    help="the figure -o FILE gets (default roofline; throughput takes the first --family)")
     p.add_argument("--family", help="only these families (comma-separated)")
     p.add_argument("--variants", help="only these variants (comma-separated; library baselines stay)")

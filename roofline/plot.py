@@ -1,4 +1,5 @@
-"""Figures from stored records (matplotlib, Agg): roofline, throughput vs shape per family, variant ladder.
+"""Figures from stored records (matplotlib, Agg): roofline, throughput vs shape per family, variant ladder, and
+recall vs queries/s for the families that report recall (ann).
 
 Every figure function returns ``(Figure, info)``; ``info["labels"]`` lists the texts drawn for points/bars,
 ``info["skipped"]`` the point labels dropped to avoid overlaps and ``info["footer"]`` the provenance line that every
@@ -44,7 +45,8 @@ WIDTHS = {"column": (3.5, 2.9), "full": (7.2, 4.4)}
 FONT = {"column": 6.0, "full": 8.0}
 MARKERS = {"triton": "o", "cuda": "s", "torch": "^"}
 BACKEND_LABEL = {"triton": "Triton", "cuda": "CUDA", "torch": "library (torch)"}
-FAMILY_ORDER = ("softmax", "matmul", "attention", "attention_decode", "quant_gemm", "knn", "saxpy", "sgemm", "conv1d")
+FAMILY_ORDER = ("softmax", "matmul", "attention", "attention_decode", "quant_gemm", "knn", "ann", "saxpy", "sgemm",
+                "conv1d")
 DTYPE_ORDER = ("fp8", "int8", "bf16", "fp16", "tf32", "fp32", "fp64")
 SUSPECT_COLOR = "red"
 # tab10 without its red (index 3) and grey (7): a family colour can never be mistaken for the suspect marker
@@ -781,6 +783,111 @@ def ladder_figure(records: list[dict[str, Any]], family: str, dtype: str,
     return fig, info
 
 
+# ---------------------------------------------------------------------------------------------- recall vs QPS
+RECALL_KEY = "recall@10"
+EXACT_VARIANTS = ("torch_bruteforce",)  # exact kNN over the whole base: the figure's exact point
+_SWEPT = "nprobe"
+
+
+def _qps(r: dict[str, Any]) -> float | None:
+    q = (r.get("extra") or {}).get("qps")
+    if q:
+        return float(q)
+    Q, ms = _dims(r).get("Q"), r.get("median_ms")
+    return float(Q) / (float(ms) * 1e-3) if _is_num(Q) and ms else None
+
+
+def recall_records(records: list[dict[str, Any]], family: str | None = None) -> list[dict[str, Any]]:
+    """Timed records that carry a recall (the ann family's): the recall–QPS figure's points."""
+    return [r for r in ok_records(records) if (family is None or r.get("family") == family)
+            and _is_num((r.get("extra") or {}).get(RECALL_KEY)) and _qps(r)]
+
+
+def qps_at_recall(points: list[tuple[float, float]], target: float) -> float | None:
+    """QPS of a recall–QPS curve at ``target`` recall: log-linear interpolation between the two points that
+    straddle it on the (recall-sorted) curve; the best QPS among points at or above it when several are; None when
+    the curve never reaches it."""
+    pts = sorted(points)
+    above = [q for r, q in pts if r >= target]
+    if not above:
+        return None
+    best = max(above)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
+        if r0 < target <= r1 and r1 > r0:
+            t = (target - r0) / (r1 - r0)
+            best = max(best, math.exp(math.log(q0) + t * (math.log(q1) - math.log(q0))))
+    return best
+
+
+def recall_qps_figure(records: list[dict[str, Any]], family: str = "ann", width: str = "column",
+                      target: float = 0.9) -> tuple[Figure, dict[str, Any]]:
+    """ann-benchmarks' recall–QPS plot: x = recall@10 against the exact neighbours, y = queries/s (log), one curve
+    per variant and index (the shape without nprobe: points joined in nprobe order, each labelled with its nprobe
+    on the first curve; colour = variant, line style = index configuration, library curves lighter), the exact kNN
+    point (brute force, recall 1) a star. ``info["qps_at_recall"]`` gives every curve's QPS at ``target`` recall
+    (None: never reached) — the issue's "QPS at equal recall@10" comparison. CPU timings say so on the axis and in
+    the footer."""
+    fs = FONT.get(width, 6.0)
+    recs = recall_records(records, family)
+    fig, axes = _new_figure(width)
+    ax = axes[0, 0]
+    _style(ax, fs)
+    info: dict[str, Any] = {"labels": [], "curves": {}, "qps_at_recall": {}, "exact": [], "target": target,
+                            "footer": provenance(recs or records)}
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in recs:
+        d = _dims(r)
+        cfg = tuple((k, v) for k, v in d.items() if k not in (_SWEPT, "base", "query"))
+        groups[(str(r.get("variant")), str(r.get("backend")), _is_baseline(r) or str(r.get("variant")).startswith(
+            "faiss"), cfg)].append((float(r["extra"][RECALL_KEY]), _qps(r), d.get(_SWEPT)))
+    cfgs = sorted({k[3] for k in groups}, key=repr)
+    varying = [k for k in (cfgs[0] if cfgs else ()) if len({dict(c).get(k[0]) for c in cfgs}) > 1]
+    names = sorted({k[0] for k in groups})
+    cmap = matplotlib.colormaps["tab10"]
+    styles = ["-", "--", ":", "-."]
+    first = True
+    for (v, b, lib, cfg), pts in sorted(groups.items(), key=lambda kv: (kv[0][0] in EXACT_VARIANTS, kv[0][2],
+                                                                        kv[0][0], repr(kv[0][3]))):
+        c = dict(cfg)
+        case = " ".join(f"{k}={c.get(k)}" for k, _ in varying)
+        label = v + (f" {case}" if case else "")
+        color = cmap(names.index(v) % 10)
+        if v in EXACT_VARIANTS:
+            for rec, q, _ in pts:
+                ax.scatter([rec], [q], marker="*", s=(fs * 1.6) ** 2, color="black", zorder=5,
+                           label="exact kNN (brute force)" if not info["exact"] else None)
+                info["exact"].append((rec, q))
+            continue
+        pts.sort(key=lambda p: (p[2] if _is_num(p[2]) else 0, p[0]))
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, marker=_marker(b), ms=fs * 0.5, lw=1.2 if lib else 0.9, alpha=0.75 if lib else 1.0,
+                ls=styles[cfgs.index(cfg) % len(styles)], color=color, label=label + (" (library)" if lib else ""))
+        if first:
+            for x_, y_, p in zip(xs, ys, pts, strict=True):
+                ax.annotate(f"{p[2]}", (x_, y_), xytext=(2, 2), textcoords="offset points", fontsize=fs * 0.6,
+                            color="0.3")
+            first = False
+        info["curves"][label] = [(p[2], p[0], p[1]) for p in pts]
+        info["qps_at_recall"][label] = qps_at_recall([(p[0], p[1]) for p in pts], target)
+        info["labels"].append(label)
+    ax.set_yscale("log")
+    _log_axis(ax.yaxis)
+    ax.axvline(target, color="0.6", lw=0.5, ls=":")
+    cpu = any(r.get("timing") == "cpu" for r in recs)
+    ax.set_xlabel(f"{RECALL_KEY} (against the exact neighbours)", fontsize=fs)
+    ax.set_ylabel("queries/s" + (" (CPU timing)" if cpu else ""), fontsize=fs)
+    if groups:
+        ax.legend(fontsize=fs * 0.62, loc="best", frameon=False, handlelength=1.8, labelspacing=0.15, markerscale=0.6)
+    shape = ""
+    if recs:
+        d = _dims(recs[0])
+        shape = f" — Q={d.get('Q')} N={d.get('N')} D={d.get('D')} k={d.get('k')} nlist={d.get('nlist')}"
+    fig.suptitle(_wrap(f"{family}: recall vs queries/s over {_SWEPT}{shape}", fig, fs * 1.05), fontsize=fs * 1.05)
+    foot = _footer(fig, info["footer"], fs)
+    fig.tight_layout(pad=0.4, rect=(0, foot, 1, 1))
+    return fig, info
+
+
 # ---------------------------------------------------------------------------------------------- all
 def draw_all(records: list[dict[str, Any]], profile: Profile | None, outdir: str | Path,
              units: dict[str, str] | None = None, x: str | None = None, formats=("png", "svg", "pdf")) -> list[str]:
@@ -802,4 +909,7 @@ def draw_all(records: list[dict[str, Any]], profile: Profile | None, outdir: str
         fig, _ = ladder_figure(recs, fam, dt)
         if fig is not None:
             paths += save(fig, outdir / f"ladder_{_slug(fam)}_{_slug(dt)}", formats)
+    for fam in sorted({str(r.get("family")) for r in recall_records(recs)}):
+        fig, _ = recall_qps_figure(recs, fam, width="full")
+        paths += save(fig, outdir / f"recall_qps_{_slug(fam)}", formats)
     return paths

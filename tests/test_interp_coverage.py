@@ -26,6 +26,7 @@ PLAIN = {  # family -> CUDA variants written in plain CUDA C++
     "attention_decode": ["cuda_decode_splitk"],
     "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v5_w8a16_gemv"],
     "knn": ["knn_v1_twopass", "knn_v2_fused"],
+    "ann": ["cuda_ivf"],
 }
 MODELLED = {  # family -> CUDA variants whose inline PTX the interpreter models (issue 28: Hopper)
     "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma", "cuda_v11_fp8_wgmma_relayout"],
