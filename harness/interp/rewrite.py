@@ -208,8 +208,9 @@ def _c_string(lit: str) -> str:
 
 
 def _split_top(text: str, sep: str, angles: bool = False) -> list[str]:
-    """Split at ``sep`` outside brackets and strings (':' never splits a '::'); ``angles``: '<...>' count as brackets
-    too (declarations, where they are template argument lists)."""
+    """Split at ``sep`` outside brackets and strings; ``angles``: '<...>' count as brackets too (declarations, where
+    they are template argument lists). An asm statement's ':' sections split at every top-level ':' (``::: "memory"``
+    is three empty-or-not sections: a C++ '::' can only occur inside an operand's parentheses)."""
     parts, depth, cur, i, quote = [], 0, "", 0, ""
     opens, closes = ("([{<", ")]}>") if angles else ("([{", ")]}")
     while i < len(text):
@@ -231,7 +232,7 @@ def _split_top(text: str, sep: str, angles: bool = False) -> list[str]:
         elif c in closes:
             depth -= 1
             cur += c
-        elif c == sep and depth == 0 and not (sep == ":" and (text[i:i + 2] == "::" or (i and text[i - 1] == ":"))):
+        elif c == sep and depth == 0:
             parts.append(cur)
             cur = ""
         else:
@@ -531,3 +532,9 @@ def rewrite(text: str, is_user_file: Callable[[str, str], bool]) -> str:
         last = ed.end
     out.append(text[last:])
     return "".join(out)
+
+
+# Hopper PTX (issue 28): mbarrier, cp.async.bulk.tensor, wgmma, setmaxnreg, proxy fences (asm_sm90.py)
+from harness.interp.asm_sm90 import HANDLERS as _SM90_HANDLERS  # noqa: E402
+
+ASM_HANDLERS.extend(_SM90_HANDLERS)
