@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-time", type=float,
                     help="timing cap per record in seconds (default 1 on a GPU, 0.1 for CPU timings)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-record worker timeout in seconds")
-    ap.add_argument("--ab-rounds", type=int, help="interleaved rounds vs the baseline (default 30 on a GPU)")
+    ap.add_argument("--ab-rounds", type=int, help="paired rounds vs the baseline, each in its own fresh worker "
+                                                  "(default 30 on a GPU, 10 on the CPU; 0: none)")
     ap.add_argument("--gpm", action="store_true", help="NVML GPM DRAM bandwidth per record (Hopper+)")
     ap.add_argument("--graph", action="store_true",
                     help="also time 20 calls captured in one CUDA graph (per-call time in each record's `graph`): "
@@ -388,25 +389,6 @@ def fill_xray(records: list[dict], profile: str | None, arch: str | None = None)
         console.print(f"X-ray: {got} of {len(want)} kernel records ({time.time() - t0:.0f} s, cached; "
                       "--no-xray or WB_XRAY=0 skips)")
     return todo
-
-
-def fill_median_speedups(records: list[dict]) -> list[dict]:
-    """Where no paired A/B ran (CPU), speed-up = baseline median / variant median, labelled as such. Never for an
-    interpreted Triton variant against compiled ATen code, and never with a suspect record on either side."""
-    changed = []
-    base = {(r["family"], r["dtype"], r["shape"]): r for r in records
-            if r.get("baseline") and r.get("status") == "ok"}
-    for r in records:
-        if r.get("status") != "ok" or r.get("baseline") or r.get("speedup_vs_baseline") is not None:
-            continue
-        b = base.get((r["family"], r["dtype"], r["shape"]))
-        if r.get("timing") == "cpu" and r.get("backend") != (b or {}).get("backend"):
-            continue  # the Triton interpreter (or a Python loop) against ATen measures nothing about the kernel
-        if b and b.get("median_ms") and r.get("median_ms") and not (r.get("suspect") or b.get("suspect")):
-            r.update(speedup_vs_baseline=b["median_ms"] / r["median_ms"], baseline_name=b["variant"],
-                     speedup_method="median-ratio", speedup_text=f"{b['median_ms'] / r['median_ms']:.2f}x")
-            changed.append(r)
-    return changed
 
 
 def table_width() -> int:
@@ -820,8 +802,7 @@ def main(argv: list[str] | None = None) -> int:
 
     selected = {t.key for t in tasks}
     records = [r for r in writer.records.values() if record_key(r) in selected]
-    changed = {id(r): r for r in fill_median_speedups(records)}
-    changed.update({id(r): r for r in fill_xray(records, profile_file)})
+    changed = {id(r): r for r in fill_xray(records, profile_file)}
     writer.update_many(changed.values())  # one atomic rewrite: still one line per record
     records = [r for r in writer.records.values() if record_key(r) in selected]
     if args.format == "table":

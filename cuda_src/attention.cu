@@ -480,7 +480,7 @@ __global__ void __launch_bounds__(D)
 }
 
 // =====================================================================================================================
-// attn_v3_wgmma — FlashAttention-3-style forward on Hopper (sm_90a only, host mode; GPU-unverified).
+// attn_v3_wgmma — FlashAttention-3-style forward on Hopper (sm_90a only, host mode; CPU-verified, GPU-pending).
 // Idea: v2 issues mma.sync m16n8k16 from every warp with operands it first moved from shared memory into registers
 // (ldmatrix), and loads with cp.async from all threads; on H100 that path tops out near ~2/3 of the dense peak
 // (v2 measured 289 TF at B4 H16 N4096 D128 bf16). v3 moves to the Hopper data path:
@@ -649,7 +649,7 @@ __global__ void __launch_bounds__(attn90::THREADS, 1)
       mbar_init(&fullV[s], 1);
       mbar_init(&empty[s], CONSUMERS * 4);  // lane 0 of every consumer warp
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    hopper::fence_mbarrier_init();
   }
   __syncthreads();  // the last block-wide barrier: the roles synchronise through mbarriers from here on
 

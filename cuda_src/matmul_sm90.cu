@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(sm90::THREADS) hgemm_v9_wgmma(const __grid_con
   if (tid == 0) {
 #pragma unroll
     for (int s = 0; s < STAGES; ++s) mbar_init(&full[s], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    hopper::fence_mbarrier_init();
   }
   __syncthreads();
 
@@ -329,8 +329,8 @@ static_assert(SMEM_BYTES <= 227 * 1024, "ring exceeds the opt-in shared memory o
 }  // namespace sm90ws
 
 // =====================================================================================================================
-// v10 — warp-specialised, persistent wgmma + TMA (GPU-unverified). Over v9: (1) a producer warpgroup keeps STAGES-1
-// slices in flight at all times, while v9's single warpgroup stops issuing copies during its own wgmma wait;
+// v10 — warp-specialised, persistent wgmma + TMA (CPU-verified, GPU-pending). Over v9: (1) a producer warpgroup keeps
+// STAGES-1 slices in flight at all times, while v9's single warpgroup stops issuing copies during its own wgmma wait;
 // (2) the consumers keep one wgmma group in flight (wait_group 1) and free the *previous* slot, so the tensor cores
 // never idle on a slot release; (3) 128x256 tiles. Shared-memory port napkin (128 B/clk/SM against 989 TF/s / 132
 // SMs / 1.83 GHz = 4096 dense bf16 FLOP/clk/SM: a kernel must do >= 32 FLOP per shared byte moved): per 64-deep
@@ -364,7 +364,7 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) hgemm_v10_wgmma_ws(const _
       sm90::mbar_init(&full[s], 1);
       sm90::mbar_init(&empty[s], EMPTY_ARRIVALS);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    hopper::fence_mbarrier_init();
   }
   __syncthreads();  // the last block-wide barrier: from here on the roles synchronise through mbarriers only
 
@@ -449,13 +449,14 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) hgemm_v10_wgmma_ws(const _
 }
 
 // =====================================================================================================================
-// v11 — FP8 e4m3 wgmma (QGMMA), warp-specialised and persistent like v10 (GPU-unverified). C = (A·a_scale) @
-// (B·b_scale) in bf16, per-tensor scales read on the device (no host sync). fp8 wgmma reads both operands K-major
-// from shared memory (no imm-trans for 8-bit types), so the kernel takes Bt = B^T [N, K] (K contiguous): the weight
-// layout the matmul family pre-arranges outside the timed call (input b_t; as Machete pre-shuffles its weights and
-// cuBLASLt's fp8 GEMM wants B column-major, which torch_scaled_mm gets from the same b_t). For a caller holding a
-// row-major B the copy costs K·N bytes read + written, 2 x 64 MB at 8192^3 ~ 45 us at ~3 TB/s against a ~0.7 ms GEMM
-// (~6%): cuda_v11_fp8_wgmma_relayout times it with the call, so its record minus this one is the layout's cost.
+// v11 — FP8 e4m3 wgmma (QGMMA), warp-specialised and persistent like v10 (CPU-verified, GPU-pending).
+// C = (A·a_scale) @ (B·b_scale) in bf16, per-tensor scales read on the device (no host sync). fp8 wgmma reads both
+// operands K-major from shared memory (no imm-trans for 8-bit types), so the kernel takes Bt = B^T [N, K] (K
+// contiguous): the weight layout the matmul family pre-arranges outside the timed call (input b_t; as Machete
+// pre-shuffles its weights and cuBLASLt's fp8 GEMM wants B column-major, which torch_scaled_mm gets from the same b_t).
+// For a caller holding a row-major B the copy costs K·N bytes read + written, 2 x 64 MB at 8192^3 ~ 45 us at ~3 TB/s
+// against a ~0.7 ms GEMM (~6%): cuda_v11_fp8_wgmma_relayout times it with the call, so its record minus this one is the
+// layout's cost.
 // Accumulation: Hopper's fp8 tensor-core
 // accumulator keeps ~14 significant bits (DeepSeek-V3 §3.3.2: up to ~2% relative error at K = 4096), so every
 // BK = 128 slice (4 x k32) goes into a fresh accumulator (scale-d = 0 on its first wgmma) that is then added to
@@ -496,7 +497,7 @@ __global__ void __launch_bounds__(sm90ws::THREADS, 1) qgemm_v11_fp8_wgmma_ws(con
       sm90::mbar_init(&full[s], 1);
       sm90::mbar_init(&empty[s], EMPTY_ARRIVALS);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    hopper::fence_mbarrier_init();
   }
   __syncthreads();
 

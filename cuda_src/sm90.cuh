@@ -1,7 +1,9 @@
 // sm90.cuh — Hopper (sm_90a) building blocks shared by matmul_sm90.cu and attention.cu: mbarriers (transaction-count
 // completion), TMA tile loads, wgmma group waits and setmaxnreg on the device; the cuTensorMapEncodeTiled entry point
 // on the host. Device helpers are only ever called from sm_90a code paths (unused inline functions emit nothing for
-// the other archs a file is built for).
+// the other archs a file is built for). Every inline PTX instruction of the Hopper kernels is in this file or is a wgmma
+// wrapper next to its kernel; the CPU interpreter maps the asm text itself (harness/interp/asm_sm90.py), so nvcc and
+// the interpreter compile the same source.
 #pragma once
 #include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched at run time, below)
 #include <cuda_runtime.h>
@@ -16,6 +18,10 @@ __device__ __forceinline__ uint32_t saddr(const void* p) {
 // ---- mbarrier
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(saddr(bar)), "r"(count));
+}
+// after the inits, before the __syncthreads that publishes them to the other threads (and the async proxy)
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(saddr(bar)), "r"(bytes) : "memory");

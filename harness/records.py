@@ -33,10 +33,10 @@ OK_STATUSES = ("ok", "compiled", "skipped")  # anything else (or no record at al
 KEY_FIELDS = ("family", "variant", "dtype", "shape")
 FIELDS = [  # column order of the CSV; the JSON carries everything. The shape's dimensions (M, N, K, ...) follow
     # "shape" as columns of their own (``csv_fields``); the 95% interval is two numeric columns.
-    "family", "variant", "backend", "baseline", "dtype", "shape", "status", "rel_err", "median_ms", "p10_ms",
-    "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
-    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "timing", "interpreted", "suspect", "flags",
-    "tolerance",
+    "family", "variant", "backend", "baseline", "dtype", "dtype_label", "shape", "status", "rel_err", "median_ms",
+    "p10_ms", "p90_ms", "n", "flops", "bytes", "tflops", "gbps", "intensity", "pct_of_roofline", "speedup_vs_baseline",
+    "speedup_lo", "speedup_hi", "speedup_method", "baseline_name", "baseline_median_ms", "timing", "interpreted",
+    "suspect", "flags", "unchecked_outputs", "tolerance",
     "xray_regs", "xray_spill_bytes", "xray_smem_bytes", "xray_occupancy", "xray_tc_ops", "xray_widest_load_bits",
     "xray_dot_precision", "floor_ms", "measured_over_floor", "xray_lints", "message", "device_name", "git_sha",
     "timestamp",
@@ -164,11 +164,11 @@ def ratio_of_medians(r: dict[str, Any], base: dict[str, Any]) -> tuple[float, fl
 
 
 def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None] | None:
-    """(speed-up, 95% lo, 95% hi) against the library baseline, or None when there is none or it means nothing:
-    a CPU timing of an interpreted Triton variant (TRITON_INTERPRET) against compiled ATen code measures the
-    interpreter, not the kernel."""
+    """(speed-up, 95% lo, 95% hi) against the library baseline from paired rounds, or None when there is none or it
+    means nothing: a suspect record, a ratio of medians (older records: not paired), a CPU timing of an interpreted
+    Triton variant (TRITON_INTERPRET) against compiled ATen code (it measures the interpreter, not the kernel)."""
     sp = r.get("speedup_vs_baseline")
-    if sp is None or r.get("baseline"):
+    if sp is None or r.get("baseline") or r.get("suspect") or r.get("speedup_method") == "median-ratio":
         return None
     if r.get("timing") == "cpu" and r.get("backend") == "triton":
         return None
@@ -178,23 +178,11 @@ def speedup_shown(r: dict[str, Any]) -> tuple[float, float | None, float | None]
 
 
 def lib_ratios(records: Iterable[dict[str, Any]]) -> dict[int, tuple[float, float, float] | None]:
-    """id(record) -> (baseline median / its median, 95% lo, hi) against the library baseline of the same family,
-    dtype and shape among ``records``: the one speed-up metric of tables, report and ladder figures. None where it
-    means nothing (a CPU timing of an interpreted Triton variant against another backend); records without a baseline
-    alongside are absent (the caller falls back to the recorded speed-up)."""
-    records = list(records)
-    base = {(r.get("family"), r.get("dtype"), r.get("shape")): r for r in records
-            if r.get("baseline") and r.get("status") == "ok" and r.get("median_ms")}
-    out: dict[int, tuple[float, float, float] | None] = {}
-    for r in records:
-        b = base.get((r.get("family"), r.get("dtype"), r.get("shape")))
-        if b is None or r is b or r.get("baseline") or r.get("status") != "ok" or not r.get("median_ms"):
-            continue
-        if r.get("timing") == "cpu" and r.get("backend") != b.get("backend"):
-            out[id(r)] = None
-            continue
-        out[id(r)] = ratio_of_medians(r, b)
-    return out
+    """id(record) -> (speed-up, 95% lo, hi) against the library baseline: the paired estimate of the record (the
+    median of per-round ratios, each round timing both back to back, with its bootstrap interval over rounds), the
+    one ×lib of tables, CSV, JSON and report. None where there is none or it means nothing (a suspect record, a CPU
+    timing of an interpreted Triton variant against ATen). Medians stay in their own columns."""
+    return {id(r): speedup_shown(r) for r in records if not r.get("baseline") and r.get("status") == "ok"}
 
 
 def measured_over_floor(r: dict[str, Any]) -> float | None:
@@ -222,7 +210,9 @@ def flat(r: dict[str, Any]) -> dict[str, Any]:
         "speedup_lo": sp[1] if sp else None,
         "speedup_hi": sp[2] if sp else None,
         "speedup_method": r.get("speedup_method") if sp else None,
+        "baseline_median_ms": r.get("baseline_median_ms") if sp else None,
         "flags": _flags_text(r.get("flags")),
+        "unchecked_outputs": _flags_text(r.get("unchecked_outputs")),
         "tolerance": _tolerance_text(r.get("tolerance")),
         "xray_regs": _regs_of(r), "xray_spill_bytes": _spill_of(r), "xray_smem_bytes": x.get("smem_bytes"),
         "xray_occupancy": x.get("occupancy"), "xray_tc_ops": x.get("tensor_core_ops"),
@@ -237,10 +227,12 @@ def flat(r: dict[str, Any]) -> dict[str, Any]:
 STATUS_SHORT = {"ok": "ok", "skipped": "skip", "compiled": "built", "incorrect": "WRONG", "compile_error": "cc-err",
                 "runtime_error": "crash", "timeout": "t/o"}
 INTERPRETED = "cpu-int"  # the time cell of a CUDA variant run by the CPU interpreter (checked, never timed)
-FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x"}
+FLAG_LETTERS = {"launch-bound": "L", "unstable": "U", "suspect": "S", "lint": "x", "partial": "P"}
 FLAG_LEGEND = {"L": "launch-bound (median < 5x an empty launch: measures the launch, not the kernel)",
-               "U": "unstable (samples drifted or clocks varied)", "S": "suspect (above its roof, or work hidden)",
-               "x": "X-ray lint"}
+               "U": "unstable (samples drifted or clocks varied)",
+               "S": "suspect (above its roof, work hidden, or its worker tampered with: no speed-up)",
+               "x": "X-ray lint",
+               "P": "partial outputs: checked on what it returns only (an attention baseline without the LSE)"}
 
 
 @dataclass(frozen=True)
@@ -261,8 +253,9 @@ COLUMNS: dict[str, Column] = {
     "p10": Column("p10", 9, True, "10th percentile time"),
     "p90": Column("p90", 9, True, "90th percentile time"),
     "perf": Column("perf", 1, True, "throughput: FLOP/s, or B/s for memory-bound families (the header says)"),
-    "vs_lib": Column("×lib", 2, True, "library median / this median at the same shape (lib = the baseline)"),
-    "ci": Column("95% CI", 7, True, "95% interval of ×lib (from each median's own interval)"),
+    "vs_lib": Column("×lib", 2, True, "paired speed-up against the library baseline (median of per-round ratios)"),
+    "ci": Column("95% CI", 7, True, "95% bootstrap interval of ×lib over the paired rounds"),
+    "lib_time": Column("lib", 9, True, "the library baseline's median in this record's paired rounds"),
     "roof": Column("%roof", 3, True, "% of the attainable roofline"),
     "err": Column("rel err", 8, True, "relative error against the float64 reference"),
     "regs": Column("regs", 4, True, "registers per thread (X-ray)"),
@@ -271,7 +264,7 @@ COLUMNS: dict[str, Column] = {
     "occ": Column("occ", 4, True, "theoretical occupancy (X-ray)"),
     "tc": Column("TC ops", 9, True, "tensor-core instructions in the SASS (X-ray)"),
     "floor": Column("floor", 9, True, "predicted floor time (X-ray, device profile)"),
-    "flags": Column("flags", 2, False, "L launch-bound, U unstable, S suspect, x X-ray lint"),
+    "flags": Column("flags", 2, False, "L launch-bound, U unstable, S suspect, x X-ray lint, P partial outputs"),
 }
 DEFAULT_COLUMNS = ("variant", "status", "time", "perf", "vs_lib", "roof", "regs", "spill", "occ", "flags")
 
@@ -349,8 +342,7 @@ _RECORDED = object()
 
 def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) -> dict[str, str]:
     """Every column's text for one record (the one number formatter: harness.fmt). ``ratio`` is the record's entry of
-    ``lib_ratios`` (ratio of medians against the library, or None: not comparable); without it, the recorded
-    speed-up."""
+    ``lib_ratios`` (the paired speed-up, or None: not comparable); without it, the recorded speed-up."""
     from harness import fmt
 
     unit = unit or perf_unit([r])
@@ -373,9 +365,11 @@ def cells(r: dict[str, Any], unit: str | None = None, ratio: Any = _RECORDED) ->
         "variant": str(r.get("variant")),
         "backend": str(r.get("backend") or "-") + ("-cpu" if r.get("interpreted") else ""),
         "shape": str(r.get("shape")),
-        "dtype": str(r.get("dtype")), "status": STATUS_SHORT.get(str(r.get("status")), str(r.get("status"))),
+        "dtype": str(r.get("dtype_label") or r.get("dtype")),
+        "status": STATUS_SHORT.get(str(r.get("status")), str(r.get("status"))),
         "time": INTERPRETED if r.get("interpreted") and not r.get("median_ms") else fmt.ms(r.get("median_ms")),
         "p10": fmt.ms(r.get("p10_ms")), "p90": fmt.ms(r.get("p90_ms")),
+        "lib_time": fmt.ms(r.get("baseline_median_ms")) if sp else "-",
         "perf": perf if r.get("median_ms") else "-", "vs_lib": vs,
         "ci": fmt.interval(sp[1], sp[2]) if sp else "-",
         "roof": fmt.pct(roof.get("pct_of_roofline")),
@@ -479,7 +473,7 @@ def render_table(records: list[dict[str, Any]], width: int = 80, columns: list[s
     last = None
     for r, cl, note in rows:
         if group:
-            g = (shape_label(r), str(r.get("dtype")))
+            g = (shape_label(r), str(r.get("dtype_label") or r.get("dtype")))
             if g != last:
                 out.append((_cut(f"· {g[0]} · {g[1]}", width), "dim bold"))
                 last = g

@@ -70,7 +70,7 @@ UNIT_ROUNDOFF: dict[str, float] = {
 _LOW = ("tf32", "fp16", "bf16", "fp8")  # computed with fp32 accumulation; stored (or multiplied) at this precision
 
 
-def derived_tolerance(precision: str, reduction: int = 1, stages: float = 1.0) -> Tolerance:
+def derived_tolerance(precision: str, reduction: int = 1, stages: float = 1.0, cond: float = 0.0) -> Tolerance:
     """The tolerance of a result declared at ``precision`` whose elements each reduce ``reduction`` terms.
 
     An honest result carries its storage rounding (<= u per element, ~0.43u normwise for random data), ``stages``
@@ -80,11 +80,15 @@ def derived_tolerance(precision: str, reduction: int = 1, stages: float = 1.0) -
     4096), a result rounded one precision lower measures >= 2x (fp16 -> bf16 is 8x the roundoff, fp32 -> tf32 8192x),
     so it fails at any size. Elementwise the bound is (8 + 2 ln K)x the budget: it grows with the reduction length
     because the tails do (larger logits and partial sums over longer reductions), so millions of honest elements do
-    not trip it, while a wrong element or a wrong tile still does."""
+    not trip it, while a wrong element or a wrong tile still does.
+
+    ``cond`` is the conditioning of the function at the family's inputs, in units of the compute roundoff: an
+    absolute error ua·|x| in the argument of exp becomes a relative error ua·|x| in its result, so a softmax whose
+    rows reach |x| = 160 written as exp(x - logsumexp(x)) (the FlashAttention LSE form) is honest at 160·ua."""
     u = UNIT_ROUNDOFF[precision]
     ua = UNIT_ROUNDOFF["fp32"] if precision in _LOW else u
     k = max(1, int(reduction))
-    budget = u * stages + ua * math.sqrt(k)
+    budget = u * stages + ua * (math.sqrt(k) + cond)
     elem = (8.0 + 2.0 * math.log(k)) * budget
     return Tolerance(rel=1.5 * budget, atol=elem, rtol=elem)
 
@@ -148,12 +152,16 @@ class Variant:
     supports: Callable[[Shape, str], str | None] | None = None
     tolerance: dict[str, Tolerance] = field(default_factory=dict)  # per-dtype override (e.g. a tf32 mode)
     ladder: int | None = None  # rung number for numbered CUDA variants (variant-ladder figure)
-    # the compute roof this variant runs on when it differs from the problem's (a TF32 mode of an fp32 problem,
-    # the bf16 library baseline of a quantized one): roofline placement and the >100% check use it
+    # a declared compute precision (a TF32 mode of an fp32 problem): the tolerance and the row's label follow it when
+    # the family accepts it (Problem.lower_precisions), and so does the roof
     compute_dtype: str | None = None
+    # the compute roof when it differs from the problem's, with no claim about precision (the bf16 library baseline
+    # of an int8 quantized scheme): roofline placement and the >100% check use it
+    roof_dtype: str | None = None
     # library baselines only (backend "torch"): the family's conversion of the judge's inputs into the library's own
     # layout (FAISS's index object), (inputs, shape) -> anything; run before every call outside the timed region,
-    # never cached, and passed to the variant as inputs["_prepared"] (harness.runner.variant_inputs)
+    # never cached, and passed to the variant as inputs["_prepared"] (harness.runner: a request of its own before
+    # each call, outside the judge's bracket of the call; variant_inputs in tests)
     prepare: Callable[[dict[str, Any], Shape], Any] | None = None
     family: str = ""
 
@@ -191,8 +199,12 @@ class Problem:
     # per-dtype override of the derived tolerance (say why where it is set); None of them may loosen a variant's
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     # (dtype, shape) -> (precision the outputs are declared at, reduction length per output element, extra roundings
-    # at that precision): the derived tolerance's inputs. Default: (dtype, 1, 1).
-    tol_model: Callable[[str, Shape], tuple[str, int, float]] | None = None
+    # at that precision[, conditioning]): the derived tolerance's inputs. Default: (dtype, 1, 1).
+    tol_model: Callable[[str, Shape], tuple] | None = None
+    # coarser compute precisions a variant may declare (compute_dtype) for a storage precision, e.g. {"fp32":
+    # ("tf32",)}: such a variant is checked at the declared precision and labelled "fp32 (tf32)". Any other coarser
+    # declaration is refused (it could only loosen its own tolerance).
+    lower_precisions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # check(out, ref, inputs, shape, dtype, tol) -> harness.check.CheckResult; None means the default comparison
     check: Callable[..., Any] | None = None
     description: str = ""
@@ -207,6 +219,9 @@ class Problem:
     # judge may verify a random subset of them, drawn after the call. ``spot(inputs, outputs, shape, idx)`` returns
     # (inputs, outputs, shape) restricted to the indices ``idx`` (sorted int64) of that dimension; see
     # harness.runner.spot_plan for when it applies.
+    # magnitude(inputs, shape, dtype) -> {output: sum of |terms| per element, float64} (``abs_reference`` for a
+    # reference that is a sum of products of its inputs): the judge's scale where few output elements can cancel
+    magnitude: Callable[[dict, Shape, str], dict[str, torch.Tensor]] | None = None
     spot_dim: str | None = None
     spot: Callable[[dict, dict, Shape, torch.Tensor], tuple[dict, dict, Shape]] | None = None
     # the float64 reference's FLOPs when they differ from the variants' (``flops``): an index search's verdict
@@ -243,18 +258,28 @@ class Problem:
         """The tolerance a record is checked at, and how it was made (written into the record).
 
         Derived from the declared precision's unit roundoff and the reduction length (``derived_tolerance``). A
-        variant that declares a coarser compute precision (``compute_dtype="tf32"`` for an fp32 problem) is checked
-        at that precision, which its record names; a variant's own ``tolerance`` can only tighten the result."""
-        prec, k, stages = self.tol_model(dtype, shape) if self.tol_model else (dtype, 1, 1.0)
-        if variant is not None and variant.compute_dtype in UNIT_ROUNDOFF and prec in UNIT_ROUNDOFF \
-                and UNIT_ROUNDOFF[variant.compute_dtype] > UNIT_ROUNDOFF[prec]:
-            prec = variant.compute_dtype
-        if dtype in self.tolerance and prec == (self.tol_model(dtype, shape)[0] if self.tol_model else dtype):
+        variant that declares a coarser compute precision the family accepts (``lower_precisions``: tf32 for an fp32
+        GEMM) is checked at that precision and labelled with it ("fp32 (tf32)"); a coarser one the family does not
+        accept raises RegistryError (the record is ``incorrect``); a variant's own ``tolerance`` only tightens."""
+        model = tuple(self.tol_model(dtype, shape)) if self.tol_model else (dtype, 1, 1.0)
+        prec, k, stages = model[:3]
+        cond = float(model[3]) if len(model) > 3 else 0.0
+        family_prec = prec
+        coarser = self._coarser(prec, variant)
+        if coarser is not None:
+            if coarser not in self.lower_precisions.get(prec, ()):
+                ok = ", ".join(self.lower_precisions.get(prec, ())) or "none"
+                raise RegistryError(f"{variant.name} declares compute_dtype={coarser!r}, coarser than {prec}, which "
+                                    f"{self.name} does not accept as a mode of {prec} (accepted: {ok}): a declaration "
+                                    f"can only label a precision the family knows, never loosen a tolerance")
+            prec = coarser
+        if dtype in self.tolerance and prec == family_prec:
             tol, basis = self.tolerance[dtype], f"{self.name} override for {dtype}"
         elif prec in UNIT_ROUNDOFF:
-            tol = derived_tolerance(prec, k, stages)
+            tol = derived_tolerance(prec, k, stages, cond)
             basis = f"{prec} (u={UNIT_ROUNDOFF[prec]:.3g}), reduction {k}" + (f", {stages:g} roundings"
-                                                                                if stages != 1 else "")
+                                                                                if stages != 1 else "") \
+                + (f", conditioning {cond:g}" if cond else "")
         else:
             tol, basis = Tolerance(0.0, 0.0, 0.0), f"{prec}: exact"
         tightened = False
@@ -264,6 +289,21 @@ class Problem:
         info = {"rel": tol.rel, "atol_rms": tol.atol, "rtol": tol.rtol, "precision": prec, "basis": basis,
                 "tightened_by_variant": tightened}
         return tol, info
+
+    @staticmethod
+    def _coarser(prec: str, variant: Variant | None) -> str | None:
+        """The variant's declared compute precision when it is coarser than ``prec``, else None."""
+        cd = variant.compute_dtype if variant is not None else None
+        if cd in UNIT_ROUNDOFF and prec in UNIT_ROUNDOFF and UNIT_ROUNDOFF[cd] > UNIT_ROUNDOFF[prec]:
+            return cd
+        return None
+
+    def precision_label(self, dtype: str, shape: Shape, variant: Variant | None = None) -> str:
+        """``dtype``, or "fp32 (tf32)" for a variant that declares a coarser compute precision: its own row, never
+        shown as the family's fp32 result."""
+        prec = self.tol_model(dtype, shape)[0] if self.tol_model else dtype
+        coarser = self._coarser(prec, variant)
+        return f"{dtype} ({coarser})" if coarser else dtype
 
     def tol(self, dtype: str, variant: Variant | None = None, shape: Shape | None = None) -> Tolerance:
         """``tol_for`` without the provenance; the shape defaults to the first quick shape."""
@@ -331,6 +371,19 @@ class Problem:
             return _parse_value(v, like)
         except RegistryError as e:
             raise RegistryError(f"{self.name}: shape {text!r}: {e}; expected {form}") from None
+
+
+def abs_reference(reference: Callable[[dict, Shape, str], dict]) -> Callable[[dict, Shape, str], dict]:
+    """``Problem.magnitude`` of a reference that sums products of its inputs with non-negative coefficients (matmul,
+    sgemm, conv, saxpy): the same reference on |inputs| is the sum of |terms| of every output element."""
+
+    def magnitude(inputs: dict, shape: Shape, dtype: str) -> dict:
+        absd = {k: (v.to(torch.float64).abs() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                    else abs(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                for k, v in inputs.items()}
+        return reference(absd, shape, dtype)
+
+    return magnitude
 
 
 def on_gpu() -> bool:

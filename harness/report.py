@@ -4,7 +4,7 @@
     write_report(records, profile, outdir)                                 # from code (bench/run.py)
 
 report.md reads top-down like a writeup: a provenance line, the **summary** (per family: the best variant against
-the library as a ratio of medians with its 95% interval, % of the roof, launch-bound / unstable / suspect notes and
+the library as the paired speed-up with its 95% interval, % of the roof, launch-bound / unstable / suspect notes and
 one sentence of napkin math), **one roofline**, the environment, then per family its figures, the napkin-math table
 and the timed rows of its largest shapes; rows that were only compiled, skipped or not applicable are summarised in
 one line each. Every row of every family is in tables.md, so report.md stays under ~200 lines for ``--kernel all``.
@@ -12,8 +12,9 @@ Placement is re-derived from each record's raw fields with the profile given her
 never read from a stored ``record["roofline"]``; without a profile it reads "n/a". Each record is held to the roof of
 its compute type: a record written before its variant declared one (``torch_fp32_tf32`` at commit a0d712c says
 fp32) takes the registry's declaration (``declared_compute``), and says so. The "best variant" is always one of the
-workbench's own kernels (Triton, CUDA, yours), read against a library reference: the library variant of the same
-compute type when the run has one (``torch_fp32_tf32`` for a TF32 kernel), else the family baseline. Numbers go through
+workbench's own kernels (Triton, CUDA, yours) of the dtype's own precision (a TF32 variant is its own row, "fp32
+(tf32)": ``precision_label``), read against the library as its paired speed-up (median of per-round ratios against
+the family baseline, with its bootstrap interval: the one ×lib of tables, CSV and report). Numbers go through
 ``harness.fmt``, the one formatter of tables, report and figures. Plain GFM, no HTML.
 """
 
@@ -117,6 +118,24 @@ def declared_compute(r: dict[str, Any]) -> dict[str, Any]:
                 "compute_dtype_from": f"registry: {r.get('variant')} declares compute_dtype={cd!r} (the record "
                                       f"says {r.get('compute_dtype')!r})"}
     return r
+
+
+def precision_label(r: dict[str, Any]) -> str:
+    """The record's row label: its ``dtype_label`` ("fp32 (tf32)" for a variant that declared a coarser compute
+    precision), or, for older records, the same derived from the registry's declaration."""
+    if r.get("dtype_label"):
+        return str(r["dtype_label"])
+    dt = str(r.get("dtype"))
+    try:
+        from harness.registry import REGISTRY, UNIT_ROUNDOFF, all_problems
+
+        all_problems()
+        cd = getattr(REGISTRY[str(r.get("family"))].variants.get(str(r.get("variant"))), "compute_dtype", None)
+    except Exception:  # noqa: BLE001  (a family or variant this checkout no longer has)
+        return dt
+    if cd in UNIT_ROUNDOFF and dt in UNIT_ROUNDOFF and UNIT_ROUNDOFF[cd] > UNIT_ROUNDOFF[dt]:
+        return f"{dt} ({cd})"
+    return dt
 
 
 def is_library(r: dict[str, Any]) -> bool:
@@ -286,14 +305,15 @@ def flag_notes(recs: list[dict[str, Any]]) -> str:
 
 def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str, Any] | None:
     """Best variant vs the library at the anchor shape, % of roof, flag notes, one sentence of napkin math."""
-    from harness.records import ratio_of_medians, speedup_shown
+    from harness.records import speedup_shown
 
     g = anchor_group(recs)
     if g is None:
         return None
     shape, dt, rs = g
     timed = [r for r in rs if _timed(r)]
-    cands = [r for r in timed if not is_library(r)]
+    # a variant that declared a coarser precision ("fp32 (tf32)") is its own row, never the family's fp32 result
+    cands = [r for r in timed if not is_library(r) and precision_label(r) == dt]
     trusted = [r for r in cands if not (r.get("suspect") or (r.get("roofline") or {}).get("suspect"))]
     cands = trusted or cands  # a point above its roof is a question, not the headline
     best = min(cands, key=lambda r: float(r["median_ms"])) if cands else None
@@ -305,9 +325,10 @@ def family_summary(recs: list[dict[str, Any]], profile: Any = None) -> dict[str,
     if best is not None and base is not None and best is not base:
         if best.get("timing") == "cpu" and speedup_shown({**best, "speedup_vs_baseline": 1.0}) is None:
             vs = "not compared (CPU: interpreter vs ATen)"
-        else:
-            q = ratio_of_medians(best, base)
-            vs = f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])} vs {base.get('variant')}" if q else NA
+        else:  # the paired estimate with its interval, as in the tables (against the record's own baseline)
+            q = speedup_shown(best)
+            vs = (f"{fmt.ratio(q[0])} {fmt.interval(q[1], q[2])} vs {best.get('baseline_name')} (paired)" if q
+                  else "n/a (no paired rounds)")
     elif best is base and base is not None:
         vs = "(the library itself)"
     roof = _roof_of(best, profile)
@@ -422,9 +443,10 @@ def write_report(records: list[dict[str, Any]], profile: Any, outdir: str | Path
     fams = _family_order(records)
     summ = {f: family_summary([r for r in placed if r.get("family") == f], prof) for f in fams}
     md.append("## Summary\n\nPer family, at its largest timed shape: the fastest of the workbench's own variants "
-              "against its library reference (ratio of medians, library time / variant time, with a 95% interval; "
-              "the library variant of the same compute type where the run has one, else the baseline), its % of "
-              "the roofline of its compute type, and the timing flags over all of the family's records.\n\n")
+              "at the dtype's own precision (a variant that declared a coarser one, \"fp32 (tf32)\", is its own row "
+              "in tables.md) against the library baseline as its paired speed-up (the median of per-round ratios, "
+              "each round timing both back to back, with its 95% bootstrap interval), its % of the roofline of its "
+              "compute type, and the timing flags over all of the family's records.\n\n")
     rows = []
     for f in fams:
         s_ = summ[f]

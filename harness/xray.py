@@ -498,8 +498,8 @@ def _worker_job(env: _Env, job: dict[str, Any]) -> dict[str, Any]:
                 "reason": f"skipped: {e}"}
     out.update(dtype=dtype, shape=shape.key(), flops=float(problem.flops(shape)),
                bytes=float(problem.min_bytes(shape, dtype)),
-               compute_dtype=v.compute_dtype or (problem.compute_dtype(dtype, shape) if problem.compute_dtype
-                                                 else dtype),
+               compute_dtype=v.roof_dtype or v.compute_dtype or (problem.compute_dtype(dtype, shape)
+                                                                 if problem.compute_dtype else dtype),
                claims_fp32=_variant_claims_fp32(problem, v, dtype), description=v.description)
     if v.backend == "cuda" and v.source is not None and v.source.archs and arch not in v.source.archs:
         return {**out, "status": "unavailable", "reason": f"{v.source.name} is built for {', '.join(v.source.archs)} "

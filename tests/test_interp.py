@@ -340,9 +340,9 @@ def test_rewriter_launches_shared_and_asm():
     assert "unsigned char* const raw = reinterpret_cast<unsigned char*>(::wb::dyn_smem());" in out
     assert "typedef float wb_st_2[4];" in out and "typedef float wb_st_3[8];" in out
     out = _rw('void f() {\n  asm volatile("{\\n.reg .pred p;\\nWAIT_%=:\\n"\n'
-              '               "mbarrier.try_wait.parity.b64 p, [%0], %1;\\n@!p bra WAIT_%=;\\n}" :: "r"(a), "r"(b)'
+              '               "mbarrier.inval.b64 [%0];\\n@!p bra WAIT_%=;\\n}" :: "r"(a), "r"(b)'
               ' : "memory");\n  std::exit(1);\n}\n')
-    assert '::wb::not_interpreted("mbarrier.try_wait.parity.b64", ::wb::Loc{"user.cu", 2})' in out
+    assert '::wb::not_interpreted("mbarrier.inval.b64", ::wb::Loc{"user.cu", 2})' in out
     assert "::wb_exit(1)" in out
 
 

@@ -1,7 +1,7 @@
 """Every CUDA variant of the repository on the CPU interpreter at its family's quick shapes: the plain-CUDA rungs and
-the sm_80 PTX ones end `ok` (the same judge and seeds as any record), the ones that need PTX not modelled yet end
-`skipped: needs <instruction> (not interpreted)`. Minutes of CPU: opt-in with WB_SLOW_TESTS=1 (the fast checks of the
-interpreter are test_interp.py, test_ptx80.py and test_ptx80_rungs.py).
+those whose inline PTX the interpreter models end `ok` (the same judge and seeds as any record), the ones that need
+other inline PTX end `skipped: needs <instruction> (not interpreted)`. Minutes of CPU: opt-in with WB_SLOW_TESTS=1
+(the fast checks of the interpreter are test_interp.py, test_ptx80.py, test_ptx80_rungs.py and test_ptx90.py).
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ pytestmark = [pytest.mark.skipif(os.environ.get("WB_SLOW_TESTS") != "1",
                                  reason="minutes of CPU: run with WB_SLOW_TESTS=1"),
               pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the runner runs them on it")]
 
-PLAIN = {  # family -> CUDA variants in plain CUDA C++ or the PTX the interpreter models (sm_80: issue 28)
+PLAIN = {  # family -> CUDA variants written in plain CUDA C++
     "softmax": ["cuda_v1", "cuda_v2", "cuda_v3"],
     "matmul": [f"cuda_v{i}_{n}" for i, n in enumerate(["naive", "coalesced", "smem", "blocktile1d", "blocktile2d",
-                                                      "vectorized", "warptile"], 1)]
-    + ["cuda_v8_mma", "cuda_v8b_mma_swizzle"],
-    "attention": ["cuda_v1_tiled", "cuda_v2_mma"],
+                                                      "vectorized", "warptile"], 1)],
+    "attention": ["cuda_v1_tiled"],
     "attention_decode": ["cuda_decode_splitk"],
-    "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v4_w4a16_gemv", "cuda_v5_w8a16_gemv",
-                   "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
-    "knn": ["knn_v1_twopass", "knn_v2_fused", "knn_v3_tc", "knn_v4_tf32_ws"],
+    "quant_gemm": ["cuda_v1_w8a16", "cuda_v2_w4a16", "cuda_v3_w8a8_dp4a", "cuda_v5_w8a16_gemv"],
+    "knn": ["knn_v1_twopass", "knn_v2_fused"],
     "ann": ["cuda_ivf"],
 }
-PTX = {  # family -> CUDA variants that need inline PTX not modelled yet (Hopper: the rest of issue 28)
-    "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma", "cuda_v11_fp8_wgmma_relayout"],
-    "attention": ["cuda_v3_wgmma"],
+MODELLED = {  # family -> CUDA variants whose inline PTX the interpreter models (issue 28: sm_80 and Hopper)
+    "matmul": ["cuda_v8_mma", "cuda_v8b_mma_swizzle", "cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma",
+               "cuda_v11_fp8_wgmma_relayout"],
+    "attention": ["cuda_v2_mma", "cuda_v3_wgmma"],
+    "quant_gemm": ["cuda_v4_w4a16_gemv", "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
+    "knn": ["knn_v3_tc", "knn_v4_tf32_ws"],
 }
+PTX: dict[str, list[str]] = {}  # family -> CUDA variants that need inline PTX not modelled yet
 
 
 @pytest.fixture(autouse=True)
@@ -45,17 +47,18 @@ def _interpret(monkeypatch):
 def test_every_cuda_variant_at_the_quick_shapes(family):
     p = get_problem(family)
     cuda = [n for n, v in p.variants.items() if v.backend == "cuda"]
-    assert sorted(cuda) == sorted(PLAIN[family] + PTX.get(family, [])), "a new CUDA variant: classify it here"
+    runs = PLAIN[family] + MODELLED.get(family, [])
+    assert sorted(cuda) == sorted(runs + PTX.get(family, [])), "a new CUDA variant: classify it here"
     recs: list[dict] = []
     execute(plan([family], variants=cuda, quick=True), RunOptions(seeds=(1, 2, 3), isolate=False, timing=False),
             recs.append)
     for r in recs:
         why = f"{r['variant']} {r['dtype']} {r['shape']}: {r['status']} {r['message']}"
-        if r["variant"] in PLAIN[family]:
+        if r["variant"] in runs:
             assert r["status"] == "ok" or (r["status"] == "skipped" and "not interpreted" not in r["message"]), why
         else:
             assert r["status"] == "skipped", why
     ran = {r["variant"] for r in recs if r["status"] == "ok"}
-    assert ran == set(PLAIN[family]), f"never ran at a quick shape: {set(PLAIN[family]) - ran}"
+    assert ran == set(runs), f"never ran at a quick shape: {set(runs) - ran}"
     ptx = {r["variant"] for r in recs if "not interpreted" in r["message"]}
     assert ptx == set(PTX.get(family, [])), f"PTX variants that did not reach their instruction: {PTX[family]}"

@@ -3,7 +3,7 @@ lists, ids and codes; nothing retrained, nothing re-encoded), searched by ``Inde
 CPU and, where faiss-gpu is installed, on the GPU.
 
 FAISS keeps its own index layout, so turning the judge's tensors into a FAISS index is index construction, not
-search: ``prepare_cpu`` / ``prepare_gpu`` run as the variants' ``prepare`` (harness.runner.variant_inputs), before
+search: ``prepare_cpu`` / ``prepare_gpu`` run as the variants' ``prepare`` (harness.runner.VariantSide.prepare), before
 every call and outside the timed region, exactly like the index build of every other variant. The timed call is
 FAISS's coarse search (``quantizer.search``, which also gives the probes the verdict needs) and
 ``search_preassigned`` — what ``index.search`` does inside — plus, with ``rerank``, the exact distances of the k·r

@@ -1,6 +1,7 @@
 """Raw-CUDA variants of the attention families (cuda_src/attention.cu): a SIMT FlashAttention (v1), the
 tensor-core FlashAttention-2 forward (v2, mma.sync m16n8k16), the Hopper FA3-style forward (v3: TMA + wgmma,
-producer/consumer warpgroups; sm_90a, host mode, GPU-unverified) and flash-decoding (split-K + LSE combine).
+producer/consumer warpgroups; sm_90a, host mode, CPU-verified, GPU-pending) and flash-decoding (split-K + LSE
+combine).
 
 ``harness/families/attention.py`` owns both Problems and calls :func:`register_cuda_variants`:
 
@@ -232,9 +233,10 @@ def register_cuda_variants(prefill, decode) -> None:
     prefill.add_variant(
         "cuda_v3_wgmma", "cuda", cuda_v3_wgmma, dtypes=d16, source=SRC_SM90, kernel=V3_KERNELS, ladder=3,
         supports=_supports_v3,
-        description="(GPU-unverified) FA3-style Hopper forward: producer warpgroup streams K/V by TMA into a "
-                    "2-3 stage mbarrier ring, 2 consumer warpgroups x 64 rows run S=QK^T (wgmma, smem operands), "
-                    "online softmax in registers, O+=PV (wgmma, P register-sourced); setmaxnreg 24/240; sm_90a")
+        description="(CPU-verified, GPU-pending) FA3-style Hopper forward: producer warpgroup streams K/V by TMA "
+                    "into a 2-3 stage mbarrier ring, 2 consumer warpgroups x 64 rows run S=QK^T (wgmma, smem "
+                    "operands), online softmax in registers, O+=PV (wgmma, P register-sourced); setmaxnreg 24/240; "
+                    "sm_90a")
     decode.add_variant(
         "cuda_decode_splitk", "cuda", cuda_decode_splitk, dtypes=tuple(d for d in decode.dtypes if d in DTYPES_16),
         source=SRC, kernel=DEC_KERNELS, ladder=1, supports=_supports,

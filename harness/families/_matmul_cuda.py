@@ -294,17 +294,19 @@ def register_cuda_variants(problem) -> None:
                             description="Hopper wgmma m64nNk16 fed by TMA + mbarrier pipeline (host-mode launcher)")
         problem.add_variant("cuda_v10_wgmma_ws", "cuda", _v10, dtypes=("fp16", "bf16"), source=SRC_SM90,
                             kernel=V10_KERNEL, ladder=10, supports=_v10_supports,
-                            description="(GPU-unverified) warp-specialised wgmma: TMA producer warpgroup + 2 consumer "
-                                        "warpgroups (setmaxnreg), 128x256x64 tiles, 4 stages, persistent grouped order")
+                            description="(CPU-verified, GPU-pending) warp-specialised wgmma: TMA producer warpgroup "
+                                        "+ 2 consumer warpgroups (setmaxnreg), 128x256x64 tiles, 4 stages, persistent "
+                                        "grouped order")
         problem.add_variant("cuda_v11_fp8_wgmma", "cuda", _v11, dtypes=("fp8",), source=SRC_SM90,
                             kernel=V11_KERNEL, ladder=11, supports=_v11_supports,
-                            description="(GPU-unverified) fp8 e4m3 wgmma (QGMMA) like v10, 128x128x128, fp32 promotion "
-                                        "per k-slice overlapped with the next slice (wait_group 1), per-tensor scales "
-                                        "-> bf16; B pre-arranged K-major (b_t, outside the timed call)")
+                            description="(CPU-verified, GPU-pending) fp8 e4m3 wgmma (QGMMA) like v10, 128x128x128, "
+                                        "fp32 promotion per k-slice overlapped with the next slice (wait_group 1), "
+                                        "per-tensor scales -> bf16; B pre-arranged K-major (b_t, outside the timed "
+                                        "call)")
         problem.add_variant("cuda_v11_fp8_wgmma_relayout", "cuda", _v11_relayout, dtypes=("fp8",),
                             source=SRC_SM90, kernel=V11_KERNEL, supports=_v11_supports,
-                            description="(GPU-unverified) cuda_v11_fp8_wgmma with B made K-major inside the timed "
-                                        "call: minus cuda_v11_fp8_wgmma = the cost of the weight layout")
+                            description="(CPU-verified, GPU-pending) cuda_v11_fp8_wgmma with B made K-major inside "
+                                        "the timed call: minus cuda_v11_fp8_wgmma = the cost of the weight layout")
 
 
 __all__ = ["register_cuda_variants", "SRC", "SRC_SM90", "KERNELS", "V8_KERNELS", "V8B_KERNELS", "SGEMM",

@@ -193,6 +193,7 @@ PREFILL.quick = [
     _p(1, 2, 1, 1, 16, Nkv=17), _p(1, 2, 1, 1, 16, Nkv=17, causal=True),
     _p(1, 2, 2, 33, 16, Nkv=20, causal=True),  # Nq > Nkv: the first 13 queries see no key (O = 0, LSE = -inf)
     _p(1, 2, 1, 40, 64),
+    _p(1, 2, 1, 2, 16, Nkv=4096),  # a long reduction: O kept in fp16/bf16 across key tiles fails here
 ]
 
 
@@ -256,7 +257,7 @@ DECODE.shapes = [
 ]
 DECODE.quick = [
     _d(3, 4, 2, 37, 16, ragged=True), _d(2, 4, 1, 50, 32, Nq=3, ragged=True),  # MQA, 3 queries
-    _d(2, 2, 2, 17, 64), _d(1, 2, 1, 1, 16),
+    _d(2, 2, 2, 17, 64), _d(1, 2, 1, 1, 16), _d(1, 2, 1, 4096, 16),  # a long cache
 ]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from harness.check import f64
-from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, register
+from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, abs_reference, register
 
 
 def make_inputs(shape: Shape, dtype: str, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -62,6 +62,7 @@ PROBLEM = register(Problem(
     make_inputs=make_inputs,
     make_outputs=make_outputs,
     reference=reference,
+    magnitude=abs_reference(reference),
     flops=flops,
     min_bytes=min_bytes,
     shapes=[

@@ -333,7 +333,7 @@ PROBLEM = register(Problem(
     options={"metric": "l2", "dups": False, "base_rows": 0, "data": "normal"},
     check=check_knn,
     extra_metrics=extra_metrics,
-    spot_dim="Q", spot=spot,
+    spot_dim="Q", spot=spot, lower_precisions={"fp32": ("tf32",)},
     description="exact kNN: fused distance tiles + running top-k (l2 | ip | cos), ties to the lower index",
     shapes=[
         _S(10000, 1000000, 128, 10),  # headline (SIFT1M-like)

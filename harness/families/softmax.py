@@ -17,6 +17,7 @@ from harness.cuda import CUDA_TYPES, CudaSource, Kernel
 from harness.registry import DTYPE_SIZE, DTYPES, Problem, Shape, register
 
 _DTYPE_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+X_MAX = 160.0  # |x| bound of make_inputs: 150 (the largest row shift) + 2·|randn| (|randn| > 5 once in 1.7e6 draws)
 
 
 def make_inputs(shape: Shape, dtype: str, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -74,7 +75,9 @@ PROBLEM = register(Problem(
         Shape(M=2, N=40000),  # wider than the fused kernel's limit: exercises the online tiles and the skip reason
     ],
     throughput_unit="GB/s",
-    tol_model=lambda dtype, s: (dtype, s["N"], 1.0),  # each output divides by a sum over N terms
+    # each output divides by a sum over N terms; exp(x - m) carries an fp32 error ~u32·|x| from its argument (the
+    # LSE form exp(x - logsumexp(x)) does: logsumexp is off by ~u32·|x|), and make_inputs' rows reach |x| ~ 160
+    tol_model=lambda dtype, s: (dtype, s["N"], 1.0, X_MAX),
     description="row softmax over the last dim of x[M, N]; fp32 compute; memory bound (floor 2·M·N·s bytes)",
 ))
 

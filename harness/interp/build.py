@@ -65,6 +65,8 @@ def _sources_hash() -> str:
     h = hashlib.sha256(cxx_version().encode())
     for p in sorted([RUNTIME, *INCLUDE.glob("*.h"), *HERE.glob("*.py")]):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in sorted(RUNTIME.parent.glob("wbcpu_ptx*.cpp")):  # models the runtime #includes (wbcpu_ptx90.cpp)
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -532,3 +532,9 @@ def rewrite(text: str, is_user_file: Callable[[str, str], bool]) -> str:
         last = ed.end
     out.append(text[last:])
     return "".join(out)
+
+
+# Hopper PTX (issue 28): mbarrier, cp.async.bulk.tensor, wgmma, setmaxnreg, proxy fences (asm_sm90.py)
+from harness.interp.asm_sm90 import HANDLERS as _SM90_HANDLERS  # noqa: E402
+
+ASM_HANDLERS.extend(_SM90_HANDLERS)

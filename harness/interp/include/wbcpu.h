@@ -279,6 +279,7 @@ enum { AOP_ADD, AOP_SUB, AOP_EXCH, AOP_MIN, AOP_MAX, AOP_AND, AOP_OR, AOP_XOR, A
 
 }  // namespace wb
 
+#include "wbcpu_ptx90.h"  // Hopper PTX models (entry points; needs wb::Loc)
 #include "wbcpu_half.h"
 #include "wbcpu_math.h"
 #include "wbcpu_intrinsics.h"

@@ -161,9 +161,12 @@ struct Sh {
   uint32_t wep, rep, wgen, rgen, rlanes;
   uint16_t wtid, rtid, rtid2, rwarp;
   uint16_t flags, pad;
+  uint32_t wclk, rclk, rclk2, pad2;  // happens-before clocks of the writer and of the two readers recorded (hb_*)
 };
-static_assert(sizeof(Sh) == 48, "shadow record");
-enum : uint16_t { SH_ASYNC = 1 };
+static_assert(sizeof(Sh) == 64, "shadow record");
+// SH_AGENT: last written by an asynchronous agent (a TMA copy): only happens-before orders it, never a bare barrier
+// epoch. SH_MANY: more than two distinct readers this epoch (their clocks are not all kept).
+enum : uint16_t { SH_ASYNC = 1, SH_AGENT = 2, SH_MANY = 4 };
 constexpr uint16_t NO_TID = 0xffff, MULTI_WARP = 0xffff;
 
 struct WarpSync {
@@ -204,6 +207,7 @@ std::vector<AsyncOp> g_ops;
 unsigned long long g_op_next = 1;
 unsigned g_pred_waiters = 0;
 uint32_t g_epoch = 1;
+uint32_t g_block_epoch = 1;  // g_epoch when the running block started (older shadow records are another block's)
 bool g_in_launch = false;
 const char* g_kernel = "";
 uint3 g_block{};
@@ -264,7 +268,9 @@ inline unsigned lane_bit(unsigned t) { return 1u << (t & 31); }
 uint3 tid3(unsigned t) {
   return uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
 }
+std::string agent_name(unsigned id);  // wbcpu_ptx90.cpp: "the TMA unit (mbarrier full+0x8)"
 std::string thread_str(unsigned t) {
+  if (t >= g_nthreads) return agent_name(t);
   const uint3 v = tid3(t);
   return fmt("(%u,%u,%u)", v.x, v.y, v.z);
 }
@@ -568,18 +574,86 @@ inline bool ordered(unsigned t_prev, uint32_t ep, uint32_t gen, unsigned t) {
   return warp_synced(warp_of(t), lane_bit(t_prev) | lane_bit(t), gen);
 }
 
+// ------------------------------------------------------------------------------------------------ happens-before
+// Vector clocks for synchronisation that is neither a barrier nor a warp collective: mbarrier phases (a completed
+// phase observed by try_wait orders what the arrivers did before arriving, and the TMA bytes that completed it, before
+// the waiter's next accesses), and asynchronous agents (the TMA unit of an mbarrier, the tensor core of a warpgroup)
+// that read and write shared memory on their own clock. Every thread (and agent) has a scalar clock g_clk[id],
+// always kept (accesses are stamped with it, 4 bytes in the shadow); the clock matrix g_vc (row id: what id knows of
+// every other id's clock) exists only in blocks that use an mbarrier, TMA or wgmma (hb_enable), so other kernels pay
+// one load per access. A write stamped (u, c) is ordered before thread t's access when g_vc[t][u] >= c.
+// Agents: the tensor core of each warpgroup (its wgmma operations read shared memory on their own clock), then one TMA
+// unit per mbarrier.
+constexpr unsigned HB_WG_AGENTS = 8, HB_AGENTS = 128;  // 8 warpgroups, then up to 120 mbarriers
+unsigned g_hb_w = 0;                                   // ids: threads (rounded up to a warp), then agents
+bool g_hb_on = false;
+std::vector<uint32_t> g_clk, g_vc, g_hb_tmp;
+inline uint32_t* hb_row(unsigned id) { return g_vc.data() + (size_t)id * g_hb_w; }
+inline uint32_t hb_stamp(unsigned id) { return g_clk[id]; }
+inline bool hb_knows(unsigned t, unsigned u, uint32_t c) { return g_hb_on && (u == t || hb_row(t)[u] >= c); }
+void hb_enable() {
+  if (g_hb_on) return;
+  g_vc.assign((size_t)g_hb_w * g_hb_w, 0);
+  g_hb_on = true;
+}
+void hb_join(uint32_t* dst, const uint32_t* src) {
+  for (unsigned i = 0; i < g_hb_w; ++i) dst[i] = std::max(dst[i], src[i]);
+}
+void hb_release(unsigned id, uint32_t* obj) {  // obj |= what id knows, id's own clock included; id's clock ticks
+  hb_join(obj, hb_row(id));
+  obj[id] = std::max(obj[id], g_clk[id]);
+  ++g_clk[id];
+}
+void hb_acquire(unsigned id, const uint32_t* obj) { hb_join(hb_row(id), obj); }
+void hb_barrier() {  // __syncthreads: everyone learns what anyone knew (cumulativity), then ticks
+  if (!g_hb_on) return;
+  g_hb_tmp.assign(g_hb_w, 0);
+  for (unsigned t = 0; t < g_nthreads; ++t) {
+    hb_join(g_hb_tmp.data(), hb_row(t));
+    g_hb_tmp[t] = std::max(g_hb_tmp[t], g_clk[t]);
+  }
+  for (unsigned t = 0; t < g_nthreads; ++t) {
+    memcpy(hb_row(t), g_hb_tmp.data(), g_hb_w * sizeof(uint32_t));
+    ++g_clk[t];
+  }
+}
+void hb_warp_sync(unsigned first, uint32_t lanes) {  // a completed warp collective (.sync): the lanes it names
+  if (!g_hb_on) return;
+  g_hb_tmp.assign(g_hb_w, 0);
+  for (unsigned l = 0; l < 32; ++l)
+    if ((lanes >> l) & 1) {
+      hb_join(g_hb_tmp.data(), hb_row(first + l));
+      g_hb_tmp[first + l] = std::max(g_hb_tmp[first + l], g_clk[first + l]);
+    }
+  for (unsigned l = 0; l < 32; ++l)
+    if ((lanes >> l) & 1) {
+      memcpy(hb_row(first + l), g_hb_tmp.data(), g_hb_w * sizeof(uint32_t));
+      ++g_clk[first + l];
+    }
+}
+
 // ------------------------------------------------------------------------------------------------ memory checks
 [[noreturn]] void race(const char* what, uintptr_t a, unsigned other, uint64_t other_where, uint64_t here) {
   raise_fault(FAULT_RACECHECK,
-              fmt("shared-memory race (%s) on %s in %s block (%u,%u,%u) between thread %s at %s and thread %s at %s",
+              fmt("shared-memory race (%s) on %s in %s block (%u,%u,%u) between %s%s at %s and thread %s at %s",
                   what, shared_name(a).c_str(), g_kernel, g_block.x, g_block.y, g_block.z,
+                  other != NO_TID && other >= g_nthreads ? "" : "thread ",  // an agent: "the TMA unit (...)"
                   other == NO_TID ? "?" : thread_str(other).c_str(),
                   other_where ? where_str(other_where).c_str() : "an earlier access", thread_str(g_cur->ltid).c_str(),
                   where_str(here).c_str()));
 }
+inline bool unordered_write(const Sh* e, unsigned t) {  // the last write to this byte is not ordered before t
+  if (e->wtid == t) return false;
+  if (e->flags & SH_AGENT) return e->wep >= g_block_epoch && !hb_knows(t, e->wtid, e->wclk);
+  return e->wep == g_epoch && !ordered(e->wtid, e->wep, e->wgen, t) && !hb_knows(t, e->wtid, e->wclk);
+}
+inline bool readers_known(const Sh* e, unsigned t) {  // every read of this epoch is ordered before t by hb
+  return !(e->flags & SH_MANY) && (e->rtid == t || hb_knows(t, e->rtid, e->rclk)) &&
+         (e->rtid2 == NO_TID || e->rtid2 == t || hb_knows(t, e->rtid2, e->rclk2));
+}
 void shadow_access(uintptr_t a, size_t n, int kind, uint64_t here) {
   const unsigned t = g_cur->ltid, warp = warp_of(t);
-  const uint32_t gen = g_warps[warp].gen, bit = lane_bit(t);
+  const uint32_t gen = g_warps[warp].gen, bit = lane_bit(t), clk = hb_stamp(t);
   Sh* e = g_shadow + (a - (uintptr_t)g_win);
   for (size_t i = 0; i < n; ++i, ++e) {
     if (e->flags & SH_ASYNC) {
@@ -588,8 +662,7 @@ void shadow_access(uintptr_t a, size_t n, int kind, uint64_t here) {
            e->wtid, e->wpc, here);
     }
     if (kind == 0) {
-      if (e->wep == g_epoch && e->wtid != t && !ordered(e->wtid, e->wep, e->wgen, t))
-        race("read-after-write", a + i, e->wtid, e->wpc, here);
+      if (unordered_write(e, t)) race("read-after-write", a + i, e->wtid, e->wpc, here);
       if (e->rep != g_epoch) {
         e->rep = g_epoch;
         e->rtid = (uint16_t)t;
@@ -598,14 +671,21 @@ void shadow_access(uintptr_t a, size_t n, int kind, uint64_t here) {
         e->rgen = gen;
         e->rwarp = (uint16_t)warp;
         e->rlanes = bit;
+        e->rclk = clk;
+        e->flags &= (uint16_t)~SH_MANY;
       } else {
         if (e->rwarp != warp) e->rwarp = MULTI_WARP;
         else e->rlanes |= bit;
-        if (e->rtid != t) e->rtid2 = (uint16_t)t;
+        if (e->rtid == t) {
+          e->rclk = clk;
+        } else {
+          if (e->rtid2 != NO_TID && e->rtid2 != t) e->flags |= SH_MANY;
+          e->rtid2 = (uint16_t)t;
+          e->rclk2 = clk;
+        }
       }
     } else if (kind == 1) {
-      if (e->wep == g_epoch && e->wtid != t && !ordered(e->wtid, e->wep, e->wgen, t))
-        race("write-after-write", a + i, e->wtid, e->wpc, here);
+      if (unordered_write(e, t)) race("write-after-write", a + i, e->wtid, e->wpc, here);
       if (e->rep == g_epoch) {
         bool bad;
         unsigned other = e->rtid != t ? e->rtid : e->rtid2;
@@ -619,13 +699,15 @@ void shadow_access(uintptr_t a, size_t n, int kind, uint64_t here) {
           const uint32_t need = e->rlanes | bit;
           bad = need != bit && !warp_synced(warp, need, e->rgen);
         }
-        if (bad) race("write-after-read", a + i, other, ow, here);
+        if (bad && !readers_known(e, t)) race("write-after-read", a + i, other, ow, here);
       }
       e->wep = g_epoch;
       e->wtid = (uint16_t)t;
       e->wgen = gen;
       e->wpc = here;
       e->rep = 0;
+      e->wclk = clk;
+      e->flags = 0;
     }
   }
 }
@@ -694,13 +776,18 @@ void retire(AsyncOp& op) {
       e->wgen = w.gen;
       e->wpc = op.where;
       e->rep = 0;
+      e->wclk = g_clk[op.owner];
     }
   }
 }
 void erase_ops(const std::vector<size_t>& idx) {
   for (size_t k = idx.size(); k-- > 0;) g_ops.erase(g_ops.begin() + (long)idx[k]);
 }
+bool ptx90_land(bool all);  // wbcpu_ptx90.cpp: TMA copies in flight (one at random, or all)
+void ptx90_block_begin();
+void ptx90_thread_exit(unsigned t);
 void maybe_land_async() {
+  if (!(rng() & 7)) ptx90_land(false);
   if (g_ops.empty() || (rng() & 7)) return;
   AsyncOp& op = g_ops[rng() % g_ops.size()];
   land(op);
@@ -717,6 +804,7 @@ bool same_site(Loc a, Loc b) { return a.line == b.line && (a.file == b.file || !
 void complete_barrier() {
   ++g_stats.barriers;
   ++g_epoch;
+  hb_barrier();
   for (unsigned t : g_bar_waiters) {  // bar_result holds the op until now: 1 count, 2 and, 3 or
     Fiber& f = g_fibers[t];
     const int op = f.bar_result;
@@ -804,7 +892,7 @@ void rendezvous(int lanes, const unsigned long long* mask, const char* kind, con
     }
     for (unsigned w = 0; w < (unsigned)lanes / 32; ++w) {
       const uint32_t m = (uint32_t)(c->mask[w / 2] >> (32 * (w % 2)));
-      if (m) record_sync(base / 32 + w, m);
+      if (m) record_sync(base / 32 + w, m), hb_warp_sync(base + 32 * w, m);
     }
     for (unsigned i = 0; i < (unsigned)lanes; ++i)
       if (i != lane && bit_of(c->mask, i)) {
@@ -840,6 +928,7 @@ void fiber_main(void*) {
   g_ls.thunk(g_ls.ctx);
   Fiber& f = *g_cur;
   retire_thread_ops(f.ltid);
+  ptx90_thread_exit(f.ltid);
   thread_exit_checks(f.ltid);
   f.state = T_EXITED;
   --g_live;
@@ -859,6 +948,7 @@ bool make_progress() {
   bool any = false;
   for (auto& op : g_ops)
     if (!op.landed) land(op), any = true;
+  if (ptx90_land(true)) any = true;
   if (g_pred_waiters) {
     for (auto& f : g_fibers) {
       if (f.state == T_PRED && eval_pred(f.pred, f.pred_arg)) {
@@ -925,7 +1015,11 @@ void run_block(uint3 bid) {
   ++g_stats.blocks;
   g_block = bid;
   blockIdx = bid;
-  ++g_epoch;
+  g_block_epoch = ++g_epoch;
+  g_hb_w = (g_nthreads + 31) / 32 * 32 + HB_AGENTS;
+  g_clk.assign(g_hb_w, 1);
+  g_hb_on = false;
+  ptx90_block_begin();  // before the window is re-poisoned: copies a faulted launch left in flight are dropped
   if (g_touch_hi > g_touch_lo) memset(reinterpret_cast<void*>(g_touch_lo), 0xff, g_touch_hi - g_touch_lo);
   g_touch_lo = ~(uintptr_t)0;
   g_touch_hi = 0;
@@ -1908,3 +2002,8 @@ WBI_EXPORT void wbi_stats(unsigned long long* out) {
   out[6] = g_stats.barriers;
   out[7] = g_stats.collectives;
 }
+
+// ================================================================================================ Hopper PTX models
+// mbarrier, cp.async.bulk.tensor (TMA), wgmma, setmaxnreg, fences: same translation unit, so that they can use the
+// scheduler, the shadow and the happens-before clocks above (include/wbcpu_ptx90.h declares their entry points).
+#include "wbcpu_ptx90.cpp"
