@@ -466,7 +466,8 @@ __global__ void __launch_bounds__(256) knn_v3_tc(const T* __restrict__ x, const 
 // triton_fused), the list sorts in shared memory (2*KB keys, log^2 stages with __syncwarp) become register sorts
 // run only when a thread queue fills, 2 blocks/SM instead of 1 (112-116 registers, 0 local memory, 387-1097
 // SHFL instead of 9572), Q = 1 latency by split-N, and 16-byte loads for fp32 rows (D % 4 == 0).
-// (GPU-unverified: compiled and X-rayed here, algorithm emulated in tests/test_knn.py, never run on a GPU.)
+// (CPU-verified, GPU-pending: compiled and X-rayed here, run on the CPU interpreter by tests/test_ptx80_rungs.py;
+// never run on a GPU.)
 // |x - c|^2 of one row in fp32 for one warp: lane-strided FMAs, then warp_reduce_sum (xor butterfly). The main
 // kernel (c = its CTA's centre in shared memory) and knn_v4_merge (c = the same row from global) get the same bits.
 __device__ __forceinline__ float v4_centred_sqnorm(const float* __restrict__ xr, const float* __restrict__ c, int D,

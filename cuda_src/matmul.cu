@@ -364,51 +364,7 @@ __global__ void __launch_bounds__(NT) sgemm_v7_warptile(const float* __restrict_
 }
 
 // =====================================================================================================================
-// Tensor-core building blocks (sm_80+): cp.async, ldmatrix, mma.sync m16n8k16 with fp32 accumulation.
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte global->shared copy that bypasses L1 (.cg); src_bytes = 0 zero-fills the 16 bytes without reading.
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool pred) {
-  const int n = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(n) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-// Four 8x8 b16 matrices; lane i supplies the address of row (i % 8) of matrix (i / 8).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p))
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p))
-               : "memory");
-}
-// D(16x8, f32) += A(16x16, row) * B(16x8, col).
-template <typename T> __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
-                                                                const uint32_t (&b)[2]);
-template <> __device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4],
-                                                              const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-template <> __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
-                                                                     const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
+// Tensor-core building blocks (sm_80+): cp.async, ldmatrix, mma.sync m16n8k16 with fp32 accumulation (common.cuh).
 template <typename T> struct Pair;
 template <> struct Pair<__half> { using type = __half2; };
 template <> struct Pair<__nv_bfloat16> { using type = __nv_bfloat162; };
@@ -571,8 +527,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
 }
 
 // =====================================================================================================================
-// v8b — the portable (sm_80+) mma.sync rung, tuned (GPU-unverified). Same warp/fragment structure as v8 (128x128x32,
-// 8 warps of 64x32, ldmatrix + ldmatrix.trans, m16n8k16, fp32 accumulation); what changes:
+// v8b — the portable (sm_80+) mma.sync rung, tuned (CPU-verified, GPU-pending). Same warp/fragment structure as v8
+// (128x128x32, 8 warps of 64x32, ldmatrix + ldmatrix.trans, m16n8k16, fp32 accumulation); what changes:
 // (1) XOR-swizzled shared memory instead of padded rows. ldmatrix reads 8 rows of 16 B per phase; A's 64-B rows put
 //     rows r and r+2 on the same four banks (4-way conflict unpadded), B's 256-B rows put all 8 rows on the same
 //     banks (8-way). Swizzle: A's 16-B chunk c of row r lives at c ^ ((r/2) % 4), B's at c ^ (r % 8): every 8-row

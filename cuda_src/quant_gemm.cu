@@ -231,13 +231,6 @@ __global__ void __launch_bounds__(256) qgemm_v3_w8a8_dp4a(const int8_t* __restri
 #define QG_MAGIC_F32 0x4B000000u          // 2^23: a byte under it reads as 2^23 + byte
 #define QG_PRMT_I8_F32 0x7440u            // prmt selector: out = {byte j of a, 0x00, 0x00, 0x4B}, j in 0..3 (or'ed)
 
-template <int LUT>
-__device__ __forceinline__ unsigned qg_lop3(unsigned a, unsigned b, unsigned c) {
-  unsigned d;
-  asm("lop3.b32 %0, %1, %2, %3, %4;" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(LUT));
-  return d;
-}
-
 template <typename T> struct QgT;
 template <> struct QgT<__half> {
   using T2 = __half2;
@@ -271,15 +264,15 @@ __device__ __forceinline__ void qg_dequant_word(unsigned w, const typename QgT<T
   if constexpr (std::is_same<T, __half>::value) {
     const __half2 sixteenth = X::bits(0x2C002C00u);  // {1/16, 1/16}
     const unsigned w8 = w >> 8;
-    q[0] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w, QG_MASK_LO, QG_MAGIC_FP16)), zlo[0]);
-    q[1] = __hfma2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w, QG_MASK_HI_FP16, QG_MAGIC_FP16)), sixteenth, zhi[0]);
-    q[2] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w8, QG_MASK_LO, QG_MAGIC_FP16)), zlo[1]);
-    q[3] = __hfma2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w8, QG_MASK_HI_FP16, QG_MAGIC_FP16)), sixteenth, zhi[1]);
+    q[0] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w, QG_MASK_LO, QG_MAGIC_FP16)), zlo[0]);
+    q[1] = __hfma2(X::bits(lop3<QG_LOP3_AND_OR>(w, QG_MASK_HI_FP16, QG_MAGIC_FP16)), sixteenth, zhi[0]);
+    q[2] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w8, QG_MASK_LO, QG_MAGIC_FP16)), zlo[1]);
+    q[3] = __hfma2(X::bits(lop3<QG_LOP3_AND_OR>(w8, QG_MASK_HI_FP16, QG_MAGIC_FP16)), sixteenth, zhi[1]);
   } else {
-    q[0] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w, QG_MASK_LO, QG_MAGIC_BF16)), zlo[0]);
-    q[1] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w >> 4, QG_MASK_LO, QG_MAGIC_BF16)), zlo[0]);
-    q[2] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w >> 8, QG_MASK_LO, QG_MAGIC_BF16)), zlo[1]);
-    q[3] = __hsub2(X::bits(qg_lop3<QG_LOP3_AND_OR>(w >> 12, QG_MASK_LO, QG_MAGIC_BF16)), zlo[1]);
+    q[0] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w, QG_MASK_LO, QG_MAGIC_BF16)), zlo[0]);
+    q[1] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w >> 4, QG_MASK_LO, QG_MAGIC_BF16)), zlo[0]);
+    q[2] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w >> 8, QG_MASK_LO, QG_MAGIC_BF16)), zlo[1]);
+    q[3] = __hsub2(X::bits(lop3<QG_LOP3_AND_OR>(w >> 12, QG_MASK_LO, QG_MAGIC_BF16)), zlo[1]);
   }
 }
 
@@ -573,23 +566,10 @@ __global__ void __launch_bounds__(128) qgemm_v5_w8a16_gemv(const T* __restrict__
 //     4-byte partials and 2-byte outputs cost ~70 MB of 32-byte sectors against a 30 MB weight stream).
 // Hot loop (model, sm_90a, M = 16, 12 warps/SM): 726 instr per 2 k16 steps, issue 2178 vs tensor 384, ALU 2400,
 // DRAM share 2073 cycles: ALU-bound (the per-warp dequant), as the v7 header says.
-// Expected (GPU-unverified): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
+// Expected (GPU-pending): M = 16 at 60-75% of copy bandwidth (2.5-3x cuBLAS bf16); M = 256 near cuBLAS parity.
 // Requires N % 16 == 0, group % 16 == 0. Grid (ceil(N / (128 WARPS)), SPLIT, ceil(M / (16 MT))), block 32 WARPS;
 // ws / tickets as v4 (tickets: one per (blockIdx.x, blockIdx.z)).
 #define QG_PRMT_PAIR0 0x4400u  // prmt selector for byte t = 0: {w.0, w.0, (w>>4).0, (w>>4).0}; byte t: + 0x1111 * t
-
-template <typename T>
-__device__ __forceinline__ void qg_mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  if constexpr (std::is_same<T, __half>::value) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
 
 // byte t of w -> {(q_lo - z) s, (q_hi - z) s} as one B register (low half = even k)
 template <typename T, int t>
@@ -597,7 +577,7 @@ __device__ __forceinline__ unsigned qg_dequant_pair(unsigned w, unsigned w4, typ
                                                     typename QgT<T>::T2 s) {
   using X = QgT<T>;
   constexpr unsigned magic = std::is_same<T, __half>::value ? QG_MAGIC_FP16 : QG_MAGIC_BF16;
-  const unsigned r = qg_lop3<QG_LOP3_AND_OR>(__byte_perm(w, w4, QG_PRMT_PAIR0 + 0x1111u * t), QG_MASK_LO, magic);
+  const unsigned r = lop3<QG_LOP3_AND_OR>(__byte_perm(w, w4, QG_PRMT_PAIR0 + 0x1111u * t), QG_MASK_LO, magic);
   typename X::T2 v = __hmul2(__hsub2(X::bits(r), mz), s);
   return *reinterpret_cast<unsigned*>(&v);
 }
@@ -696,7 +676,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
     const int j = 4 * w + t;                                                                          \
     const unsigned b0 = qg_dequant_pair<T, t>(wa[w], a4, mz2[j], s2[j]);                              \
     const unsigned b1 = qg_dequant_pair<T, t>(wb[w], b4, mz2[j], s2[j]);                              \
-    _Pragma("unroll") for (int i = 0; i < MT; ++i) qg_mma16816<T>(acc[i][j], a[i], b0, b1);           \
+    _Pragma("unroll") for (int i = 0; i < MT; ++i) mma_16816<T>(acc[i][j], a[i], b0, b1);           \
   }
         QG_V6_TILE(0) QG_V6_TILE(1) QG_V6_TILE(2) QG_V6_TILE(3)
 #undef QG_V6_TILE
@@ -792,7 +772,8 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 //   * STAGES = 4 cp.async.cg (16 B, L1 bypass) stages of {x tile, packed tile, the <= 4 scale/zero rows the k tile
 //     touches}; one __syncthreads per k tile: wait_group(STAGES - 2), barrier, issue tile it + 3 into the buffer
 //     the barrier just freed, compute tile it. Tails are zero-filled cp.async (src-size 0): rows >= M, columns >=
-//     N, k >= K; k16 steps past K are skipped (K % 16 == 0), so no zero-filled byte is ever dequantised;
+//     N, k >= K; k16 steps past K are skipped (K % 16 == 0), so no zero-filled byte is ever dequantised. A thread
+//     with no chunk of the x tile (MT = 1: threads 128-255) issues no x copy at all: src-size 0 still writes;
 //   * packed layout unchanged (no repack): byte (p, n) = {k 2p, k 2p + 1} of column n is one B register of
 //     m16n8k16. Lane (gid, tig) reads 4 bytes (LDS.32) of packed rows 8 ks + tig and 8 ks + 4 + tig at CTA columns
 //     32 warp + 4 gid .. + 3: byte t is logical column gid of n8 tile t (physical column 32 warp + 4 gid + t), so
@@ -820,7 +801,7 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 // (24 KB in flight per CTA) instead of 4 LDG.128 per lane. Per 64-k tile the SASS loop is ~440 (MT 1) / ~510 (MT 4)
 // instructions per thread for 16 / 64 HMMAs; at M = 16 that is ~3000 warp instructions per 8 KB of packed weights,
 // so at 4 IPC the SMs issue-limit near 2.8 TB/s on an H200 (~65% of copy): the dequant, not DRAM, bounds M = 16.
-// Expected (GPU-unverified): M = 16 like v6 or better (>= 2.5x cuBLAS bf16), M = 256 near cuBLAS parity (v6: below).
+// Expected (GPU-pending): M = 16 like v6 or better (>= 2.5x cuBLAS bf16), M = 256 near cuBLAS parity (v6: below).
 // Requires N % 16 == 0, group % 16 == 0 (so K % 16 == 0); any M. Dynamic shared memory STAGES x stage bytes
 // (qgemm_v7_smem_bytes below: 56 / 64 / 80 KB for MT = 1 / 2 / 4), block 256. ws / tickets as v6 (one ticket per
 // (blockIdx.x, blockIdx.z)).
@@ -831,20 +812,6 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v6_w4a16_mma(const T* __rest
 #define QG_V7_NT 4                 // n8 tiles per warp (bytes per lane per LDS.32)
 #define QG_V7_PRMT_Z0 0x4040u      // prmt selector, byte t = 0: {z.0, 0, z.0, 0}; byte t: + 0x0101 * t
 #define QG_V7_SYM_ZERO 0x08080808u // symmetric: z = 8 in every byte
-
-__device__ __forceinline__ void qg_cp_async16(void* dst, const void* src, bool pred) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(pred ? 16 : 0));
-}
-__device__ __forceinline__ void qg_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void qg_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-__device__ __forceinline__ void qg_ldmatrix_x4(unsigned (&r)[4], const void* p) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
 
 template <int MT, int WARPS>
 struct QgV7 {
@@ -919,18 +886,22 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __r
     const int k0 = kt * BK;
 #pragma unroll
     for (int j = 0; j < CA; ++j) {
+      // Only threads that own one of the tile's BM * 8 chunks copy: a src-size-0 copy still writes 16 zero bytes,
+      // and at MT = 1 (128 chunks, 256 threads) chunk 128 + i would land at 2048 + 16 i, in the packed tile that
+      // the B copies fill in the same stage (a race the CPU interpreter reports; tests/test_ptx80.py keeps it).
+      if (BM * 8 % NTH != 0 && tid + j * NTH >= BM * 8) continue;  // QG_V7_X_CHUNK_GUARD
       const bool ok = a_ok[j] && k0 + a_k[j] < K;  // K % 16 == 0: a chunk is all in or all out
-      qg_cp_async16(st + a_dst[j], ok ? a_src[j] + k0 : x, ok);
+      cp_async_16(st + a_dst[j], ok ? a_src[j] + k0 : x, ok);
     }
 #pragma unroll
     for (int j = 0; j < CB; ++j) {
       const bool ok = b_ok[j] && k0 + b_k[j] < K;
-      qg_cp_async16(st + b_dst[j], ok ? b_src[j] + (long long)kt * (BK / 2) * N : packed, ok);
+      cp_async_16(st + b_dst[j], ok ? b_src[j] + (long long)kt * (BK / 2) * N : packed, ok);
     }
     if (is_s || is_z) {
       const int kl = min(BK, K - k0);  // k in this tile; slot s starts at tile offset s * group - rem
       if (q_sl == 0 || q_sl * group - ld_rem < kl) {
-        qg_cp_async16(st + q_dst, q_base + (long long)(ld_g0 + q_sl) * q_row, q_ok);
+        cp_async_16(st + q_dst, q_base + (long long)(ld_g0 + q_sl) * q_row, q_ok);
       }
     }
     ld_rem += BK;
@@ -948,17 +919,17 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __r
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < nkt) load(s, kt_begin + s);
-    qg_cp_commit();  // an empty group keeps the wait_group arithmetic uniform
+    cp_async_commit();  // an empty group keeps the wait_group arithmetic uniform
   }
   const int wc = warp * (8 * NT) + 4 * gid;  // this lane's 4 B columns in the CTA tile (byte t = n8 tile t)
   const int a_row = (lane & 15) * (BK * 2), a_hi = lane >> 4, a_sw = lane & 7;  // ldmatrix: lanes 8j..8j+7 = matrix j
   int rem = kt_begin * BK - (kt_begin * BK / group) * group;
 #pragma unroll 1
   for (int it = 0; it < nkt; ++it) {
-    qg_cp_wait<STAGES - 2>();  // tile it has landed (this thread's copies) ...
+    cp_async_wait<STAGES - 2>();  // tile it has landed (this thread's copies) ...
     __syncthreads();           // ... everyone's, and everyone is done with tile it - 1's buffer
     if (it + STAGES - 1 < nkt) load((it + STAGES - 1) % STAGES, kt_begin + it + STAGES - 1);
-    qg_cp_commit();
+    cp_async_commit();
     const unsigned char* st = qg_smem + (it % STAGES) * C::STAGE;
     const unsigned char* sb = st + C::A_BYTES;
     const unsigned char* ss = sb + C::B_BYTES;
@@ -1000,15 +971,15 @@ __global__ void __launch_bounds__(32 * WARPS) qgemm_v7_w4a16_marlin(const T* __r
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
         unsigned a[4];
-        qg_ldmatrix_x4(a, ap + i * 16 * (BK * 2));  // rows 16 i + (lane & 15): (r & 7) == (lane & 7)
+        ldmatrix_x4(a, ap + i * 16 * (BK * 2));  // rows 16 i + (lane & 15): (r & 7) == (lane & 7)
 #pragma unroll
-        for (int t = 0; t < NT; ++t) qg_mma16816<T>(acc[i][t], a, b[t][0], b[t][1]);
+        for (int t = 0; t < NT; ++t) mma_16816<T>(acc[i][t], a, b[t][0], b[t][1]);
       }
     }
     rem += BK;
     while (rem >= group) rem -= group;
   }
-  qg_cp_wait<0>();
+  cp_async_wait<0>();
 
   // acc[i][t][e]: row m0 + 16 i + gid + 8 (e >> 1), column n0 + wc' with wc' = 32 warp + 4 (2 tig + (e & 1)) + t:
   // for one row, e & 1 = 0 gives columns 8 tig + 0..3 and e & 1 = 1 gives 8 tig + 4..7 -- 8 consecutive columns.

@@ -315,7 +315,7 @@ def test_checked_access_and_inline_ptx(ext):
     assert str(e).endswith("thread (2,0,0) at model_of_ldmatrix:7")
     with pytest.raises(NotInterpreted) as ni:
         ext["ptx_lane"](1, 32, torch.empty(32, dtype=torch.int32))
-    assert str(ni.value).startswith("needs mov.u32 %laneid (not interpreted) at extension.cu:")
+    assert str(ni.value).startswith("needs pmevent (not interpreted) at extension.cu:")
 
 
 # ----------------------------------------------------------------------------------------------- rewriter

@@ -1,7 +1,7 @@
 """Every CUDA variant of the repository on the CPU interpreter at its family's quick shapes: the plain-CUDA rungs and
 those whose inline PTX the interpreter models end `ok` (the same judge and seeds as any record), the ones that need
 other inline PTX end `skipped: needs <instruction> (not interpreted)`. Minutes of CPU: opt-in with WB_SLOW_TESTS=1
-(the fast checks of the interpreter are test_interp.py and test_ptx90.py).
+(the fast checks of the interpreter are test_interp.py, test_ptx80.py, test_ptx80_rungs.py and test_ptx90.py).
 """
 
 from __future__ import annotations
@@ -28,16 +28,14 @@ PLAIN = {  # family -> CUDA variants written in plain CUDA C++
     "knn": ["knn_v1_twopass", "knn_v2_fused"],
     "ann": ["cuda_ivf"],
 }
-MODELLED = {  # family -> CUDA variants whose inline PTX the interpreter models (issue 28: Hopper)
-    "matmul": ["cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma", "cuda_v11_fp8_wgmma_relayout"],
-    "attention": ["cuda_v3_wgmma"],
-}
-PTX = {  # family -> CUDA variants that need inline PTX not modelled yet
-    "matmul": ["cuda_v8_mma", "cuda_v8b_mma_swizzle"],
-    "attention": ["cuda_v2_mma"],
+MODELLED = {  # family -> CUDA variants whose inline PTX the interpreter models (issue 28: sm_80 and Hopper)
+    "matmul": ["cuda_v8_mma", "cuda_v8b_mma_swizzle", "cuda_v9_wgmma", "cuda_v10_wgmma_ws", "cuda_v11_fp8_wgmma",
+               "cuda_v11_fp8_wgmma_relayout"],
+    "attention": ["cuda_v2_mma", "cuda_v3_wgmma"],
     "quant_gemm": ["cuda_v4_w4a16_gemv", "cuda_v6_w4a16_mma", "cuda_v7_w4a16_marlin"],
     "knn": ["knn_v3_tc", "knn_v4_tf32_ws"],
 }
+PTX: dict[str, list[str]] = {}  # family -> CUDA variants that need inline PTX not modelled yet
 
 
 @pytest.fixture(autouse=True)

@@ -276,8 +276,8 @@ def register_cuda_variants(problem) -> None:
                         supports=_v4_supports, compute_dtype="tf32",
                         kernel=("knn_v4_tf32_ws<32>", "knn_v4_tf32_ws<64>", "knn_v4_tf32_ws<128>",
                                 "knn_v4_merge<32>", "knn_v4_merge<64>", "knn_v4_merge<128>"),
-                        description="(GPU-unverified) queries grouped by cluster, each CTA centred at its 32 queries' "
-                                    "mean (norms in-kernel); TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect (thread "
-                                    "queues + register bitonic merge, no local memory, 2 blocks/SM) keeps k+margin → "
-                                    "exact fp32 re-rank, certified (v2 for refused queries); split-N base slices + "
-                                    "merge kernel when Q/32 CTAs < 2 waves; l2 only")
+                        description="(CPU-verified, GPU-pending) queries grouped by cluster, each CTA centred at its "
+                                    "32 queries' mean (norms in-kernel); TF32 WMMA x'·y'ᵀ tile in smem → WarpSelect "
+                                    "(thread queues + register bitonic merge, no local memory, 2 blocks/SM) keeps "
+                                    "k+margin → exact fp32 re-rank, certified (v2 for refused queries); split-N base "
+                                    "slices + merge kernel when Q/32 CTAs < 2 waves; l2 only")

@@ -286,8 +286,8 @@ def register_cuda_variants(problem) -> None:
                         description="mma.sync m16n8k16 + ldmatrix, 3-stage cp.async ring, fp32 accumulation")
     problem.add_variant("cuda_v8b_mma_swizzle", "cuda", _v8b, dtypes=("fp16", "bf16"), source=SRC, kernel=V8B,
                         ladder=8, supports=_v8b_supports,
-                        description="(GPU-unverified) v8 with XOR-swizzled shared memory (no padding), 4 cp.async "
-                                    "stages, grouped tile order; portable sm_80+")
+                        description="(CPU-verified, GPU-pending) v8 with XOR-swizzled shared memory (no padding), "
+                                    "4 cp.async stages, grouped tile order; portable sm_80+")
     if SRC_SM90.path.exists():
         problem.add_variant("cuda_v9_wgmma", "cuda", _v9, dtypes=("fp16", "bf16"), source=SRC_SM90,
                             kernel=V9_KERNEL, ladder=9, supports=_v9_supports,

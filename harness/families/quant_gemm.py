@@ -415,7 +415,11 @@ _TICKETS: dict[str, torch.Tensor] = {}
 
 
 def _tickets(n: int, device: torch.device) -> torch.Tensor:
-    """A zeroed int32 buffer of >= n tickets per device, kept across calls (every launch leaves it zero)."""
+    """A zeroed int32 buffer of >= n tickets per device, kept across calls (every launch leaves it zero). On the CPU
+    (the interpreter) a fresh one per call: a launch that faults there ends before its last CTA re-arms the tickets,
+    and the process goes on (on a GPU the fault is sticky)."""
+    if torch.device(device).type == "cpu":
+        return torch.zeros(max(n, 1), dtype=torch.int32)
     key = str(device)
     t = _TICKETS.get(key)
     if t is None or t.numel() < n:
@@ -520,8 +524,9 @@ def _mma_ok(shape: Shape, dtype: str) -> str | None:
 @PROBLEM.variant("cuda_v6_w4a16_mma", "cuda", source=SRC, kernel=("qgemm_v6_w4a16_mma<{T},1,4>",
                                                                  "qgemm_v6_w4a16_mma<{T},2,4>"), ladder=6,
                  supports=_all(_needs("w4a16"), _mma_ok),
-                 description="(GPU-unverified) mma.sync m16n8k16: packed bytes are B-fragment k-pairs, LDG.128 per "
-                             "lane feeds 16 HMMAs, prmt+lop3 magic dequant, scales once per group, split-K tickets")
+                 description="(CPU-verified, GPU-pending) mma.sync m16n8k16: packed bytes are B-fragment k-pairs, "
+                             "LDG.128 per lane feeds 16 HMMAs, prmt+lop3 magic dequant, scales once per group, split-K "
+                             "tickets")
 def cuda_v6_w4a16_mma(inputs, out, shape):
     y = out["y"]
     sms = torch.cuda.get_device_properties(y.device).multi_processor_count if y.is_cuda else _MMA_SMS
@@ -584,8 +589,9 @@ def v7_launch(M: int, N: int, K: int, sms: int = _MMA_SMS) -> dict:
 @PROBLEM.variant("cuda_v7_w4a16_marlin", "cuda", source=SRC,
                  kernel=tuple(f"qgemm_v7_w4a16_marlin<{{T}},{mt},8>" for mt in (1, 2, 4)), ladder=7,
                  supports=_all(_needs("w4a16"), _mma_ok),
-                 description="(GPU-unverified) Marlin-style: 4-stage cp.async of x/packed/scale tiles to smem, "
-                             "ldmatrix A, lop3 dequant once per CTA reused by MT m16 tiles, split-K at decode M")
+                 description="(CPU-verified, GPU-pending) Marlin-style: 4-stage cp.async of x/packed/scale tiles "
+                             "to smem, ldmatrix A, lop3 dequant once per CTA reused by MT m16 tiles, split-K at decode "
+                             "M")
 def cuda_v7_w4a16_marlin(inputs, out, shape):
     y = out["y"]
     sms = torch.cuda.get_device_properties(y.device).multi_processor_count if y.is_cuda else _MMA_SMS

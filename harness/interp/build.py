@@ -22,7 +22,11 @@ from typing import Any
 from filelock import FileLock
 
 from harness.cuda_common import CUDA_SRC, CompileError, cache_dir, cached_build, parse_depfile
+from harness.interp import ptx80
 from harness.interp import rewrite as rw
+
+# The PTX instruction models (issue 28) register their asm handlers with the rewriter.
+ptx80.install(rw.ASM_HANDLERS)
 
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE / "include"

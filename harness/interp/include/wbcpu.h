@@ -162,6 +162,13 @@ WB_HIDDEN void async_retire(unsigned long long id);  // retire one landed copy: 
 WB_HIDDEN void check_access(const void* p, size_t n, int kind, Loc loc);
 WB_HIDDEN bool is_shared(const void* p);
 WB_HIDDEN unsigned linear_tid();
+WB_HIDDEN size_t dyn_smem_size();  // the running launch's dynamic shared bytes (PTX %dynamic_smem_size)
+// async_copy and check_access with the source location taken from a return address instead (symbolised, with its
+// inline chain, only if a report names it): a model called from a shared helper (common.cuh's cp_async_16) then
+// names the kernel's line too ("common.cuh:95 via quant_gemm.cu:927").
+WB_HIDDEN unsigned long long async_copy_at(void* dst_shared, const void* src_global, size_t n, size_t src_n,
+                                           const void* pc);
+WB_HIDDEN void check_access_at(const void* p, size_t n, int kind, const void* pc);
 
 // ---- shared memory (the rewriter's targets)
 WB_HIDDEN void* dyn_smem();  // the dynamic shared area (fixed address; the launch sets its size)
@@ -277,3 +284,4 @@ enum { AOP_ADD, AOP_SUB, AOP_EXCH, AOP_MIN, AOP_MAX, AOP_AND, AOP_OR, AOP_XOR, A
 #include "wbcpu_math.h"
 #include "wbcpu_intrinsics.h"
 #include "wbcpu_api.h"
+#include "wbcpu_ptx80.h"

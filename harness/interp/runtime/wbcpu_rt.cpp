@@ -1026,6 +1026,9 @@ void run_block(uint3 bid) {
   g_runnable.clear();
   g_bar_waiters.clear();
   g_colls.clear();
+  for (auto& op : g_ops)  // left in flight by a launch that faulted: their bytes are no longer pending
+    if (g_racecheck)
+      for (size_t i = 0; i < op.n; ++i) g_shadow[(uintptr_t)op.dst - (uintptr_t)g_win + i].flags = 0;
   g_ops.clear();
   g_pred_waiters = 0;
   for (auto& w : g_warps) w.gen = 0;
@@ -1288,15 +1291,15 @@ void wait_until(bool (*pred)(void*), void* arg, const char* what, Loc loc) {
   ++g_pred_waiters;
   schedule_next();
 }
-unsigned long long async_copy(void* dst, const void* src, size_t n, size_t src_n, Loc loc, void (*on_done)(void*),
-                              void* user) {
-  if (!in_fiber()) raise_fault(FAULT_SYNCCHECK, fmt("async copy outside a kernel (%s)", loc_str(loc).c_str()));
-  const uint64_t here = intern(loc);
+namespace {
+unsigned long long async_copy_where(void* dst, const void* src, size_t n, size_t src_n, uint64_t here,
+                                    void (*on_done)(void*), void* user) {
+  if (!in_fiber()) raise_fault(FAULT_SYNCCHECK, fmt("async copy outside a kernel (%s)", where_str(here).c_str()));
   if (src_n) check_slow((uintptr_t)src, src_n, 0, here);
   const uintptr_t d = (uintptr_t)dst;
   if (d - (uintptr_t)g_win >= WIN_SIZE)
     raise_fault(FAULT_MEMCHECK, fmt("async copy destination %p is not shared memory %s at %s", dst, who().c_str(),
-                                    loc_str(loc).c_str()));
+                                    where_str(here).c_str()));
   check_slow(d, n, 1, here);  // bounds, and the write-side race checks against plain accesses
   const unsigned t = g_cur->ltid;
   if (g_racecheck) {
@@ -1311,6 +1314,14 @@ unsigned long long async_copy(void* dst, const void* src, size_t n, size_t src_n
   g_ops.push_back(AsyncOp{id, t, static_cast<char*>(dst), static_cast<const char*>(src), n, src_n, -1, false, here,
                           on_done, user});
   return id;
+}
+}  // namespace
+unsigned long long async_copy(void* dst, const void* src, size_t n, size_t src_n, Loc loc, void (*on_done)(void*),
+                              void* user) {
+  return async_copy_where(dst, src, n, src_n, intern(loc), on_done, user);
+}
+unsigned long long async_copy_at(void* dst, const void* src, size_t n, size_t src_n, const void* pc) {
+  return async_copy_where(dst, src, n, src_n, (uint64_t)(uintptr_t)pc, nullptr, nullptr);
 }
 void async_commit() {
   if (!in_fiber()) return;
@@ -1347,7 +1358,14 @@ void check_access(const void* p, size_t n, int kind, Loc loc) {
   if (a - g_stack_lo < g_stack_size) return;
   check_slow(a, n, kind, intern(loc));
 }
+void check_access_at(const void* p, size_t n, int kind, const void* pc) {
+  if (!in_fiber()) return;
+  const uintptr_t a = (uintptr_t)p;
+  if (a - g_stack_lo < g_stack_size) return;
+  check_slow(a, n, kind, (uint64_t)(uintptr_t)pc);
+}
 bool is_shared(const void* p) { return g_win && (uintptr_t)p - (uintptr_t)g_win < WIN_SIZE; }
+size_t dyn_smem_size() { return g_dyn_size; }
 
 void* dyn_smem() {
   ensure_window();
