@@ -7,14 +7,17 @@ STAMP := $(VENV)/.installed
 KERNEL ?= softmax
 ARGS  ?=
 CUBLAS ?= auto
+# pytest-xdist workers: the suite is mostly single-threaded subprocesses (nvcc, g++, the interpreter), so two
+# workers halve its wall time on CI's 2 cores; TEST_JOBS=0 runs it in one process
+TEST_JOBS ?= 2
 
 .PHONY: bench test lint gpu-check gpu-prep gpu-plan clean
 bench: $(STAMP)
 	$(PY) bench/run.py --kernel $(KERNEL) $(ARGS)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -rfE tests
-	$(PY) -m pytest -q -rfE bench/test_bench_kernels.py --benchmark-disable
+	$(PY) -m pytest -q -rfE -n $(TEST_JOBS) tests
+	$(PY) -m pytest -q -rfE -n $(TEST_JOBS) bench/test_bench_kernels.py --benchmark-disable
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -21,7 +21,8 @@ setup(
     ],
     extras_require={
         "cuda": ["pycuda", "cuda-python"],
-        "test": ["pytest", "pytest-benchmark", "ruff", "faiss-cpu"],  # faiss: the kNN family's second oracle
+        # faiss: the kNN family's second oracle; xdist: `make test` runs two workers
+        "test": ["pytest", "pytest-xdist", "pytest-benchmark", "ruff", "faiss-cpu"],
         "slurm": ["submitit"],
         "faiss": ["faiss-cpu"],
     },

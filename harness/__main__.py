@@ -147,6 +147,7 @@ def compile_rows(families: list[str], archs: list[str] | None = None) -> list[di
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.table import Table
 
     from harness.cuda import nvcc_path
@@ -164,17 +165,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if not rows:
         con.print(f"no CUDA variants registered for --kernel {args.kernel}")
         return 0
-    t = Table(title="ptxas resources per kernel", title_justify="left", header_style="bold")
-    for h in ("kernel", "source", "arch", "registers", "smem B", "stack B", "spills B", "variant"):
-        t.add_column(h, overflow="fold")
+    # 80 columns: short headers, bytes in the title, and one source named there rather than on every row, so a
+    # kernel name such as softmax_v1_naive<__nv_bfloat16> stays on one line
+    sources = sorted({r["source"] for r in rows})
+    one = len(sources) == 1
+    t = Table(title="ptxas resources per kernel" + (f" in {sources[0]}" if one else "") + " (smem/stack/spill: bytes)",
+              title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              padding=(0, 1), collapse_padding=True)
+    heads = ["kernel"] + ([] if one else ["source"]) + ["arch", "regs", "smem", "stack", "spill", "variant"]
+    fixed = {"arch": 6, "regs": 5, "smem": 6, "stack": 5, "spill": 5,  # sm_90a, "error", 232448 B of smem
+             "source": max(map(len, sources))}
+    for h in heads:
+        t.add_column(h, overflow="fold", width=fixed.get(h))
     n_err = 0
     for r in rows:
+        lead = [r["kernel"]] + ([] if one else [r["source"]]) + [r["arch"]]
         if "error" in r:
             n_err += 1
-            t.add_row(r["kernel"], r["source"], r["arch"], "[red]error[/]", "", "", "", r["variant"])
+            t.add_row(*lead, "[red]error[/]", "", "", "", r["variant"])
             continue
         spill = r["spills"]
-        t.add_row(r["kernel"], r["source"], r["arch"], str(r.get("registers")), str(r.get("shared_bytes")),
+        t.add_row(*lead, str(r.get("registers")), str(r.get("shared_bytes")),
                   str(r.get("stack_bytes")), f"[red]{spill}[/]" if spill else "0", r["variant"])
     con.print(t)
     for r in rows:

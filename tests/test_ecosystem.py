@@ -135,8 +135,9 @@ def test_report_cli_from_stored_records(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- CLI smoke
-def _harness(*args, timeout=300):
-    env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"))
+def _harness(*args, timeout=300, columns=80):
+    # a pipe gets rich's default width unless COLUMNS says otherwise: pin it, the tables must read at 80 columns
+    env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"), COLUMNS=str(columns))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -157,7 +158,8 @@ def test_cli_compile_softmax():
         assert res.returncode == 2 and "nvcc not found" in res.stderr
         return
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "softmax_v3_block" in res.stdout and "registers" in res.stdout
+    assert "softmax_v3_block" in res.stdout and "regs" in res.stdout
+    assert "softmax_v1_naive<__nv_bfloat16>" in res.stdout  # at 80 columns the longest name still reads whole
 
 
 def test_cli_check_and_bad_input():
@@ -172,6 +174,8 @@ def test_cli_check_and_bad_input():
 # ---------------------------------------------------------------------------------------------------- benchmarks
 def _bench(tmp_path: Path, *extra: str):
     env = dict(os.environ, WB_FAMILIES="tests.toy_family", TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"))
+    for k in [k for k in env if k.startswith("PYTEST_XDIST")]:  # pytest-benchmark saves nothing inside an xdist worker
+        del env[k]
     cmd = [sys.executable, "-m", "pytest", "bench/test_bench_kernels.py", "-q", "-p", "no:cacheprovider",
            "--wb-kernel", "toy", "-k", "fp32 and (torch_ref or triton_axpb)", "--benchmark-autosave",
            f"--benchmark-storage=file://{tmp_path}", *extra]
@@ -189,7 +193,7 @@ def test_bench_suite_autosave_and_pytest_benchmark_compare(tmp_path):
     res = _bench(tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     saved = glob.glob(str(tmp_path / "*" / "*.json"))
-    assert len(saved) == 1
+    assert len(saved) == 1, res.stdout[-3000:]
     data = json.loads(Path(saved[0]).read_text())
     names = {b["extra_info"]["variant"] for b in data["benchmarks"]}
     assert names == {"torch_ref", "triton_axpb"}
