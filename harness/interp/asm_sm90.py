@@ -252,8 +252,6 @@ def translate(stmt: AsmStmt) -> str | None:
                 code.append(f"::wb::ptx90::wgmma_wait((int)({ctx.val(args[0])}), {ctx.loc});")
             elif op.startswith("wgmma.mma_async."):
                 code.append(_wgmma(ctx, op, args))
-            elif op == "ex2.approx.ftz.f32" and len(args) == 2 and ctx.lval(args[0]):
-                code.append(f"{ctx.lval(args[0])} = ::wb::ptx90::ex2_approx_ftz({ctx.val(args[1])});")
             elif re.fullmatch(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32", op):
                 inc = "1" if ".inc." in op else "0"
                 code.append(f"::wb::ptx90::setmaxnreg({inc}, (int)({ctx.val(args[0])}), {ctx.loc});")

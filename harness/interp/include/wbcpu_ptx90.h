@@ -50,8 +50,6 @@ WB_HIDDEN uint32_t desc_address(uint64_t desc, int kmajor, int es, int mn, int k
 WB_HIDDEN uint32_t swizzle(uint32_t addr, int mode);
 // one element of the m64nNk accumulator: the (row, col) that thread t (0..127) register i holds
 WB_HIDDEN void acc_coord(int t, int i, int* row, int* col);
-// ex2.approx.ftz.f32 (the sm_80 models of issue 28 carry the same; this one serves Hopper files until they meet)
-WB_HIDDEN float ex2_approx_ftz(float x);
 // fp8 (e4m3 = 0, e5m2 = 1) byte -> float
 WB_HIDDEN float fp8_value(unsigned char b, int e5m2);
 // QGMMA's limited-precision accumulation of one k32 instruction for one output: c + sum(a[i] * b[i]), i < n

@@ -878,11 +878,6 @@ void acc_coord(int t, int i, int* row, int* col) {
   *row = 16 * w + g + 8 * ((i / 2) % 2);
   *col = 8 * (i / 4) + 2 * q + (i % 2);
 }
-float ex2_approx_ftz(float x) {  // ex2.approx.ftz.f32: subnormal input -> 0 (2^0 = 1), subnormal result -> +0
-  if (std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.f, x);
-  const float y = exp2f(x);
-  return std::fpclassify(y) == FP_SUBNORMAL ? 0.f : y;
-}
 float fp8_value(unsigned char b, int e5m2) {
   const int s = b >> 7;
   float v;
