@@ -112,6 +112,6 @@ def register_cuda_variants(problem) -> None:
     _SRC = CudaSource("ann.cu")
     make_kernels()
     problem.add_variant("cuda_ivf", "cuda", search, source=_SRC, kernel=KERNELS, supports=supports, ladder=1,
-                        description="(GPU-unverified) coarse = cuBLAS SGEMM + warp select; one CTA per query: flat "
-                                    "32-row tiles, transpose-reduced Σ(x−v)²; PQ m×256 LUT in smem per (query, "
-                                    "list) + ADC; fused warp top-k, exact re-rank")
+                        description="(CPU-verified, GPU-pending) coarse = cuBLAS SGEMM + warp select; one CTA per "
+                                    "query: flat 32-row tiles, transpose-reduced Σ(x−v)²; PQ m×256 LUT in smem per "
+                                    "(query, list) + ADC; fused warp top-k, exact re-rank")
