@@ -620,6 +620,31 @@ def _byo_facts(v, shape, arch: str, errors: list[str], problem=None, dtype: str 
     return out
 
 
+def _sized_inputs(problem, shape, dtype: str | None) -> tuple[dict[str, Any], bool]:
+    """The problem's inputs as meta tensors at ``shape`` without drawing their data, and whether a scalar among them
+    is a placeholder: a scalar drawn from a tensor's value (sgemm's alpha) reads 0.5 (1 for integers) instead."""
+    import torch
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _NoData(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                return 0.5 if args[0].dtype.is_floating_point else 1
+            return func(*args, **(kwargs or {}))
+
+    def meta(ins: dict[str, Any]) -> dict[str, Any]:
+        return {k: (torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
+                    if isinstance(t, torch.Tensor) else t) for k, t in ins.items()}
+
+    try:
+        with FakeTensorMode():
+            return meta(problem.make_inputs(shape, dtype, 0, torch.device("cpu"))), False
+    except DataDependentOutputException:
+        with FakeTensorMode(), _NoData():
+            return meta(problem.make_inputs(shape, dtype, 0, torch.device("cpu"))), True
+
+
 def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, build) -> tuple[list | None, str]:
     """The launches the file's launcher makes at ``shape``, recorded by the CPU interpreter's dry mode
     (harness.interp.InterpLibrary.dry: every ``<<<>>>`` is logged and returns cudaSuccess, no thread runs), as
@@ -638,16 +663,17 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
 
     src = v.source
     try:
-        ins = _meta_inputs(problem, shape, dtype)
+        ins, placeholders = _sized_inputs(problem, shape, dtype)
         outs = problem.make_outputs(shape, dtype, torch.device("meta")) if v.style == "out" else {}
     except Exception as e:
         return None, f"the problem's buffers could not be sized: {type(e).__name__}: {str(e)[:120]}"
     metas = {k: t for k, t in {**ins, **(outs or {})}.items() if isinstance(t, torch.Tensor)}
-    total = sum(t.untyped_storage().nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
-                for t in metas.values())
+    total = sum(t.numel() * t.element_size() for t in metas.values())
     if total > DRY_RUN_MAX_BYTES:
         return None, (f"a dry run needs {total / 2**30:.1f} GiB of host memory for the launcher's buffers at this "
                       f"shape (limit {DRY_RUN_MAX_BYTES / 2**30:.0f} GiB); X-ray a smaller shape")
+    if placeholders and total <= 64 << 20:  # small: the record's own scalars (drawn from data) cost little
+        ins, placeholders = problem.make_inputs(shape, dtype, 0, torch.device("cpu")), False
     # uninitialised host memory (pages untouched): no kernel reads it, and a read-back by the launcher is noted
     real = {k: torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype) for k, t in metas.items()}
     ins_r = {k: real.get(k, x) for k, x in ins.items()}
@@ -691,7 +717,9 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
             if len(known) == 1:
                 la.kernel = next(iter(known))
         bad = [n for n in d.notes if not (n.startswith("device query") and h100)]
-        la.notes = [n for n in d.notes if n not in bad]
+        la.notes = [n for n in d.notes if n not in bad] + (
+            ["the launcher's scalar arguments were placeholders (the problem draws them from data)"]
+            if placeholders else [])
         if bad:
             la.block = la.grid = la.dyn_smem = None
             la.unknown = [f"before this launch, {n}" + (f", but the target is {arch}" if n.startswith("device query")
