@@ -8,7 +8,9 @@ run), ``switch`` arms on them are resolved, and the declarations before each lau
 evaluated as C integer arithmetic (truncating division, C's ``%``, shifts, ``?:``, casts, ``min``/``max``,
 ``sizeof`` of the scalar types). Calls into other functions of the file are followed (3 levels) with their arguments
 bound to the callee's parameters. Anything that depends on a value only the run knows (``cudaOccupancyMax...``, a
-device query, a loop) stays unknown and is reported as such, never guessed.
+device query, a loop) stays unknown and is reported as such, never guessed: names assigned inside a loop or written
+through a pointer or reference are forgotten (:func:`run_dependent`). The X-ray then asks a dry run of the launcher
+in the CPU interpreter (harness.xray._dry_plan).
 """
 
 from __future__ import annotations

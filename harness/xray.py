@@ -1194,7 +1194,7 @@ def render(recs: list[dict[str, Any]], con) -> None:
             con.print(f"[dim]{r['variant']}: not inspected: {r.get('reason')}[/]")
     for r in ok:
         for k in r["kernels"]:
-            if k.get("launch"):  # a course file's launch, read from its source at this shape
+            if k.get("launch"):  # a course file's launch, read from its source (or a dry run) at this shape
                 grid = "x".join(map(str, k["grid"])) if k.get("grid") else "?"
                 from rich.markup import escape
 
