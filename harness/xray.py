@@ -688,7 +688,10 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
                   ctypes.POINTER(ctypes.c_double)] + [ctypes.c_uint] * 6
     msg = lib.wb_byo_message
     msg.restype = ctypes.c_char_p
-    ptrs, ints, floats = byo._marshal([r for _, r in src.params], src.conv["roles"], ins_r, outs_r, shape)
+    try:
+        ptrs, ints, floats = byo._marshal([r for _, r in src.params], src.conv["roles"], ins_r, outs_r, shape)
+    except (KeyError, TypeError, AttributeError) as e:
+        return None, f"the launcher's arguments could not be made: {type(e).__name__}: {e}"
     interp.set_call(tensors=real)
     try:
         with lib.dry() as log:
