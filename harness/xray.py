@@ -723,8 +723,9 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
         la.notes = [n for n in d.notes if n not in bad] + (
             ["the launcher's scalar arguments were placeholders (the problem draws them from data)"]
             if placeholders else [])
-        if bad:
+        if bad:  # what the interpreter answered is not the GPU's: no number of this launch is shown
             la.block = la.grid = la.dyn_smem = None
+            la.text = f"{d.name}<<<?>>> (dry run)"
             la.unknown = [f"before this launch, {n}" + (f", but the target is {arch}" if n.startswith("device query")
                                                          else "") for n in bad]
         out.append(la)
