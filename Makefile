@@ -9,6 +9,7 @@ ARGS  ?=
 CUBLAS ?= auto
 # pytest-xdist workers: the suite is mostly single-threaded subprocesses (nvcc, g++, the interpreter), so two
 # workers halve its wall time on CI's 2 cores; TEST_JOBS=0 runs it in one process
+# (tests/ uses no benchmark fixture: -p no:benchmark spares its "disabled under xdist" warnings)
 TEST_JOBS ?= 2
 
 .PHONY: bench test lint gpu-check gpu-prep gpu-plan clean
@@ -16,7 +17,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py --kernel $(KERNEL) $(ARGS)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -rfE -n $(TEST_JOBS) tests
+	$(PY) -m pytest -q -rfE -n $(TEST_JOBS) -p no:benchmark tests
 	$(PY) -m pytest -q -rfE -n $(TEST_JOBS) bench/test_bench_kernels.py --benchmark-disable
 
 lint: $(STAMP)
