@@ -8,7 +8,9 @@ run), ``switch`` arms on them are resolved, and the declarations before each lau
 evaluated as C integer arithmetic (truncating division, C's ``%``, shifts, ``?:``, casts, ``min``/``max``,
 ``sizeof`` of the scalar types). Calls into other functions of the file are followed (3 levels) with their arguments
 bound to the callee's parameters. Anything that depends on a value only the run knows (``cudaOccupancyMax...``, a
-device query, a loop) stays unknown and is reported as such, never guessed.
+device query, a loop) stays unknown and is reported as such, never guessed: names assigned inside a loop or written
+through a pointer or reference are forgotten (:func:`run_dependent`). The X-ray then asks a dry run of the launcher
+in the CPU interpreter (harness.xray._dry_plan).
 """
 
 from __future__ import annotations
@@ -370,6 +372,7 @@ class Launch:
     grid: tuple[int, int, int] | None = None
     dyn_smem: int | None = None
     unknown: list[str] = field(default_factory=list)  # what could not be evaluated, and why
+    notes: list[str] = field(default_factory=list)  # what a dry run's geometry rests on (device queries answered)
 
     @property
     def threads(self) -> int | None:
@@ -419,11 +422,58 @@ def _declare(stmt: str, env: dict[str, Value], macros: dict) -> None:
             env.pop(name, None)
 
 
+_LOOP = re.compile(r"\b(for|while)\s*\(|\bdo\s*\{")
+_WRITE = re.compile(r"\b([A-Za-z_]\w*)\s*(?:[-+*/%&|^]|<<|>>)?=(?!=)|\b([A-Za-z_]\w*)\s*(?:\+\+|--)|"
+                    r"(?:\+\+|--)\s*([A-Za-z_]\w*)")
+
+
+def run_dependent(code: str, funcs: dict[str, Any] | None = None) -> set[str]:
+    """Names whose value the source alone does not give: assigned inside a loop (its trip count is the run's), or
+    written through a pointer or reference (``cudaDeviceGetAttribute(&sms, ...)``, a helper's ``int&`` parameter).
+    The reader forgets them, so a launch that uses one reports it unknown instead of its value before the loop."""
+    names: set[str] = set()
+    for m in _LOOP.finditer(code):
+        end = m.end() - 1
+        try:
+            if m.group(1):
+                end = _balanced(code, m.end() - 1)
+            rest = code[end:]
+            if rest.lstrip().startswith("{") or not m.group(1):
+                span = _block_span(code, end)
+                stop = span[1] if span else len(code)
+            else:
+                stop = end + (rest.find(";") + 1 if ";" in rest else len(rest))
+        except Unknown:
+            stop = len(code)
+        for w in _WRITE.finditer(code[m.start():stop]):
+            names.add(w.group(1) or w.group(2) or w.group(3))
+    for k, ch in enumerate(code):  # unary & (an address taken): the character before it opens an operand
+        if ch == "&" and code[k + 1:k + 2] != "&" and code[k - 1:k] != "&":
+            before = code[:k].rstrip()[-1:]
+            m = re.match(r"\s*([A-Za-z_]\w*)", code[k + 1:])
+            if m and (not before or before in "(,={;?:!"):
+                names.add(m.group(1))
+    for cm in _CALL.finditer(code):
+        f = (funcs or {}).get(cm.group(1))
+        if f is None or not any("&" in t for t, _ in f.params):
+            continue
+        try:
+            args = split_top(code[cm.end():_balanced(code, cm.end() - 1) - 1])
+        except Unknown:
+            continue
+        for (t, _), a in zip(f.params, args):
+            if "&" in t and re.fullmatch(r"\s*[A-Za-z_]\w*\s*", a):
+                names.add(a.strip())
+    return names
+
+
 def read_launches(code: str, env: dict[str, Value], funcs: dict[str, Any], macros: dict,
                   depth: int = 3) -> list[Launch]:
     """Every ``<<<>>>`` launch that ``code`` reaches with ``env``'s values, in order; calls into ``funcs`` (the file's
-    host functions, harness.byo.Func) are followed ``depth`` levels with their parameters bound to the arguments."""
-    env = dict(env)
+    host functions, harness.byo.Func) are followed ``depth`` levels with their parameters bound to the arguments.
+    Names the run decides (:func:`run_dependent`) are never given a value."""
+    volatile = run_dependent(code, funcs)
+    env = {k: v for k, v in env.items() if k not in volatile}
     out: list[Launch] = []
     for stmt in statements(active_code(code, env, macros)):
         lm = _LAUNCH.search(stmt)
@@ -431,6 +481,8 @@ def read_launches(code: str, env: dict[str, Value], funcs: dict[str, Any], macro
             out.append(_launch(stmt, lm, env, macros))
             continue
         _declare(stmt, env, macros)
+        for name in volatile & env.keys():
+            env.pop(name)
         for cm in _CALL.finditer(stmt):
             f = funcs.get(cm.group(1))
             if f is None or f.is_global or not f.body or depth <= 0:

@@ -48,7 +48,7 @@ from harness import hotloop
 from harness.sm import ARCH_LIMITS, ARCHS, base_arch, capability, limits, occupancy, tool
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = 8  # bump when the worker's output changes: old cache entries are then ignored
+SCHEMA = 9  # bump when the worker's output changes: old cache entries are then ignored
 
 WGMMA_OPS = ("HGMMA", "QGMMA", "IGMMA", "BGMMA")  # Hopper warpgroup MMA (wgmma)
 MMA_OPS = ("HMMA", "IMMA", "DMMA", "BMMA")  # warp-level mma.sync / wmma
@@ -512,7 +512,7 @@ def _worker_job(env: _Env, job: dict[str, Any]) -> dict[str, Any]:
     kernels, errors, seen = [], [], set()
     if plan is not None:  # a course file's own launcher: its launches read from the source at this shape
         try:
-            kernels += _byo_facts(v, shape, arch, errors)
+            kernels += _byo_facts(v, shape, arch, errors, problem, dtype)
         except Exception as e:
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
     else:
@@ -567,13 +567,32 @@ def _inspect_cmd(family: str, variant: str, spec) -> str:
     return f"python -m harness inspect --kernel {family} {opt} {shlex.quote(spec.path)}{extra}"
 
 
-def _byo_facts(v, shape, arch: str, errors: list[str]) -> list[dict[str, Any]]:
+DRY_RUN_MAX_BYTES = 2 << 30  # host memory a dry run may allocate for the launcher's buffers (2 GiB)
+DRY_LABEL = "launch recorded by a dry run of the launcher on the CPU interpreter at this shape (no kernel ran)"
+
+
+def _byo_facts(v, shape, arch: str, errors: list[str], problem=None, dtype: str | None = None
+               ) -> list[dict[str, Any]]:
     """A course file's kernels at ``shape``: the ones its launcher's code launches for this kernel number (switch
     arms on the number and on the shape's dims resolved), each specialisation's ptxas report from the file's own
-    build, and occupancy at the block size and dynamic shared memory read from its ``<<<>>>`` (harness.launches)."""
+    build, and occupancy at the block size and dynamic shared memory read from its ``<<<>>>`` (harness.launches).
+    Where that reading leaves something unknown (or finds no launch), the launcher runs once in the CPU
+    interpreter's dry mode (:func:`_dry_plan`): its launches are logged with their real geometry, no kernel runs."""
     src = v.source
     build = src.compile(arch)  # the shared library and its ptxas report, cached on every file the build read
-    plan = src.launch_plan(v.ladder if v.ladder is not None else -1, shape)
+    number = v.ladder if v.ladder is not None else -1
+    plan = src.launch_plan(number, shape)
+    label = "launch read from the source at this shape"
+    if (not plan or any(la.unknown for la in plan)) and src.mode == "launcher" and problem is not None:
+        dry, why = _dry_plan(v, problem, shape, dtype, arch, plan, build)
+        if dry is not None:
+            plan, label = dry, DRY_LABEL
+        else:
+            for la in plan:
+                la.unknown.append(f"dry run: {why}")
+            if not plan:
+                raise ValueError(f"{src.name}: no <<<...>>> launch found in {src.callee or 'the launcher'}'s code "
+                                 f"for this kernel number, and no dry run: {why}")
     if not plan:
         raise ValueError(f"{src.name}: no <<<...>>> launch found in {src.callee or 'the launcher'}'s code for "
                          f"this kernel number")
@@ -588,17 +607,129 @@ def _byo_facts(v, shape, arch: str, errors: list[str]) -> list[dict[str, Any]]:
                               + (f"; {'; '.join(la.unknown)}" if la.unknown else ""))
                 continue
             key = cands[0]
-        ident = (key, la.threads, la.dyn_smem)
+        ident = (key, la.threads, la.dyn_smem, la.grid)
         if ident in seen:
             continue
         seen.add(ident)
         facts = analyze_kernel(build.cubin, build.mangled[key], arch, la.threads, la.dyn_smem,
                                resources=build.resources[key].__dict__)
         facts.update(name=key, backend="cuda", grid=list(la.grid) if la.grid else None, dots=[], launch=la.text,
-                     geometry="launch read from the source at this shape" + (
+                     geometry=label + "".join(f"; {n}" for n in la.notes) + (
                          f"; not known: {'; '.join(la.unknown)}" if la.unknown else ""))
         out.append(facts)
     return out
+
+
+def _sized_inputs(problem, shape, dtype: str | None) -> tuple[dict[str, Any], bool]:
+    """The problem's inputs as meta tensors at ``shape`` without drawing their data, and whether a scalar among them
+    is a placeholder: a scalar drawn from a tensor's value (sgemm's alpha) reads 0.5 (1 for integers) instead."""
+    import torch
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _NoData(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                return 0.5 if args[0].dtype.is_floating_point else 1
+            return func(*args, **(kwargs or {}))
+
+    def meta(ins: dict[str, Any]) -> dict[str, Any]:
+        return {k: (torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
+                    if isinstance(t, torch.Tensor) else t) for k, t in ins.items()}
+
+    try:
+        with FakeTensorMode():
+            return meta(problem.make_inputs(shape, dtype, 0, torch.device("cpu"))), False
+    except DataDependentOutputException:
+        with FakeTensorMode(), _NoData():
+            return meta(problem.make_inputs(shape, dtype, 0, torch.device("cpu"))), True
+
+
+def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, build) -> tuple[list | None, str]:
+    """The launches the file's launcher makes at ``shape``, recorded by the CPU interpreter's dry mode
+    (harness.interp.InterpLibrary.dry: every ``<<<>>>`` is logged and returns cudaSuccess, no thread runs), as
+    harness.launches.Launch objects; or (None, why not). The launcher gets real host buffers of the shape's sizes
+    (never read: no kernel runs, and a read-back by the launcher is noted, which leaves its later launches unknown).
+    Device queries answer as an H100 SXM, so they count only for an sm_90 target; occupancy queries (no register
+    model in the interpreter) leave the launches after them unknown."""
+    import ctypes
+
+    import torch
+
+    from harness import byo, interp
+    from harness.cuda import normalize_kernel_name
+    from harness.cuda_common import CompileError
+    from harness.launches import Launch
+
+    src = v.source
+    try:
+        ins, placeholders = _sized_inputs(problem, shape, dtype)
+        outs = problem.make_outputs(shape, dtype, torch.device("meta")) if v.style == "out" else {}
+    except Exception as e:
+        return None, f"the problem's buffers could not be sized: {type(e).__name__}: {str(e)[:120]}"
+    metas = {k: t for k, t in {**ins, **(outs or {})}.items() if isinstance(t, torch.Tensor)}
+    total = sum(t.numel() * t.element_size() for t in metas.values())
+    if total > DRY_RUN_MAX_BYTES:
+        return None, (f"a dry run needs {total / 2**30:.1f} GiB of host memory for the launcher's buffers at this "
+                      f"shape (limit {DRY_RUN_MAX_BYTES / 2**30:.0f} GiB); X-ray a smaller shape")
+    if placeholders and total <= 64 << 20:  # small: the record's own scalars (drawn from data) cost little
+        ins, placeholders = problem.make_inputs(shape, dtype, 0, torch.device("cpu")), False
+    # uninitialised host memory (pages untouched): no kernel reads it, and a read-back by the launcher is noted
+    real = {k: torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype) for k, t in metas.items()}
+    ins_r = {k: real.get(k, x) for k, x in ins.items()}
+    outs_r = {k: real.get(k, x) for k, x in (outs or {}).items()}
+    try:
+        lib = interp.library(src, [])
+    except CompileError as e:
+        return None, f"the CPU interpreter's build failed: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    f = getattr(lib, byo.SYMBOL)
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_longlong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong),
+                  ctypes.POINTER(ctypes.c_double)] + [ctypes.c_uint] * 6
+    msg = lib.wb_byo_message
+    msg.restype = ctypes.c_char_p
+    try:
+        ptrs, ints, floats = byo._marshal([r for _, r in src.params], src.conv["roles"], ins_r, outs_r, shape)
+    except (KeyError, TypeError, AttributeError) as e:
+        return None, f"the launcher's arguments could not be made: {type(e).__name__}: {e}"
+    interp.set_call(tensors=real)
+    try:
+        with lib.dry() as log:
+            rc = f(v.ladder if v.ladder is not None else -1, (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs),
+                   (ctypes.c_longlong * max(1, len(ints)))(*ints), (ctypes.c_double * max(1, len(floats)))(*floats),
+                   1, 1, 1, 1, 1, 1)
+    except Exception as e:  # a fault in the launcher's own host code
+        return None, f"the launcher failed in the dry run: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    if rc != 0:
+        return None, f"the launcher failed in the dry run: {msg().decode(errors='replace') or f'error {rc}'}"
+    if not log.launches:
+        return None, "the launcher launched no kernel in the dry run"
+    h100 = capability(arch) == 90
+    static_keys: dict[str, set[str]] = {}
+    for la in static:
+        if la.kernel in build.resources:
+            static_keys.setdefault(la.base, set()).add(la.kernel)
+    out = []
+    for d in log.launches:
+        base = d.name.split("<", 1)[0].strip().split("::")[-1]
+        la = Launch(base=base, kernel=normalize_kernel_name(d.name), text=(
+            f"{d.name}<<<({d.grid[0]},{d.grid[1]},{d.grid[2]}), ({d.block[0]},{d.block[1]},{d.block[2]}), "
+            f"{d.dyn_smem}>>> (dry run)"), block=d.block, grid=d.grid, dyn_smem=d.dyn_smem)
+        if la.kernel not in build.resources:  # template arguments as written (BM, T): the specialisation from
+            known = static_keys.get(base, set())  # the source reader when it named exactly one
+            if len(known) == 1:
+                la.kernel = next(iter(known))
+        bad = [n for n in d.notes if not (n.startswith("device query") and h100)]
+        la.notes = [n for n in d.notes if n not in bad] + (
+            ["the launcher's scalar arguments were placeholders (the problem draws them from data)"]
+            if placeholders else [])
+        if bad:  # what the interpreter answered is not the GPU's: no number of this launch is shown
+            la.block = la.grid = la.dyn_smem = None
+            la.text = f"{d.name}<<<?>>> (dry run)"
+            la.unknown = [f"before this launch, {n}" + (f", but the target is {arch}" if n.startswith("device query")
+                                                         else "") for n in bad]
+        out.append(la)
+    return out, ""
 
 
 def _job_deps(v, launches: list[dict[str, Any]], spec) -> dict[str, list]:
@@ -1067,7 +1198,7 @@ def render(recs: list[dict[str, Any]], con) -> None:
             con.print(f"[dim]{r['variant']}: not inspected: {r.get('reason')}[/]")
     for r in ok:
         for k in r["kernels"]:
-            if k.get("launch"):  # a course file's launch, read from its source at this shape
+            if k.get("launch"):  # a course file's launch, read from its source (or a dry run) at this shape
                 grid = "x".join(map(str, k["grid"])) if k.get("grid") else "?"
                 from rich.markup import escape
 

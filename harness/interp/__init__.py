@@ -15,10 +15,12 @@ dict keys appear in messages ("C+65536"); other tensors are "arg<i>".
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,25 @@ def register(t: Any, name: str | None = None) -> None:
     _CTX.ranges.append((lo, n, name or _CTX.names.get(lo) or f"ptr#{_CTX.ptr_count}"))
 
 
+# ----------------------------------------------------------------------------------------------- dry runs
+@dataclass
+class DryLaunch:
+    """One ``<<<>>>`` (or typed cudaLaunchKernel) a dry run logged: the kernel as written at the launch (template
+    arguments as source text; ``"cudaLaunchKernel"`` for that path), grid, block and dynamic shared bytes."""
+
+    name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    dyn_smem: int
+    notes: list[str] = field(default_factory=list)  # calls before this launch whose answer is not the GPU's
+
+
+@dataclass
+class DryLog:
+    launches: list[DryLaunch] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)  # (launches logged before it, what)
+
+
 # ----------------------------------------------------------------------------------------------- libraries
 class InterpLibrary:
     """One interpreted shared library. Kernel mode: :meth:`launch`; host mode: attribute access gives the library's
@@ -152,6 +173,33 @@ class InterpLibrary:
         keys = ("launches", "blocks", "threads", "switches", "global_checks", "shared_checks", "barriers",
                 "collectives")
         return dict(zip(keys, (int(v) for v in out)))
+
+    @contextlib.contextmanager
+    def dry(self):
+        """Dry mode for the calls made inside the block: every launch is logged (:class:`DryLog`) and returns
+        cudaSuccess without running a thread. Device queries answer as an H100 SXM (sm_90, 132 SMs); calls whose
+        answer is not a real GPU's (cudaOccupancy*, cudaFuncGetAttributes: no register count here; a read of device
+        memory, which no kernel wrote) are noted, and each launch carries the notes made before it."""
+        d = self._dll
+        log = DryLog()
+        d.wbi_set_dry(1)
+        try:
+            yield log
+        finally:
+            d.wbi_dry_launch.restype = d.wbi_dry_note.restype = ctypes.c_char_p
+            out = (ctypes.c_ulonglong * 7)()
+            for i in range(d.wbi_dry_count()):
+                name = d.wbi_dry_launch(i, out).decode(errors="replace")
+                v = [int(x) for x in out]
+                log.launches.append(DryLaunch(name, (v[0], v[1], v[2]), (v[3], v[4], v[5]), v[6]))
+            before = ctypes.c_ulonglong()
+            for i in range(d.wbi_dry_note_count()):
+                what = d.wbi_dry_note(i, ctypes.byref(before)).decode(errors="replace")
+                log.notes.append((int(before.value), what))
+                for la in log.launches[int(before.value):]:
+                    if what not in la.notes:
+                        la.notes.append(what)
+            d.wbi_set_dry(0)
 
     # ---- kernel mode
     def launch(self, kernel: str, grid: tuple[int, int, int], block: tuple[int, int, int], shared: int,
@@ -264,4 +312,5 @@ def library(src: Any, kernels: list[str] | tuple[str, ...] = ()) -> InterpLibrar
     return lib
 
 
-__all__ = ["KernelFault", "NotInterpreted", "enabled", "set_call", "register", "library", "InterpLibrary"]
+__all__ = ["KernelFault", "NotInterpreted", "enabled", "set_call", "register", "library", "InterpLibrary", "DryLaunch",
+           "DryLog"]

@@ -147,6 +147,9 @@ WB_HIDDEN cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b);
 namespace wb {
 WB_HIDDEN cudaError_t func_set_attribute(const void* f, int attr, int value);
 WB_HIDDEN int launch_args(const void* f, dim3 g, dim3 b, void** args, size_t smem, cudaStream_t st);
+// dry mode (wbi_set_dry): launches are logged, not run; a call whose answer is not the target GPU's (an occupancy
+// query, a read of device memory no kernel wrote) is noted here with the number of launches logged before it
+WB_HIDDEN void dry_note(const char* what);
 }  // namespace wb
 
 // the typed overloads cuda_runtime.h has (cudaMalloc(&float_ptr, n) without a cast)
@@ -168,6 +171,7 @@ template <class T> inline cudaError_t cudaFuncSetAttribute(T* f, cudaFuncAttribu
 template <class T> inline cudaError_t cudaFuncSetCacheConfig(T*, cudaFuncCache) { return cudaSuccess; }
 template <class T> inline cudaError_t cudaFuncSetSharedMemConfig(T*, cudaSharedMemConfig) { return cudaSuccess; }
 template <class T> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, T*) {
+  ::wb::dry_note("cudaFuncGetAttributes, which the CPU interpreter does not model (no register count)");
   memset(a, 0, sizeof *a);
   a->maxThreadsPerBlock = 1024;
   a->maxDynamicSharedSizeBytes = 48 * 1024;
@@ -175,8 +179,20 @@ template <class T> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* 
 }
 template <class T>
 inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, T*, int block, size_t smem) {
+  ::wb::dry_note("cudaOccupancyMaxActiveBlocksPerMultiprocessor, which the CPU interpreter does not model "
+                 "(no register count)");
   *n = block > 0 ? (int)(2048 / block) : 0;  // thread-count bound only: no register or shared-memory model here
   if (smem > 0 && *n > (int)((228 * 1024) / smem)) *n = (int)((228 * 1024) / smem);
+  return cudaSuccess;
+}
+// Occupancy-based block size: thread-count bound only (no register or shared-memory-per-kernel model), so a dry run
+// reports a geometry chosen by it as not known.
+template <class T>
+inline cudaError_t cudaOccupancyMaxPotentialBlockSize(int* grid, int* block, T*, size_t smem = 0, int limit = 0) {
+  ::wb::dry_note("cudaOccupancyMaxPotentialBlockSize, which the CPU interpreter does not model (no register count)");
+  *block = limit > 0 && limit < 1024 ? limit : 1024;
+  *grid = 132 * (2048 / *block);
+  (void)smem;
   return cudaSuccess;
 }
 template <class T> inline cudaError_t cudaMemcpyToSymbol(const T& sym, const void* src, size_t n, size_t off = 0,
@@ -188,6 +204,7 @@ template <class T> inline cudaError_t cudaMemcpyToSymbol(const T& sym, const voi
 }
 template <class T> inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& sym, size_t n, size_t off = 0,
                                                            cudaMemcpyKind k = cudaMemcpyDeviceToHost) {
+  ::wb::dry_note("device memory read back by cudaMemcpyFromSymbol");
   if (off + n > sizeof(T)) return cudaErrorInvalidValue;
   memcpy(dst, reinterpret_cast<const char*>(&sym) + off, n);
   (void)k;

@@ -1392,6 +1392,19 @@ size_t smem_slot(size_t size, size_t align, const char* name, const char* file, 
   return off;
 }
 
+// ---- dry mode: each launch's name and geometry logged, nothing run (Python: InterpLibrary.dry())
+bool g_dry = false;
+struct DryLaunch {
+  std::string name;
+  unsigned grid[3], block[3];
+  unsigned long long smem;
+};
+std::vector<DryLaunch> g_dry_log;
+std::vector<std::pair<size_t, std::string>> g_dry_notes;  // (launches logged before it, what)
+void dry_note(const char* what) {
+  if (g_dry) g_dry_notes.emplace_back(g_dry_log.size(), what);
+}
+
 int launch(const LaunchCfg& cfg, const void* kfn, Thunk thunk, void* ctx, const void* params, size_t params_size,
            const char* name) {
   init_once();
@@ -1399,6 +1412,11 @@ int launch(const LaunchCfg& cfg, const void* kfn, Thunk thunk, void* ctx, const 
     raise_fault(FAULT_NOT_INTERPRETED, fmt("needs a device-side launch of %s (dynamic parallelism; not interpreted) %s",
                                            name, who().c_str()));
   if (g_fault.kind) return g_fault.code;  // a sticky error: later launches fail as on the GPU
+  if (g_dry) {  // dry mode: the geometry is the result; no thread runs (a kernel that would fault cannot)
+    g_dry_log.push_back(DryLaunch{name ? name : "?", {cfg.grid.x, cfg.grid.y, cfg.grid.z},
+                                  {cfg.block.x, cfg.block.y, cfg.block.z}, (unsigned long long)cfg.smem});
+    return cudaSuccess;
+  }
   const dim3 g = cfg.grid, b = cfg.block;
   const unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
   if (!g.x || !g.y || !g.z || !b.x || !b.y || !b.z || nt > 1024 || b.z > 64 || g.y > 65535 || g.z > 65535) {
@@ -1754,16 +1772,18 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
-cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
   if (cudaError_t e = sticky()) return e;
+  if (k == cudaMemcpyDeviceToHost || k == cudaMemcpyDefault) dry_note("device memory read back by cudaMemcpy");
   if (n) memmove(d, s, n);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
   return cudaMemcpy(d, s, n, k);
 }
-cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind) {
+cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k) {
   if (cudaError_t e = sticky()) return e;
+  if (k == cudaMemcpyDeviceToHost || k == cudaMemcpyDefault) dry_note("device memory read back by cudaMemcpy2D");
   for (size_t r = 0; r < h; ++r) memmove(static_cast<char*>(d) + r * dp, static_cast<const char*>(s) + r * sp, w);
   return cudaSuccess;
 }
@@ -1795,6 +1815,7 @@ cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  dry_note("device query cudaGetDeviceProperties (answered as an H100 SXM: 132 SMs)");
   memset(p, 0, sizeof *p);
   snprintf(p->name, sizeof p->name, "CPU interpreter (H100 limits)");
   p->totalGlobalMem = 80ull << 30;
@@ -1821,6 +1842,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  dry_note("device query cudaDeviceGetAttribute (answered as an H100 SXM: 132 SMs)");
   switch (a) {
     case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
     case cudaDevAttrMaxSharedMemoryPerBlock: *v = 48 * 1024; break;
@@ -1989,6 +2011,29 @@ WBI_EXPORT void wbi_clear_buffers() {
 WBI_EXPORT void wbi_add_buffer(unsigned long long lo, unsigned long long n, const char* name) {
   g_py_bufs.push_back(Buffer{(uintptr_t)lo, (uintptr_t)(lo + n), name ? name : "buffer"});
   rebuild_buffers(nullptr);
+}
+WBI_EXPORT void wbi_set_dry(int on) {
+  init_once();
+  g_dry = on != 0;
+  if (g_dry) {
+    g_dry_log.clear();
+    g_dry_notes.clear();
+  }
+}
+WBI_EXPORT int wbi_dry_count() { return (int)g_dry_log.size(); }
+// launch i: its name (as written at the <<<>>>), out[0..6] = grid xyz, block xyz, dynamic shared bytes
+WBI_EXPORT const char* wbi_dry_launch(int i, unsigned long long* out) {
+  if (i < 0 || (size_t)i >= g_dry_log.size()) return nullptr;
+  const DryLaunch& d = g_dry_log[(size_t)i];
+  for (int k = 0; k < 3; ++k) out[k] = d.grid[k], out[3 + k] = d.block[k];
+  out[6] = d.smem;
+  return d.name.c_str();
+}
+WBI_EXPORT int wbi_dry_note_count() { return (int)g_dry_notes.size(); }
+WBI_EXPORT const char* wbi_dry_note(int i, unsigned long long* before) {
+  if (i < 0 || (size_t)i >= g_dry_notes.size()) return nullptr;
+  *before = g_dry_notes[(size_t)i].first;
+  return g_dry_notes[(size_t)i].second.c_str();
 }
 WBI_EXPORT int wbi_fault_kind() { return g_fault.kind; }
 WBI_EXPORT const char* wbi_fault_message() { return g_fault.msg.c_str(); }
