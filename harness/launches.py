@@ -239,19 +239,28 @@ def _balanced(text: str, start: int) -> int:
 
 
 def split_top(text: str, sep: str = ",") -> list[str]:
-    """Split at ``sep`` outside (), [], {} and <> (template brackets)."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "([{<":
-            depth += 1
-        elif ch in ")]}>":
-            depth -= 1
-        if ch == sep and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
+    """Split at ``sep`` outside (), [], {} and <> (template brackets). A '<' opens a bracket only after a name and
+    not as '<<' or '<='; a '>' closes one only when a '<' is open, so ``a > 0 ? x : y, b`` (a comparison) and
+    ``n >> 1, 256`` (a shift) split at their comma; a '<' left open at the end was a comparison: split again
+    without angle brackets."""
+    for angles in (True, False):
+        parts, stack, cur = [], [], ""
+        for i, ch in enumerate(text):
+            prev = text[:i].rstrip()[-1:]
+            if ch in "([{" or (angles and ch == "<" and (prev.isalnum() or prev == "_")
+                               and text[i + 1:i + 2] not in ("<", "=") and text[i - 1:i] != "<"):
+                stack.append(ch)
+            elif ch in ")]}" or (ch == ">" and stack and stack[-1] == "<"):
+                if stack:
+                    stack.pop()
+            if ch == sep and not stack:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        if not (angles and "<" in stack):
+            break
     return [p.strip() for p in parts]
 
 

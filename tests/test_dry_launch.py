@@ -122,3 +122,17 @@ def test_geometry_the_interpreter_cannot_answer_stays_unknown(course, facts):
     errors: list[str] = []
     [k] = xray._byo_facts(vs[1], big, "sm_90a", errors, p, "fp32")
     assert k["threads"] is None and "a dry run needs 3.0 GiB" in k["geometry"], k["geometry"]
+
+
+def test_launch_configuration_splits_at_its_top_level_commas():
+    """'<' and '>' are template brackets only where they pair up after a name: a comparison or a shift in a launch
+    configuration must not swallow the comma after it (the block would then be lost from the launch)."""
+    from harness.launches import split_top
+
+    assert split_top("n > 0 ? g : 1, b") == ["n > 0 ? g : 1", "b"]
+    assert split_top("n >> 1, 256, 0") == ["n >> 1", "256", "0"]
+    assert split_top("n < 64 ? 1 : 2, 64") == ["n < 64 ? 1 : 2", "64"]
+    assert split_top("dim3(CEIL_DIV(N, 32), 1), dim3(32, 32), sizeof(float) * BM") == [
+        "dim3(CEIL_DIV(N, 32), 1)", "dim3(32, 32)", "sizeof(float) * BM"]
+    assert split_top("std::min<int>(n, 4), 128") == ["std::min<int>(n, 4)", "128"]
+    assert split_top("tile<a, b<3>>, 4") == ["tile<a, b<3>>", "4"]
