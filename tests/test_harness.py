@@ -111,7 +111,8 @@ def test_poison_covers_float_and_int():
 def test_timed_outputs_are_sampled_and_checked(strict):
     opts = RunOptions(seeds=(0,), strict=strict, max_time_s=0.05, warmup_s=0.0, min_n=3)
     ok = run_task(Task("toy", "torch_out", "fp32", "M=3,N=17"), opts)
-    assert ok["status"] == "ok" and ok["sampled_checks"] == (16 if strict else 3)
+    # strict times at least 16 calls, however steady or loaded the machine (a loaded CI once stopped at 15)
+    assert ok["status"] == "ok" and ok["sampled_checks"] == (16 if strict else 3) and ok["n"] >= (16 if strict else 3)
     # caching passes a single-seed check but not timing, where every call gets fresh input contents
     toy._cache.clear()
     rec = run_task(Task("toy", "wrong_cached_first_result", "fp32", "M=3,N=17"), opts)
