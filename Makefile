@@ -8,9 +8,10 @@ KERNEL ?= softmax
 ARGS  ?=
 CUBLAS ?= auto
 # pytest-xdist workers: the suite is mostly single-threaded subprocesses (nvcc, g++, the interpreter), so two
-# workers halve its wall time on CI's 2 cores; TEST_JOBS=0 runs it in one process
+# workers halve its wall time on CI's 2 cores; TEST_JOBS=0 runs it in one process, the default where a GPU is
+# visible (its tests time kernels: two workers would share the card)
 # (tests/ uses no benchmark fixture: -p no:benchmark spares its "disabled under xdist" warnings)
-TEST_JOBS ?= 2
+TEST_JOBS ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo 2)
 
 .PHONY: bench test lint gpu-check gpu-prep gpu-plan clean
 bench: $(STAMP)
