@@ -699,28 +699,37 @@ def _marshal(roles_order: list[str], roles: dict, inputs: dict, out: dict | None
     return ptrs, ints, floats
 
 
+def shim(lib):
+    """The generated shim's entry point (SYMBOL) in ``lib``, a GPU build or an interpreted one, with its C signature:
+    call(number, ptrs, ints, floats, grid, block) returns None, or the launcher's error message."""
+    f = getattr(lib, SYMBOL)
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_longlong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong),
+                  ctypes.POINTER(ctypes.c_double)] + [ctypes.c_uint] * 6
+    msg = lib.wb_byo_message
+    msg.restype = ctypes.c_char_p
+
+    def call(number: int, ptrs: list, ints: list, floats: list, grid=(1, 1, 1), block=(1, 1, 1)) -> str | None:
+        rc = f(number, (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs), (ctypes.c_longlong * max(1, len(ints)))(*ints),
+               (ctypes.c_double * max(1, len(floats)))(*floats), *grid, *block)
+        return None if rc == 0 else (msg().decode(errors="replace") or f"error {rc}")
+
+    return call
+
+
 def cuda_variant_fn(b: Binding, conv: dict, number: int, block: tuple[int, int]):
     roles = conv["roles"]
     src = b.source
     state: dict[str, Any] = {}
 
     def fn(inputs, out, shape):
-        f = state.get("f")
-        if f is None:
-            lib = src.library()
-            f = getattr(lib, SYMBOL)
-            f.restype = ctypes.c_int
-            f.argtypes = [ctypes.c_longlong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong),
-                          ctypes.POINTER(ctypes.c_double)] + [ctypes.c_uint] * 6
-            msg = lib.wb_byo_message
-            msg.restype = ctypes.c_char_p
-            state.update(f=f, msg=msg)
+        if "call" not in state:
+            state["call"] = shim(src.library())
         ptrs, ints, floats = _marshal(b.roles, roles, inputs, out, shape)
         grid, blk = geometry(conv, shape, block) if b.launch_mode == "kernel" else ((1, 1, 1), (1, 1, 1))
-        rc = f(number, (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs), (ctypes.c_longlong * max(1, len(ints)))(*ints),
-               (ctypes.c_double * max(1, len(floats)))(*floats), *grid, *blk)
-        if rc != 0:
-            raise RuntimeError(f"{b.callee}: {state['msg']().decode(errors='replace') or f'error {rc}'}")
+        err = state["call"](number, ptrs, ints, floats, grid, blk)
+        if err is not None:
+            raise RuntimeError(f"{b.callee}: {err}")
 
     return fn
 

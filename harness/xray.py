@@ -584,7 +584,7 @@ def _byo_facts(v, shape, arch: str, errors: list[str], problem=None, dtype: str 
     plan = src.launch_plan(number, shape)
     label = "launch read from the source at this shape"
     if (not plan or any(la.unknown for la in plan)) and src.mode == "launcher" and problem is not None:
-        dry, why = _dry_plan(v, problem, shape, dtype, arch, plan, build)
+        dry, why = _dry_plan(v, number, problem, shape, dtype, arch, plan, build)
         if dry is not None:
             plan, label = dry, DRY_LABEL
         else:
@@ -645,14 +645,14 @@ def _sized_inputs(problem, shape, dtype: str | None) -> tuple[dict[str, Any], bo
             return meta(problem.make_inputs(shape, dtype, 0, torch.device("cpu"))), True
 
 
-def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, build) -> tuple[list | None, str]:
+def _dry_plan(v, number: int, problem, shape, dtype: str | None, arch: str, static: list, build
+              ) -> tuple[list | None, str]:
     """The launches the file's launcher makes at ``shape``, recorded by the CPU interpreter's dry mode
     (harness.interp.InterpLibrary.dry: every ``<<<>>>`` is logged and returns cudaSuccess, no thread runs), as
     harness.launches.Launch objects; or (None, why not). The launcher gets real host buffers of the shape's sizes
     (never read: no kernel runs, and a read-back by the launcher is noted, which leaves its later launches unknown).
     Device queries answer as an H100 SXM, so they count only for an sm_90 target; occupancy queries (no register
     model in the interpreter) leave the launches after them unknown."""
-    import ctypes
 
     import torch
 
@@ -682,12 +682,7 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
         lib = interp.library(src, [])
     except CompileError as e:
         return None, f"the CPU interpreter's build failed: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    f = getattr(lib, byo.SYMBOL)
-    f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_longlong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong),
-                  ctypes.POINTER(ctypes.c_double)] + [ctypes.c_uint] * 6
-    msg = lib.wb_byo_message
-    msg.restype = ctypes.c_char_p
+    call = byo.shim(lib)
     try:
         ptrs, ints, floats = byo._marshal([r for _, r in src.params], src.conv["roles"], ins_r, outs_r, shape)
     except (KeyError, TypeError, AttributeError) as e:
@@ -695,13 +690,11 @@ def _dry_plan(v, problem, shape, dtype: str | None, arch: str, static: list, bui
     interp.set_call(tensors=real)
     try:
         with lib.dry() as log:
-            rc = f(v.ladder if v.ladder is not None else -1, (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs),
-                   (ctypes.c_longlong * max(1, len(ints)))(*ints), (ctypes.c_double * max(1, len(floats)))(*floats),
-                   1, 1, 1, 1, 1, 1)
+            err = call(number, ptrs, ints, floats)
     except Exception as e:  # a fault in the launcher's own host code
         return None, f"the launcher failed in the dry run: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    if rc != 0:
-        return None, f"the launcher failed in the dry run: {msg().decode(errors='replace') or f'error {rc}'}"
+    if err is not None:
+        return None, f"the launcher failed in the dry run: {err}"
     if not log.launches:
         return None, "the launcher launched no kernel in the dry run"
     h100 = capability(arch) == 90

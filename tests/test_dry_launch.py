@@ -115,7 +115,7 @@ def test_geometry_the_interpreter_cannot_answer_stays_unknown(course, facts):
         assert k["geometry"].startswith(DRY) and f"not known: before this launch, {why}" in k["geometry"]
     p, shape, vs = course
     build = vs[2].source.compile("sm_90a")
-    plan, _ = xray._dry_plan(vs[2], p, shape, "fp32", "sm_80", vs[2].source.launch_plan(2, shape), build)
+    plan, _ = xray._dry_plan(vs[2], 2, p, shape, "fp32", "sm_80", vs[2].source.launch_plan(2, shape), build)
     [la] = plan
     assert la.grid is None and "H100 SXM: 132 SMs), but the target is sm_80" in la.unknown[0]
     big = p.parse_shape("M=16384,N=16384,K=16384")  # 3 GiB of fp32 buffers
